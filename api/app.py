@@ -1,0 +1,20 @@
+"""FastAPI 应用工厂。"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import router
+from api.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """用给定的运行时依赖构造应用（服务与测试共用）。"""
+    app = FastAPI(
+        title="Conductor", description="Ray 集群上的 Slurm 风格批处理调度器", version="0.1.0"
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    app.include_router(router)
+    return app

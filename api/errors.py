@@ -1,0 +1,78 @@
+"""错误到 HTTP 状态码的唯一映射；路由保持简洁。"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from conductor.errors import (
+    ClusterUnavailable,
+    ConductorError,
+    DatabaseUnavailable,
+    InvalidJobRequest,
+    JobNotFound,
+    SchedulerUnavailable,
+)
+
+STATUS = {
+    JobNotFound: 404,
+    InvalidJobRequest: 422,
+    DatabaseUnavailable: 503,
+    SchedulerUnavailable: 503,
+    ClusterUnavailable: 503,
+}
+
+
+def _field(loc: tuple) -> str:
+    # 去掉 "body" 前缀，留下 job.time_limit 这样的字段路径
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+# pydantic 内置错误的中文说明（按错误类型）；其余沿用原文
+MESSAGES = {
+    "missing": "缺少必填字段",
+    "string_too_short": "长度不能小于 {min_length}",
+    "string_too_long": "长度不能超过 {max_length}",
+    "string_type": "应为字符串",
+    "int_type": "应为整数",
+    "bool_type": "应为布尔值",
+    "bool_parsing": "应为布尔值",
+    "dict_type": "应为对象",
+    "model_type": "应为对象",
+    "greater_than_equal": "不能小于 {ge}",
+    "less_than_equal": "不能大于 {le}",
+    "json_invalid": "请求体不是合法的 JSON",
+}
+
+
+def _message(err: dict) -> str:
+    template = MESSAGES.get(str(err.get("type")))
+    if template is not None:
+        try:
+            return template.format(**(err.get("ctx") or {}))
+        except (KeyError, IndexError):
+            return template
+    return str(err.get("msg", "")).removeprefix("Value error, ")
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"field": _field(tuple(e.get("loc", ()))), "msg": _message(e)} for e in exc.errors()]
+    detail = "；".join(f"{e['field']}：{e['msg']}" for e in errors)
+    return JSONResponse(
+        status_code=422, content={"detail": f"请求无效：{detail}", "errors": errors}
+    )
+
+
+async def conductor_error(request: Request, exc: ConductorError) -> JSONResponse:
+    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
+    content: dict = {"detail": exc.message}
+    if isinstance(exc, InvalidJobRequest):
+        content["errors"] = [{"field": exc.field, "msg": exc.message}]
+    return JSONResponse(status_code=status, content=content)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ConductorError, conductor_error)  # type: ignore[arg-type]

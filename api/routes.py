@@ -1,0 +1,283 @@
+"""REST 路由：与 CONTRACT.md 一致。路由只做转换，状态变化交给 conductor.transitions。"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlmodel import select
+
+from api.runtime import Runtime, get_runtime
+from api.schemas import (
+    DashboardResponse,
+    JobDetail,
+    JobLog,
+    JobQueryResponse,
+    JobStats,
+    JobSummary,
+    JobTimes,
+    MessageResponse,
+    NodeInfo,
+    ResourceStats,
+    SubmitRequest,
+    SubmitResponse,
+)
+from cluster.bootstrap import dashboard_url
+from conductor import transitions
+from conductor.db import ping, session_scope
+from conductor.errors import ConductorError, InvalidJobRequest, JobNotFound
+from conductor.models import Job
+from conductor.policy import NodeView, can_ever_run
+from conductor.states import JobState
+from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memory, parse_time_limit
+
+router = APIRouter()
+RECENT = 20
+
+
+def _resolve(work_dir: str, path: str) -> str:
+    return os.path.normpath(os.path.join(work_dir, path))
+
+
+def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
+    p = req.job
+    if p.partition != rt.settings.default_partition:
+        raise InvalidJobRequest(
+            "job.partition",
+            f"未知分区：{p.partition!r}（可用分区：{rt.settings.default_partition}）",
+        )
+    work_dir = os.path.normpath(p.current_working_directory)
+    now = datetime.now(UTC)
+    return Job(
+        name=p.name,
+        account=p.account,
+        partition=p.partition,
+        script=req.script,
+        environment=p.environment,
+        work_dir=work_dir,
+        stdout_path=_resolve(work_dir, p.standard_output),
+        stderr_path=_resolve(work_dir, p.standard_error),
+        ntasks_per_node=p.ntasks_per_node,
+        cpus_per_task=p.cpus_per_task,
+        cpus=p.ntasks_per_node * p.cpus_per_task,
+        memory_bytes=parse_memory(p.memory_per_node),
+        time_limit_seconds=parse_time_limit(p.time_limit),
+        exclusive=p.exclusive,
+        submit_time=now,
+        eligible_time=now,
+    )
+
+
+def _check_runnable(job: Job, rt: Runtime) -> None:
+    """永远无法运行的请求在提交时拒绝，而不是永远 PENDING。"""
+    nodes = [
+        NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory, 0, 0)
+        for n in rt.cluster.nodes()
+        if n.alive
+    ]
+    if can_ever_run(job.cpus, job.memory_bytes, nodes):
+        return
+    max_cpus = max((n.total_cpus for n in nodes), default=0)
+    if not can_ever_run(job.cpus, 0, nodes):
+        raise InvalidJobRequest(
+            "job.cpus_per_task",
+            f"请求 {job.cpus} 个 CPU（ntasks_per_node × cpus_per_task），"
+            f"超过任何节点的容量（最大 {max_cpus:g} 个）",
+        )
+    max_mem = max((n.total_memory for n in nodes if n.total_cpus >= job.cpus), default=0)
+    raise InvalidJobRequest(
+        "job.memory_per_node",
+        f"请求内存 {job.memory_bytes // 2**20} MB，超过任何 CPU 足够的节点的可用内存"
+        f"（最大 {int(max_mem) // 2**20} MB）",
+    )
+
+
+@router.post("/jobs/submit", status_code=201, response_model=SubmitResponse)
+def submit(req: SubmitRequest, rt: Runtime = Depends(get_runtime)) -> SubmitResponse:
+    """提交作业：校验、写入 PostgreSQL 并提交事务后才返回 201，然后唤醒调度器。"""
+    job = _job_from_request(req, rt)
+    _check_runnable(job, rt)
+    with session_scope(rt.engine) as session:
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    rt.cluster.wake()
+    return SubmitResponse(job_id=str(job_id))
+
+
+def _load(rt: Runtime, job_id: int) -> Job:
+    with session_scope(rt.engine) as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"作业 {job_id} 不存在")
+    return job
+
+
+def _logs(job: Job, rt: Runtime) -> JobLog:
+    if job.node_id is None:
+        return JobLog(stdout="", stderr="")
+    try:
+        logs = rt.cluster.read_logs(job.node_id, job.stdout_path, job.stderr_path)
+    except ConductorError as exc:
+        note = f"[无法读取日志：{exc.message}]"
+        return JobLog(stdout=note, stderr=note)
+
+    def show(content: str | None, path: str) -> str:
+        return content if content is not None else f"[日志文件不存在：{path}]"
+
+    return JobLog(
+        stdout=show(logs["stdout"], job.stdout_path), stderr=show(logs["stderr"], job.stderr_path)
+    )
+
+
+def _elapsed(job: Job) -> str:
+    if job.start_time is None:
+        return format_elapsed(0)
+    end = job.end_time or datetime.now(UTC)
+    return format_elapsed((end - job.start_time).total_seconds())
+
+
+@router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
+def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
+    """查询作业状态、时间、退出码与日志。"""
+    job = _load(rt, job_id)
+    return JobQueryResponse(
+        job_id=str(job.id),
+        state=job.state,
+        error_msg=job.error_msg,
+        time=JobTimes(
+            submit_time=iso_utc(job.submit_time),
+            start_time=iso_utc(job.start_time),
+            end_time=iso_utc(job.end_time),
+            eligible_time=iso_utc(job.eligible_time),
+            elapsed_time=_elapsed(job),
+            limit_time=format_limit(job.time_limit_seconds),
+        ),
+        job_log=_logs(job, rt),
+        detail=JobDetail(
+            job_name=job.name,
+            user=job.account,
+            partition=job.partition,
+            allocated_cpus=job.cpus,
+            allocated_nodes=1 if job.node_id else 0,
+            node_list=job.node_name or "",
+            exit_code=job.exit_code,
+            work_dir=job.work_dir,
+            data_source=job.data_source,
+            account=job.account,
+        ),
+    )
+
+
+@router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
+def cancel(job_id: int, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+    """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。"""
+    with session_scope(rt.engine) as session:
+        result = transitions.cancel(session, job_id)
+    if result is None:
+        raise JobNotFound(f"作业 {job_id} 不存在")
+    if not result.changed:
+        return MessageResponse(msg=f"作业 {job_id} 已处于 {result.previous} 状态，无需取消")
+    if result.previous is JobState.RUNNING and result.node_id:
+        rt.cluster.cancel(result.node_id, job_id)
+    rt.cluster.wake()
+    return MessageResponse(msg=f"作业 {job_id} 已取消（原状态 {result.previous}）")
+
+
+def _summary(job: Job) -> JobSummary:
+    return JobSummary(
+        job_id=job.id or 0,
+        name=job.name,
+        account=job.account,
+        state=job.state,
+        allocated_cpus=job.cpus,
+        submit_time=iso_utc(job.submit_time),
+        start_time=iso_utc(job.start_time),
+    )
+
+
+@router.get("/dashboard", response_model=DashboardResponse)
+def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
+    """作业统计、资源使用与节点信息：数字来自 PostgreSQL 与存活的 Ray 集群。"""
+    with session_scope(rt.engine) as session:
+        counts = {
+            r.state: r.n
+            for r in session.execute(text("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"))
+        }
+        used = {
+            r.node_id: int(r.cpus)
+            for r in session.execute(
+                text(
+                    "SELECT node_id, SUM(cpus) AS cpus FROM jobs "
+                    "WHERE node_id IS NOT NULL AND released_at IS NULL GROUP BY node_id"
+                )
+            )
+        }
+        recent = {
+            state: list(
+                session.exec(
+                    select(Job).where(Job.state == state).order_by(Job.id.desc()).limit(RECENT)  # type: ignore[union-attr]
+                )
+            )
+            for state in (JobState.RUNNING, JobState.PENDING)
+        }
+    stats = JobStats(total=sum(counts.values()), **{s.lower(): n for s, n in counts.items()})
+    nodes = []
+    for n in rt.cluster.nodes():
+        allocated = used.get(n.node_id, 0) if n.alive else 0
+        total = int(n.total_cpus)
+        nodes.append(
+            NodeInfo(
+                node_name=n.node_name,
+                node_id=n.node_id,
+                partition=rt.settings.default_partition,
+                total_cpus=total,
+                allocated_cpus=allocated,
+                available_cpus=max(0, total - allocated) if n.alive else 0,
+                available=n.alive,
+                utilization_rate=round(allocated / total, 4) if total else 0.0,
+            )
+        )
+    total_cpus = sum(n.total_cpus for n in nodes if n.available)
+    allocated_cpus = sum(n.allocated_cpus for n in nodes if n.available)
+    return DashboardResponse(
+        job_stats=stats,
+        resource_stats=ResourceStats(
+            total_cpus=total_cpus,
+            allocated_cpus=allocated_cpus,
+            available_cpus=max(0, total_cpus - allocated_cpus),
+            utilization_rate=round(allocated_cpus / total_cpus, 4) if total_cpus else 0.0,
+        ),
+        node_info=nodes,
+        running_jobs=[_summary(j) for j in recent[JobState.RUNNING]],
+        pending_jobs=[_summary(j) for j in recent[JobState.PENDING]],
+    )
+
+
+@router.get("/health")
+def health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
+    """检查 PostgreSQL、Ray 与调度器；任何一项不可用即 503 并指明哪一项。"""
+    components: dict[str, dict] = {}
+    checks = {
+        "postgres": lambda: ping(rt.engine),
+        "ray": lambda: {"alive_nodes": sum(1 for n in rt.cluster.nodes() if n.alive)},
+        "scheduler": lambda: rt.cluster.scheduler_status(),
+    }
+    for name, check in checks.items():
+        try:
+            info = check()
+            components[name] = {"status": "up", **(info or {})}
+        except Exception as exc:  # noqa: BLE001 - 健康检查要报告任何故障
+            components[name] = {"status": "down", "error": str(exc) or type(exc).__name__}
+    down = [name for name, c in components.items() if c["status"] != "up"]
+    body = {
+        "status": "healthy" if not down else "unhealthy",
+        "components": components,
+        "dashboard_url": dashboard_url(),
+    }
+    if down:
+        body["detail"] = "不可用的组件：" + "、".join(down)
+    return JSONResponse(status_code=503 if down else 200, content=body)

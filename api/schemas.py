@@ -1,0 +1,185 @@
+"""REST 契约的请求与响应模型（字段名与旧系统一致，见 CONTRACT.md）。"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from conductor.timefmt import parse_memory, parse_time_limit
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PositiveInt = Annotated[int, Field(ge=1, le=100_000, strict=True)]
+
+
+class JobProperties(BaseModel):
+    """作业属性（请求中的 job 对象）。"""
+
+    model_config = ConfigDict(extra="ignore")
+
+    account: str = Field(min_length=1, max_length=255, description="记账账户")
+    environment: dict[str, str] = Field(default_factory=dict, description="附加环境变量")
+    current_working_directory: str = Field(
+        min_length=1, max_length=1024, description="工作目录（绝对路径）"
+    )
+    standard_output: str = Field(
+        min_length=1, max_length=512, description="标准输出文件，相对工作目录或绝对路径"
+    )
+    standard_error: str = Field(
+        min_length=1, max_length=512, description="标准错误文件，相对工作目录或绝对路径"
+    )
+    ntasks_per_node: PositiveInt = Field(1, description="每节点任务数")
+    cpus_per_task: PositiveInt = Field(1, description="每任务 CPU 数")
+    memory_per_node: str | int = Field("1G", description="每节点内存，如 32G；纯数字按 MB 计")
+    name: str = Field(min_length=1, max_length=255, description="作业名")
+    time_limit: str | int = Field(description="时间限制：分钟数或 Slurm 格式，0/UNLIMITED 为不限")
+    partition: str = Field(min_length=1, max_length=100, description="分区")
+    exclusive: bool = Field(False, description="独占节点")
+
+    @field_validator("current_working_directory")
+    @classmethod
+    def _absolute_cwd(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"工作目录必须是绝对路径：{value!r}")
+        if "\0" in value:
+            raise ValueError("工作目录不能包含 NUL 字符")
+        return value
+
+    @field_validator("standard_output", "standard_error", "name", "account", "partition")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\0" in value or "\n" in value:
+            raise ValueError("不能包含 NUL 或换行字符")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not ENV_NAME.fullmatch(key):
+                raise ValueError(
+                    f"环境变量名无效：{key!r}（只能含字母、数字、下划线，且不以数字开头）"
+                )
+            if "\0" in val:
+                raise ValueError(f"环境变量 {key} 的值不能包含 NUL 字符")
+        return value
+
+    @field_validator("memory_per_node")
+    @classmethod
+    def _memory(cls, value: str | int) -> str | int:
+        parse_memory(value)
+        return value
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time_limit(cls, value: str | int) -> str | int:
+        parse_time_limit(value)
+        return value
+
+
+class SubmitRequest(BaseModel):
+    """POST /jobs/submit 的请求体。"""
+
+    job: JobProperties
+    script: str = Field(description="bash 脚本内容")
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("脚本不能为空")
+        if "\0" in value:
+            raise ValueError("脚本不能包含 NUL 字符")
+        return value
+
+
+class SubmitResponse(BaseModel):
+    job_id: str
+
+
+class JobTimes(BaseModel):
+    submit_time: str | None
+    start_time: str | None
+    end_time: str | None
+    eligible_time: str | None
+    elapsed_time: str
+    limit_time: str
+
+
+class JobLog(BaseModel):
+    stdout: str
+    stderr: str
+
+
+class JobDetail(BaseModel):
+    job_name: str
+    user: str
+    partition: str
+    allocated_cpus: int
+    allocated_nodes: int
+    node_list: str
+    exit_code: str | None
+    work_dir: str
+    data_source: str
+    account: str
+
+
+class JobQueryResponse(BaseModel):
+    job_id: str
+    state: str
+    error_msg: str | None
+    time: JobTimes
+    job_log: JobLog
+    detail: JobDetail
+
+
+class MessageResponse(BaseModel):
+    msg: str
+
+
+class JobStats(BaseModel):
+    total: int = 0
+    running: int = 0
+    pending: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    timeout: int = 0
+    node_fail: int = 0
+
+
+class ResourceStats(BaseModel):
+    total_cpus: int
+    allocated_cpus: int
+    available_cpus: int
+    utilization_rate: float
+
+
+class NodeInfo(BaseModel):
+    node_name: str
+    partition: str
+    total_cpus: int
+    allocated_cpus: int
+    available_cpus: int
+    available: bool
+    utilization_rate: float
+    node_id: str
+
+
+class JobSummary(BaseModel):
+    job_id: int
+    name: str
+    account: str
+    state: str
+    allocated_cpus: int
+    submit_time: str | None
+    start_time: str | None
+
+
+class DashboardResponse(BaseModel):
+    job_stats: JobStats
+    resource_stats: ResourceStats
+    node_info: list[NodeInfo]
+    running_jobs: list[JobSummary]
+    pending_jobs: list[JobSummary]

@@ -1,0 +1,209 @@
+"""节点代理：每个节点一个常驻（detached）actor，拥有本节点上作业的 Ray 任务。
+
+Ray 中任务随其所有者一起死亡；让代理而不是调度器持有任务，
+调度器就可以随时崩溃重启而不影响正在运行的作业。
+代理记住每个作业直到其终态写入 PostgreSQL，因此“代理存活却不认识某作业”
+意味着该作业从未交到它手里（或已记录终态）——对账据此判断能否重新排队。
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from sqlalchemy import text
+
+from cluster.executor import run_job
+from conductor import transitions
+from conductor.db import make_engine, session_scope, with_retry
+from conductor.jobspec import JobSpec
+from conductor.logtail import read_tail
+from conductor.outcome import ExecResult, classify
+from conductor.proctree import kill_job_tree_async
+from conductor.settings import Settings
+from conductor.states import JobState
+from conductor.transitions import Outcome
+
+log = logging.getLogger("conductor.agent")
+
+AGENT_PREFIX = "conductor-agent-"
+
+
+def agent_name(node_id: str) -> str:
+    return AGENT_PREFIX + node_id
+
+
+@dataclass
+class Run:
+    """代理手中一个作业的执行。"""
+
+    spec: JobSpec
+    ref: ray.ObjectRef
+    stopping: bool = False
+    # 服务关闭时代理主动终止的作业以 NODE_FAIL 结束，并写明原因
+    stop_reason: str | None = None
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
+class NodeAgent:
+    """本节点作业任务的所有者：启动、监视、终止作业并上报结局。"""
+
+    def __init__(self, settings: Settings, node_id: str, epoch: int) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = settings
+        self.node_id = node_id
+        self.agent_id = uuid.uuid4().hex
+        self.min_epoch = epoch
+        self.engine = make_engine(settings.database_url or "", pool_size=2)
+        self.runs: dict[int, Run] = {}
+        self.reports: list[Outcome] = []
+        self.report_ready = asyncio.Event()
+        self.scheduler: ray.actor.ActorHandle | None = None
+        self.reporter = asyncio.get_running_loop().create_task(self._report_loop())
+
+    def identity(self) -> str:
+        """本代理实例的身份；派发时记入作业行。"""
+        return self.agent_id
+
+    async def adopt(self, epoch: int) -> tuple[str, list[int]]:
+        """调度器对账：提高纪元栅栏，返回 (代理身份, 仍在手中的作业)。"""
+        self.min_epoch = max(self.min_epoch, epoch)
+        return self.agent_id, sorted(self.runs)
+
+    async def sweep(self, tokens: list[str]) -> None:
+        """清理随旧代理死亡的作业留下的孤儿进程。"""
+        await asyncio.gather(*(kill_job_tree_async(t, grace=0) for t in tokens))
+
+    async def launch(self, specs: list[JobSpec], epoch: int) -> list[int]:
+        """启动作业任务（绑定本节点）。过期纪元的派发被拒绝，返回被接受的作业 id。"""
+        if epoch < self.min_epoch:
+            log.warning(
+                "拒绝过期调度器（纪元 %s < %s）的派发：%s",
+                epoch,
+                self.min_epoch,
+                [s.job_id for s in specs],
+            )
+            return []
+        strategy = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
+        accepted = []
+        for spec in specs:
+            if spec.job_id in self.runs:  # 重复派发（消息重发）：已在运行
+                accepted.append(spec.job_id)
+                continue
+            ref = run_job.options(
+                num_cpus=spec.cpus,
+                memory=spec.memory_bytes,
+                name=f"job-{spec.job_id}:{spec.name}",
+                scheduling_strategy=strategy,
+            ).remote(spec)
+            run = Run(spec, ref)
+            self.runs[spec.job_id] = run
+            run.watcher = asyncio.get_running_loop().create_task(self._watch(run))
+            accepted.append(spec.job_id)
+        return accepted
+
+    async def cancel(self, job_id: int) -> bool:
+        """终止一个作业的整棵进程树：SIGTERM → 宽限 → SIGKILL。"""
+        run = self.runs.get(job_id)
+        if run is None or run.stopping:
+            return False
+        run.stopping = True
+        log.info("取消作业 %s：终止其进程树", job_id)
+        await kill_job_tree_async(run.spec.token, grace=self.settings.kill_wait)
+        return True
+
+    async def stop_all(self, grace: float, reason: str, timeout: float = 30.0) -> int:
+        """服务关闭（本地 Ray 即将停止）：终止本节点全部作业，等到结局写入数据库。"""
+        runs = list(self.runs.values())
+        for r in runs:
+            r.stopping = True
+            r.stop_reason = reason
+        await asyncio.gather(*(kill_job_tree_async(r.spec.token, grace=grace) for r in runs))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.runs and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return len(runs)
+
+    async def read_logs(self, stdout_path: str, stderr_path: str) -> dict[str, str | None]:
+        """在本节点读取作业日志（不假设共享文件系统）。文件不存在时为 None。"""
+        return await asyncio.to_thread(
+            lambda: {"stdout": read_tail(Path(stdout_path)), "stderr": read_tail(Path(stderr_path))}
+        )
+
+    async def _watch(self, run: Run) -> None:
+        spec = run.spec
+        try:
+            result: ExecResult = await run.ref
+            state, code, msg = classify(result, spec.time_limit_seconds)
+        except Exception as exc:  # noqa: BLE001 - 执行进程死亡的各种 Ray 异常一并处理
+            # 执行器所在的 worker 进程死了：脚本的子孙进程成了孤儿，由这里清理
+            await kill_job_tree_async(spec.token, grace=0)
+            state, code = JobState.FAILED, None
+            msg = f"执行作业的进程意外退出（{type(exc).__name__}）：{_first_line(exc)}"
+        if run.stop_reason is not None and state is not JobState.COMPLETED:
+            state, msg = JobState.NODE_FAIL, run.stop_reason
+        self.reports.append(Outcome(spec.job_id, state, code, msg))
+        self.report_ready.set()
+
+    async def _report_loop(self) -> None:
+        """批量把结局写入数据库；数据库不可用时退避重试，直到写入才忘记作业。"""
+        while True:
+            try:
+                await asyncio.wait_for(self.report_ready.wait(), self.settings.idle_resync)
+            except TimeoutError:
+                await self._kill_cancelled()
+                continue
+            self.report_ready.clear()
+            batch, self.reports = self.reports, []
+            await asyncio.to_thread(
+                with_retry, lambda b=batch: self._record(b), what="上报作业结局"
+            )
+            for o in batch:
+                self.runs.pop(o.job_id, None)
+            self._notify_scheduler()
+
+    def _record(self, batch: list[Outcome]) -> None:
+        with session_scope(self.engine) as session:
+            transitions.finish(session, batch)
+
+    async def _kill_cancelled(self) -> None:
+        """兜底：取消消息丢失时，从数据库发现已取消但仍在运行的作业并终止。"""
+        live = [j for j, r in self.runs.items() if not r.stopping]
+        if not live:
+            return
+        try:
+            cancelled = await asyncio.to_thread(self._cancelled_among, live)
+        except Exception as exc:  # noqa: BLE001 - 数据库暂不可用时下次再查
+            log.warning("检查已取消作业失败：%s", exc)
+            return
+        for job_id in cancelled:
+            await self.cancel(job_id)
+
+    def _cancelled_among(self, job_ids: list[int]) -> list[int]:
+        with session_scope(self.engine) as session:
+            rows = session.execute(
+                text("SELECT id FROM jobs WHERE id = ANY(:ids) AND state = 'CANCELLED'"),
+                {"ids": job_ids},
+            )
+            return [r[0] for r in rows]
+
+    def _notify_scheduler(self) -> None:
+        from cluster.scheduler import SCHEDULER_NAME  # 避免循环导入
+
+        try:
+            if self.scheduler is None:
+                self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.settings.namespace)
+            self.scheduler.wake.remote()
+        except Exception:  # noqa: BLE001 - 调度器正在重启：它启动时会自行对账
+            self.scheduler = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(exc).strip().splitlines()
+    return text_[-1][:500] if text_ else ""

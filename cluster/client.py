@@ -1,0 +1,83 @@
+"""API 进程使用的集群客户端：唤醒调度器、取消作业、读日志、取节点与健康状况。
+
+只做薄薄一层：Ray 异常在这里翻译为 ConductorError。
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from cluster.agent import agent_name
+from cluster.nodes import RayNode, list_nodes
+from cluster.scheduler import SCHEDULER_NAME
+from conductor.errors import ClusterUnavailable, SchedulerUnavailable
+from conductor.settings import Settings
+
+log = logging.getLogger("conductor.client")
+
+NODES_TTL = 1.0
+
+
+class ClusterClient:
+    """与调度器、节点代理通信。"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.namespace = settings.namespace
+        self._scheduler: ray.actor.ActorHandle | None = None
+        self._nodes: tuple[float, list[RayNode]] = (0.0, [])
+
+    def scheduler(self) -> ray.actor.ActorHandle:
+        if self._scheduler is None:
+            try:
+                self._scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.namespace)
+            except ValueError as exc:
+                raise SchedulerUnavailable("调度器 actor 不存在") from exc
+        return self._scheduler
+
+    def wake(self) -> None:
+        """通知调度器有新作业（不等待）。调度器重启中也不影响：它启动后会读取队列。"""
+        try:
+            self.scheduler().wake.remote()
+        except Exception as exc:  # noqa: BLE001 - 作业已持久化，唤醒失败不影响正确性
+            self._scheduler = None
+            log.warning("唤醒调度器失败（作业已保存，将在调度器恢复后运行）：%s", exc)
+
+    def scheduler_status(self, timeout: float = 3.0) -> dict:
+        try:
+            return ray.get(self.scheduler().status.remote(), timeout=timeout)
+        except (RayActorError, GetTimeoutError) as exc:
+            self._scheduler = None
+            raise SchedulerUnavailable(f"调度器无响应：{type(exc).__name__}") from exc
+
+    def nodes(self) -> list[RayNode]:
+        """集群节点（1 秒缓存，避免每个请求都访问 GCS）。"""
+        fetched, nodes = self._nodes
+        if time.monotonic() - fetched > NODES_TTL:
+            try:
+                nodes = list_nodes()
+            except Exception as exc:  # noqa: BLE001
+                raise ClusterUnavailable(f"无法读取 Ray 节点：{exc}") from exc
+            self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    def cancel(self, node_id: str, job_id: int) -> None:
+        """让作业所在节点的代理终止其进程树（不等待）。消息丢失时代理会从数据库发现取消。"""
+        try:
+            agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
+            agent.cancel.remote(job_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("通知节点代理取消作业 %s 失败：%s", job_id, exc)
+
+    def read_logs(
+        self, node_id: str, stdout_path: str, stderr_path: str, timeout: float = 10.0
+    ) -> dict[str, str | None]:
+        """经作业所在节点的代理读取日志（不假设共享文件系统）。"""
+        try:
+            agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
+            return ray.get(agent.read_logs.remote(stdout_path, stderr_path), timeout=timeout)
+        except (ValueError, RayActorError, GetTimeoutError) as exc:
+            raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc

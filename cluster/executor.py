@@ -1,0 +1,91 @@
+"""执行器：在分配到的节点上以 Ray 任务运行作业脚本。
+
+脚本在自己的会话（进程组）中运行，stdout/stderr 直接写入作业文件；
+用 pidfd 等待进程结束，无轮询延迟；超时则 SIGTERM → 宽限 → SIGKILL 整棵进程树。
+脚本结束后，残留的后台子孙进程一律杀掉：作业的任何进程都不活过作业本身。
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from conductor.jobspec import JobSpec, build_env
+from conductor.outcome import ExecResult
+from conductor.proctree import kill_job_tree
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """等待进程退出，返回是否在 timeout 内退出。pidfd 让退出立即唤醒，不靠轮询。"""
+    fd = os.pidfd_open(proc.pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if poller.poll(None if remaining is None else remaining * 1000):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(fd)
+
+
+def _open_output(path: str) -> int:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+def execute(spec: JobSpec) -> ExecResult:
+    """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。"""
+    spool = Path(tempfile.gettempdir()) / "conductor-spool"
+    script = spool / f"job-{spec.job_id}-{spec.token[:8]}.sh"
+    fds: list[int] = []
+    try:
+        Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
+        spool.mkdir(parents=True, exist_ok=True)
+        script.write_text(spec.script)
+        script.chmod(0o700)
+        out_fd = _open_output(spec.stdout_path)
+        fds.append(out_fd)
+        err_fd = out_fd if spec.stderr_path == spec.stdout_path else _open_output(spec.stderr_path)
+        if err_fd != out_fd:
+            fds.append(err_fd)
+        proc = subprocess.Popen(
+            ["/bin/bash", str(script)],
+            cwd=spec.work_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=err_fd,
+            env=build_env(spec, os.environ),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        script.unlink(missing_ok=True)
+        return ExecResult(returncode=None, error=f"作业无法启动：{exc}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        timed_out = not _wait_exit(proc, spec.time_limit_seconds)
+        if timed_out:
+            kill_job_tree(spec.token, grace=spec.kill_wait, pgid=proc.pid)
+        proc.wait()
+        # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的）
+        kill_job_tree(spec.token, grace=0, pgid=proc.pid)
+        return ExecResult(returncode=proc.returncode, timed_out=timed_out)
+    finally:
+        script.unlink(missing_ok=True)
+
+
+@ray.remote(max_retries=0)
+def run_job(spec: JobSpec) -> ExecResult:
+    """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。"""
+    return execute(spec)

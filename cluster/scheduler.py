@@ -1,0 +1,341 @@
+"""调度器：常驻、具名、可重启的 Ray actor，决定什么作业在哪里运行。
+
+循环（arq / Ray JobManager 的形状）：被事件唤醒或短超时醒来 → 对账（定期）
+→ 读取空闲资源与队首 → 纯策略决定放置 → 认领（CAS）→ 交给节点代理执行。
+它不持有任何作业任务：崩溃重启不影响正在运行的作业。
+启动时先领取纪元并对账，之后才接受新工作。
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+
+import ray
+from ray.exceptions import RayActorError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from sqlalchemy import text
+
+from cluster.agent import NodeAgent, agent_name
+from cluster.nodes import RayNode, alive_nodes
+from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, decide
+from conductor import transitions
+from conductor.db import make_engine, session_scope, with_retry
+from conductor.errors import DatabaseUnavailable
+from conductor.jobspec import JobSpec
+from conductor.models import SchedulerEpoch
+from conductor.policy import NodeView, PendingJob, plan_fifo
+from conductor.proctree import new_token
+from conductor.settings import Settings
+from conductor.states import JobState
+
+log = logging.getLogger("conductor.scheduler")
+
+SCHEDULER_NAME = "conductor-scheduler"
+# 每轮最多考察的队首作业数：严格 FIFO 下队首放不下就停止，这足以填满集群
+QUEUE_WINDOW = 2000
+# 调度轮之间复用节点列表的秒数；节点变化最迟在下一次对账（idle_resync）时发现
+NODES_TTL = 1.0
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=100)
+class Scheduler:
+    """集群唯一的调度器（detached、具名；Ray 在它死亡后自动重启）。"""
+
+    def __init__(self, settings: Settings) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = settings
+        self.engine = make_engine(settings.database_url or "", pool_size=3)
+        self.epoch = 0
+        self.agents: dict[str, tuple[ray.actor.ActorHandle, str]] = {}
+        self.wake_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.started = time.time()
+        self.passes = 0
+        self.nodes: tuple[float, list[RayNode]] = (0.0, [])
+        self.reconciliations = 0
+        self.main = asyncio.get_running_loop().create_task(self._main())
+
+    # ---- 对外方法 ----
+
+    def wake(self) -> None:
+        """有新提交或资源释放：立刻开始下一轮调度。"""
+        self.wake_event.set()
+
+    async def status(self) -> dict:
+        """健康检查与观测用的状态。"""
+        return {
+            "ready": self.ready.is_set(),
+            "epoch": self.epoch,
+            "passes": self.passes,
+            "reconciliations": self.reconciliations,
+            "uptime": time.time() - self.started,
+            "agents": sorted(self.agents),
+        }
+
+    async def wait_ready(self, timeout: float = 60.0) -> bool:
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def shutdown_jobs(self, reason: str, grace: float) -> int:
+        """服务关闭且本地 Ray 将停止：让各节点代理终止并记录全部作业。"""
+        calls = [h.stop_all.remote(grace, reason) for h, _ in self.agents.values()]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        return sum(r for r in results if isinstance(r, int))
+
+    # ---- 主循环 ----
+
+    async def _main(self) -> None:
+        self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
+        log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
+        await self._retrying(lambda: self._reconcile(startup=True))
+        self.ready.set()
+        last_resync = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)
+            self.wake_event.clear()
+            if time.monotonic() - last_resync >= self.settings.idle_resync:
+                await self._retrying(lambda: self._reconcile(startup=False))
+                last_resync = time.monotonic()
+            await self._retrying(self._schedule_pass)
+
+    async def _retrying(self, step) -> None:  # type: ignore[no-untyped-def]
+        """数据库不可用时退避重试同一步；其他错误记录后继续，循环永不退出。"""
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                return
+            except DatabaseUnavailable:
+                log.warning("数据库不可用，%.1f 秒后重试", delay)
+            except Exception:
+                log.exception("调度循环出错，%.1f 秒后重试", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _new_epoch(self) -> int:
+        with session_scope(self.engine) as session:
+            row = SchedulerEpoch()
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            return row.id
+
+    # ---- 节点与代理 ----
+
+    async def _alive_nodes(self, max_age: float) -> list[RayNode]:
+        """存活节点（缓存 max_age 秒）。GCS 调用放到线程里并限时，调度循环永不被它卡住。"""
+        fetched, nodes = self.nodes
+        if time.monotonic() - fetched <= max_age:
+            return nodes
+        try:
+            nodes = await asyncio.wait_for(asyncio.to_thread(alive_nodes), 10)
+        except TimeoutError:
+            log.warning("读取 Ray 节点列表超时，沿用上次的结果")
+            return nodes
+        self.nodes = (time.monotonic(), nodes)
+        return nodes
+
+    async def _agents_for(
+        self, nodes: list[RayNode]
+    ) -> dict[str, tuple[ray.actor.ActorHandle, str]]:
+        """每个存活节点一个代理（取得或创建）；返回 节点 → (句柄, 代理身份)。"""
+        alive = {n.node_id for n in nodes}
+        for node_id in list(self.agents):
+            if node_id not in alive:
+                del self.agents[node_id]
+        missing = [n for n in nodes if n.node_id not in self.agents]
+        if missing:
+            found = await asyncio.gather(*(self._get_or_create_agent(n) for n in missing))
+            for node, entry in zip(missing, found, strict=True):
+                if entry is not None:
+                    self.agents[node.node_id] = entry
+        return self.agents
+
+    async def _get_or_create_agent(self, node: RayNode) -> tuple[ray.actor.ActorHandle, str] | None:
+        handle = NodeAgent.options(
+            name=agent_name(node.node_id),
+            namespace=self.settings.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+        ).remote(self.settings, node.node_id, self.epoch)
+        try:
+            agent_id = await asyncio.wait_for(handle.identity.remote(), 60)
+        except (RayActorError, TimeoutError) as exc:
+            log.warning("节点 %s 的代理不可用：%s", node.node_name, exc)
+            return None
+        return handle, agent_id
+
+    # ---- 对账 ----
+
+    async def _reconcile(self, startup: bool) -> None:
+        nodes = await self._alive_nodes(max_age=0)
+        agents = await self._agents_for(nodes)
+        held = await asyncio.to_thread(self._held_jobs)
+        if not held and not startup:
+            return
+        views: dict[str, AgentView] = {}
+        for node_id, (handle, _) in list(agents.items()):
+            try:
+                agent_id, jobs = await asyncio.wait_for(handle.adopt.remote(self.epoch), 30)
+                views[node_id] = AgentView(agent_id, frozenset(jobs))
+            except (RayActorError, TimeoutError) as exc:
+                log.warning("节点 %s 的代理无响应：%s", node_id, exc)
+                self.agents.pop(node_id, None)
+        plan = decide(held, {n.node_id for n in nodes}, views)
+        self.reconciliations += 1
+        if startup or plan.changes_anything:
+            log.info(
+                "对账（纪元 %s）：检查 %d 个占用资源的作业（RUNNING %d）；%s",
+                self.epoch,
+                len(held),
+                sum(1 for j in held if j.state is JobState.RUNNING),
+                plan.summary(),
+            )
+        if plan.changes_anything:
+            freed = await asyncio.to_thread(self._apply, plan)
+            log.info("对账释放资源的作业：%s", freed)
+            await self._sweep(plan)
+            self.wake_event.set()
+
+    def _held_jobs(self) -> list[HeldJob]:
+        with session_scope(self.engine) as session:
+            rows = session.execute(
+                text(
+                    "SELECT id, state, node_id, node_name, epoch, agent_id, token FROM jobs "
+                    "WHERE node_id IS NOT NULL AND released_at IS NULL"
+                )
+            )
+            return [
+                HeldJob(
+                    r.id,
+                    JobState(r.state),
+                    r.node_id,
+                    r.node_name or "",
+                    r.epoch or 0,
+                    r.agent_id,
+                    r.token,
+                )
+                for r in rows
+            ]
+
+    def _apply(self, plan: ReconcilePlan) -> list[int]:
+        with session_scope(self.engine) as session:
+            freed: list[int] = []
+            for epoch, job_ids in plan.requeue.items():
+                freed += transitions.requeue(session, job_ids, epoch)
+            for job in plan.node_fail:
+                transitions.settle_lost(
+                    session,
+                    [job.job_id],
+                    JobState.NODE_FAIL,
+                    f"运行作业的节点 {job.node_name} 已失联，作业随节点丢失",
+                )
+                freed.append(job.job_id)
+            lost = [j.job_id for j in plan.agent_lost]
+            transitions.settle_lost(
+                session,
+                lost,
+                JobState.FAILED,
+                "节点代理已退出，作业的执行随之终止（作业不会自动重试，请重新提交）",
+            )
+            return freed + lost
+
+    async def _sweep(self, plan: ReconcilePlan) -> None:
+        """节点仍在而代理换了：让新代理清理旧作业的孤儿进程。"""
+        by_node: dict[str, list[str]] = defaultdict(list)
+        for job in plan.agent_lost:
+            if job.token:
+                by_node[job.node_id].append(job.token)
+        for node_id, tokens in by_node.items():
+            entry = self.agents.get(node_id)
+            if entry is not None:
+                entry[0].sweep.remote(tokens)
+
+    # ---- 调度 ----
+
+    async def _schedule_pass(self) -> None:
+        self.passes += 1
+        nodes = await self._alive_nodes(max_age=NODES_TTL)
+        agents = await self._agents_for(nodes)
+        usable = [n for n in nodes if n.node_id in agents]
+        pending, used = await asyncio.to_thread(self._snapshot)
+        views = [
+            NodeView(
+                n.node_id,
+                n.node_name,
+                n.total_cpus,
+                n.total_memory,
+                n.total_cpus - used.get(n.node_id, (0, 0))[0],
+                n.total_memory - used.get(n.node_id, (0, 0))[1],
+            )
+            for n in usable
+        ]
+        placements = plan_fifo(pending, views)
+        if not placements:
+            return
+        tokens = [new_token() for _ in placements]
+        agent_ids = [agents[p.node_id][1] for p in placements]
+        rows = await asyncio.to_thread(self._claim, placements, tokens, agent_ids)
+        by_node: dict[str, list[JobSpec]] = defaultdict(list)
+        for row in rows:
+            by_node[row["node_id"]].append(
+                JobSpec.from_row(row, token=row["token"], kill_wait=self.settings.kill_wait)
+            )
+        await asyncio.gather(*(self._launch(node_id, specs) for node_id, specs in by_node.items()))
+        if len(pending) >= QUEUE_WINDOW:
+            self.wake_event.set()
+
+    def _snapshot(self) -> tuple[list[PendingJob], dict[str, tuple[float, float]]]:
+        with session_scope(self.engine) as session:
+            used = {
+                r.node_id: (float(r.cpus), float(r.mem))
+                for r in session.execute(
+                    text(
+                        "SELECT node_id, SUM(cpus) AS cpus, SUM(memory_bytes) AS mem FROM jobs "
+                        "WHERE node_id IS NOT NULL AND released_at IS NULL GROUP BY node_id"
+                    )
+                )
+            }
+            pending = [
+                PendingJob(r.id, r.cpus, r.memory_bytes)
+                for r in session.execute(
+                    text(
+                        "SELECT id, cpus, memory_bytes FROM jobs WHERE state = 'PENDING' "
+                        "ORDER BY id LIMIT :n"
+                    ),
+                    {"n": QUEUE_WINDOW},
+                )
+            ]
+            return pending, used
+
+    def _claim(self, placements, tokens, agent_ids) -> list[dict]:  # type: ignore[no-untyped-def]
+        with session_scope(self.engine) as session:
+            return transitions.claim(session, placements, tokens, agent_ids, self.epoch)
+
+    async def _launch(self, node_id: str, specs: list[JobSpec]) -> None:
+        handle, _ = self.agents[node_id]
+        ids = [s.job_id for s in specs]
+        try:
+            accepted = set(await handle.launch.remote(specs, self.epoch))
+        except RayActorError as exc:
+            # 代理在派发途中死亡：任务（若已提交）随之死亡，交给对账判定
+            log.warning("向节点 %s 派发作业 %s 失败：%s", node_id, ids, exc)
+            self.agents.pop(node_id, None)
+            await self._reconcile(startup=False)
+            return
+        rejected = [j for j in ids if j not in accepted]
+        if rejected:
+            await asyncio.to_thread(self._requeue, rejected)
+
+    def _requeue(self, job_ids: list[int]) -> None:
+        with session_scope(self.engine) as session:
+            transitions.requeue(session, job_ids, self.epoch)

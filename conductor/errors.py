@@ -1,0 +1,42 @@
+"""错误层级：一个根 ConductorError，每个子类的文档字符串即默认消息。"""
+
+from __future__ import annotations
+
+
+class ConductorError(Exception):
+    """Conductor 内部错误。"""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class JobNotFound(ConductorError):
+    """作业不存在。"""
+
+
+class InvalidJobRequest(ConductorError):
+    """作业请求无效。"""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidTransition(ConductorError):
+    """作业状态不允许此转换。"""
+
+
+class DatabaseUnavailable(ConductorError):
+    """PostgreSQL 不可用，请稍后重试。"""
+
+
+class SchedulerUnavailable(ConductorError):
+    """调度器不可用，请稍后重试。"""
+
+
+class ClusterUnavailable(ConductorError):
+    """Ray 集群不可用，请稍后重试。"""

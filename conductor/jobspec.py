@@ -1,0 +1,98 @@
+"""交给执行器的作业规格，以及作业进程的环境变量。
+
+环境 = 干净的基础变量 + 用户的 environment + Slurm 变量及 CONDUCTOR_ 孪生变量。
+服务自身的配置与机密（数据库地址、令牌）从不进入作业环境。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conductor.proctree import TOKEN_VAR
+from conductor.timefmt import slurm_mem_mb
+
+# 从节点环境继承的基础变量（白名单）
+BASE_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "TERM")
+DEFAULT_BASE = {"PATH": "/usr/local/bin:/usr/bin:/bin", "SHELL": "/bin/bash", "TMPDIR": "/tmp"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """执行一个作业所需的一切（可序列化后发往任意节点）。"""
+
+    job_id: int
+    name: str
+    account: str
+    partition: str
+    script: str
+    environment: dict[str, str]
+    work_dir: str
+    stdout_path: str
+    stderr_path: str
+    ntasks_per_node: int
+    cpus_per_task: int
+    cpus: int
+    memory_bytes: int
+    time_limit_seconds: int | None
+    node_name: str
+    epoch: int
+    token: str
+    kill_wait: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], token: str, kill_wait: float) -> JobSpec:
+        """由 jobs 表的一行构造。"""
+        return cls(
+            job_id=row["id"],
+            name=row["name"],
+            account=row["account"],
+            partition=row["partition"],
+            script=row["script"],
+            environment=dict(row["environment"] or {}),
+            work_dir=row["work_dir"],
+            stdout_path=row["stdout_path"],
+            stderr_path=row["stderr_path"],
+            ntasks_per_node=row["ntasks_per_node"],
+            cpus_per_task=row["cpus_per_task"],
+            cpus=row["cpus"],
+            memory_bytes=row["memory_bytes"],
+            time_limit_seconds=row["time_limit_seconds"],
+            node_name=row["node_name"] or "",
+            epoch=row["epoch"] or 0,
+            token=token,
+            kill_wait=kill_wait,
+        )
+
+
+def slurm_vars(spec: JobSpec) -> dict[str, str]:
+    """Slurm 作业变量；脚本无需修改即可沿用。"""
+    return {
+        "SLURM_JOB_ID": str(spec.job_id),
+        "SLURM_JOBID": str(spec.job_id),
+        "SLURM_JOB_NAME": spec.name,
+        "SLURM_CPUS_PER_TASK": str(spec.cpus_per_task),
+        "SLURM_NTASKS": str(spec.ntasks_per_node),
+        "SLURM_NTASKS_PER_NODE": str(spec.ntasks_per_node),
+        "SLURM_CPUS_ON_NODE": str(spec.cpus),
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_JOB_NODELIST": spec.node_name,
+        "SLURM_NODELIST": spec.node_name,
+        "SLURM_SUBMIT_DIR": spec.work_dir,
+        "SLURM_JOB_ACCOUNT": spec.account,
+        "SLURM_JOB_PARTITION": spec.partition,
+        "SLURM_MEM_PER_NODE": slurm_mem_mb(spec.memory_bytes),
+    }
+
+
+def build_env(spec: JobSpec, node_env: Mapping[str, str]) -> dict[str, str]:
+    """作业进程的完整环境。用户变量不能覆盖 Slurm 变量与追踪标记。"""
+    env = dict(DEFAULT_BASE)
+    env.update({k: node_env[k] for k in BASE_VARS if k in node_env})
+    env.update(spec.environment)
+    scheduler_vars = slurm_vars(spec)
+    env.update(scheduler_vars)
+    env.update({"CONDUCTOR_" + k.removeprefix("SLURM_"): v for k, v in scheduler_vars.items()})
+    env[TOKEN_VAR] = spec.token
+    return env

@@ -1,0 +1,28 @@
+"""读取作业日志：1 MB 以内整份返回，否则返回最后 1000 行并注明已截断。"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WHOLE_LIMIT = 1024 * 1024
+TAIL_LINES = 1000
+# 截断时从文件末尾读取的字节数上限，避免为取最后 1000 行读入超大文件
+TAIL_WINDOW = 4 * 1024 * 1024
+
+
+def read_tail(path: Path) -> str | None:
+    """返回日志内容；文件不存在返回 None。"""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            if size <= WHOLE_LIMIT:
+                f.seek(0)
+                return f.read().decode("utf-8", errors="replace")
+            f.seek(max(0, size - TAIL_WINDOW))
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    tail = "".join(lines[-TAIL_LINES:])
+    note = f"[日志共 {size} 字节，超过 1 MB，以下仅为最后 {TAIL_LINES} 行]\n"
+    return note + tail

@@ -1,0 +1,83 @@
+"""作业实体：JobBase（用户提交的内容）→ Job（数据库表）。"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from conductor.states import JobState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobBase(SQLModel):
+    """用户提交并经校验、规范化后的作业描述。"""
+
+    name: str = Field(max_length=255)
+    account: str = Field(max_length=255)
+    partition: str = Field(max_length=100)
+    script: str = Field(sa_column=Column(Text, nullable=False))
+    environment: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
+    work_dir: str = Field(max_length=1024)
+    # 提交时即解析为绝对路径：日志只从这里读，杜绝任意文件读取
+    stdout_path: str = Field(max_length=2048)
+    stderr_path: str = Field(max_length=2048)
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    cpus: int = 1
+    memory_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    time_limit_seconds: int | None = None
+    exclusive: bool = False
+
+
+class Job(JobBase, table=True):
+    """jobs 表：作业状态的唯一事实来源。状态只经 transitions.py 的带条件 UPDATE 改变。"""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # 队列只扫描 PENDING 的行
+        Index("ix_jobs_pending", "id", postgresql_where=text("state = 'PENDING'")),
+        # 调度器每轮读取仍占用资源的作业
+        Index("ix_jobs_holding", "node_id", postgresql_where=text("released_at IS NULL")),
+        Index("ix_jobs_state", "state"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    state: JobState = Field(default=JobState.PENDING, max_length=16)
+    error_msg: str | None = Field(default=None, sa_column=Column(Text))
+    exit_code: str | None = Field(default=None, max_length=32)
+    submit_time: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    eligible_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    start_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    end_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # 派发到的 Ray 节点；released_at 为空且 node_id 非空即“占用资源中”
+    node_id: str | None = Field(default=None, max_length=64)
+    node_name: str | None = Field(default=None, max_length=255)
+    released_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # 认领该作业的调度器纪元：节点代理据此拒绝过期调度器的派发（fencing）
+    epoch: int | None = None
+    # 接手作业的节点代理实例；代理重建后身份不同，对账据此识别随旧代理死亡的作业
+    agent_id: str | None = Field(default=None, max_length=64)
+    # 作业进程树的追踪标记（环境变量）；执行器丢失后据此清理孤儿进程，不对外暴露
+    token: str | None = Field(default=None, max_length=64)
+    data_source: str = Field(default="API", max_length=32)
+
+
+class SchedulerEpoch(SQLModel, table=True):
+    """调度器每次（重）启动领取一个递增纪元。"""
+
+    __tablename__ = "scheduler_epochs"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    started_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )

@@ -1,0 +1,43 @@
+"""把一次执行的原始结果（返回码、是否超时、准备阶段的错误）映射为作业终态。"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+from conductor.states import JobState
+from conductor.timefmt import format_exit_code, format_limit
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """执行器的返回值。error 非空表示脚本没能启动。"""
+
+    returncode: int | None
+    timed_out: bool = False
+    error: str | None = None
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"信号 {signum}"
+
+
+def classify(
+    result: ExecResult, time_limit_seconds: int | None
+) -> tuple[JobState, str | None, str | None]:
+    """返回 (终态, Slurm 退出码 code:signal, error_msg)。"""
+    code = format_exit_code(result.returncode)
+    if result.error is not None:
+        return JobState.FAILED, code, result.error
+    if result.timed_out:
+        limit = format_limit(time_limit_seconds)
+        return JobState.TIMEOUT, code, f"超过时间限制（{limit}），作业已被终止"
+    rc = result.returncode
+    if rc == 0:
+        return JobState.COMPLETED, code, None
+    if rc is not None and rc < 0:
+        return JobState.FAILED, code, f"脚本被信号 {-rc}（{signal_name(-rc)}）终止"
+    return JobState.FAILED, code, f"脚本以非零退出码 {rc} 结束"

@@ -1,0 +1,167 @@
+"""按环境标记查找并终止作业进程树（仅限 Linux）。
+
+作业脚本在独立会话中启动，但子孙进程可能 setsid 逃出进程组，
+启动者也可能先于作业死亡；因此以所有子孙都会继承的环境变量
+CONDUCTOR_JOB_TOKEN=<token> 为准，扫描 /proc 找回整棵树。
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import Generator
+
+TOKEN_VAR = "CONDUCTOR_JOB_TOKEN"
+
+_PROC = "/proc"
+# SIGKILL 之后最多再等这么久：正常情况下内核很快回收，超时说明有 D 状态等异常。
+_KILL_WAIT = 2.0
+# 进程消失或无权访问都属正常竞争，静默跳过。
+_SKIP_ERRORS = (FileNotFoundError, ProcessLookupError, PermissionError)
+
+# 共享的终止计划：产出“需要等待的秒数”，结束时返回是否已清理干净。
+_Plan = Generator[float, None, bool]
+
+
+def new_token() -> str:
+    """生成不可猜测的作业标记，避免误杀其他作业。"""
+    return secrets.token_hex(16)
+
+
+def _marker(token: str) -> bytes:
+    # 空标记会匹配所有带空值变量的进程，含 NUL 则永远无法匹配，都视为调用错误。
+    if not token or "\0" in token:
+        raise ValueError("作业标记不能为空且不能包含 NUL")
+    return b"\0" + f"{TOKEN_VAR}={token}".encode() + b"\0"
+
+
+def _is_zombie(pid: int) -> bool:
+    with open(f"{_PROC}/{pid}/stat", "rb") as f:
+        data = f.read()
+    # comm 字段可能含空格和括号，状态字段必须从最后一个 ')' 之后解析。
+    rest = data[data.rindex(b")") + 1 :].split()
+    return bool(rest) and rest[0] == b"Z"
+
+
+def _protected_pids() -> set[int]:
+    # 调用者自身及其父进程可能也带同一标记（如作业内自杀），绝不能误杀。
+    return {os.getpid(), os.getppid()}
+
+
+def find_job_pids(token: str) -> list[int]:
+    """返回环境中精确含有该作业标记的存活进程 pid（跳过僵尸与自身/父进程）。"""
+    marker = _marker(token)
+    protected = _protected_pids()
+    found: list[int] = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid in protected:
+            continue
+        try:
+            with open(f"{_PROC}/{pid}/environ", "rb") as f:
+                data = f.read()
+            # 前补 NUL 保证整条匹配；末尾缺 NUL（环境区被改写）时补上，避免漏掉最后一条。
+            hay = b"\0" + data if data.endswith(b"\0") else b"\0" + data + b"\0"
+            if marker not in hay:
+                continue
+            # 僵尸已无法被信号影响，只待父进程回收，不算“残留”。
+            if _is_zombie(pid):
+                continue
+        except (*_SKIP_ERRORS, ValueError):
+            # ValueError：stat 内容异常（进程正在退出），同样跳过。
+            continue
+        found.append(pid)
+    return found
+
+
+def _signal_pids(pids: list[int], sig: int) -> int:
+    sent = 0
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except _SKIP_ERRORS:
+            continue
+        sent += 1
+    return sent
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    # 防止误把自己或父进程所在的进程组一起杀掉（pgid<=1 也有特殊含义）。
+    if pgid <= 1 or pgid == os.getpgrp():
+        return
+    try:
+        if pgid == os.getpgid(os.getppid()):
+            return
+    except _SKIP_ERRORS:
+        pass  # 父进程已不存在，无需保护其进程组
+    with contextlib.suppress(*_SKIP_ERRORS):
+        os.killpg(pgid, sig)
+
+
+def signal_job(token: str, sig: int, pgid: int | None = None) -> int:
+    """向进程组 pgid（若给出）及所有带标记的进程发送信号，返回成功发送的进程数。"""
+    if pgid is not None:
+        _signal_group(pgid, sig)
+    return _signal_pids(find_job_pids(token), sig)
+
+
+def _wait_gone(token: str, timeout: float, poll: float, resend: int | None) -> _Plan:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = find_job_pids(token)
+        if not pids:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if resend is not None:
+            # 补发给扫描与信号之间新 fork 出来的进程。
+            _signal_pids(pids, resend)
+        yield min(poll, remaining)
+
+
+def _kill_plan(token: str, grace: float, pgid: int | None, poll: float) -> _Plan:
+    """同步与异步版本共用的终止流程：先 TERM 宽限，再 KILL 兜底。"""
+    if grace < 0 or poll <= 0:
+        raise ValueError("grace 不能为负，poll 必须为正")
+    _marker(token)  # 先校验标记，避免在发出信号后才报错
+    if grace > 0:
+        signal_job(token, signal.SIGTERM, pgid)
+        if (yield from _wait_gone(token, grace, poll, None)):
+            return True
+    signal_job(token, signal.SIGKILL, pgid)
+    return (yield from _wait_gone(token, _KILL_WAIT, poll, signal.SIGKILL))
+
+
+def _run_sync(plan: _Plan) -> bool:
+    try:
+        while True:
+            time.sleep(next(plan))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _run_async(plan: _Plan) -> bool:
+    try:
+        while True:
+            await asyncio.sleep(next(plan))
+    except StopIteration as stop:
+        return stop.value
+
+
+def kill_job_tree(token: str, grace: float, pgid: int | None = None, poll: float = 0.05) -> bool:
+    """终止整棵作业树；grace=0 直接 SIGKILL。全部消失返回 True。"""
+    return _run_sync(_kill_plan(token, grace, pgid, poll))
+
+
+async def kill_job_tree_async(
+    token: str, grace: float, pgid: int | None = None, poll: float = 0.05
+) -> bool:
+    """kill_job_tree 的 asyncio 版本，等待期间不阻塞事件循环。"""
+    return await _run_async(_kill_plan(token, grace, pgid, poll))

@@ -1,0 +1,48 @@
+"""服务配置：唯一的 Settings，环境变量前缀 CONDUCTOR_。"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Conductor 的全部可配置项；CLI 选项默认取这里的值。"""
+
+    model_config = SettingsConfigDict(env_prefix="CONDUCTOR_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="API 监听地址")
+    port: int = Field(8000, ge=1, le=65535, description="API 监听端口")
+    data_dir: Path = Field(Path("./conductor-data"), description="内嵌 PostgreSQL 与运行数据的目录")
+    database_url: str | None = Field(None, description="外部 PostgreSQL 地址；为空时启动内嵌实例")
+    ray_address: str | None = Field(None, description="外部 Ray 集群地址；为空时启动本地 Ray")
+    num_cpus: int | None = Field(None, ge=1, description="本地 Ray 的逻辑 CPU 数，默认为本机核数")
+    dashboard_port: int = Field(8265, ge=1, le=65535, description="本地 Ray 仪表盘端口")
+    namespace: str = Field(
+        "conductor", min_length=1, description="调度器与节点代理所在的 Ray 命名空间"
+    )
+    kill_wait: float = Field(
+        30.0, ge=0, description="超时或取消时 SIGTERM 与 SIGKILL 之间的宽限秒数"
+    )
+    default_partition: str = Field("default", description="默认分区名")
+    idle_resync: float = Field(2.0, gt=0, description="调度器空闲时与数据库对账的间隔秒数")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # 数据目录在多个进程间传递，必须是绝对路径
+        return value.expanduser().resolve()
+
+    def effective_num_cpus(self) -> int:
+        """本地 Ray 的 CPU 数：未设置时取本机核数。"""
+        return self.num_cpus or os.cpu_count() or 1
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """进程内唯一的配置实例。"""
+    return Settings()

@@ -1,0 +1,194 @@
+"""作业状态的全部改变：每个都是一条带条件的 UPDATE（比较并交换）。
+
+终态永不改变；API 取消、节点代理上报结束、调度器对账彼此竞争时，
+谁的条件先成立谁生效，另一方得到“未改变”，不会互相覆盖。
+资源释放（released_at）与状态分开：取消后进程可能还在宽限期内运行，
+资源要等执行真正结束才归还，且只归还一次。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+from conductor.policy import Placement
+from conductor.states import JobState, sources_of
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """一次执行的结局，由节点代理上报。"""
+
+    job_id: int
+    state: JobState
+    exit_code: str | None
+    error_msg: str | None
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """取消的结果：previous 为取消前的状态；changed 表示本次调用是否生效。"""
+
+    previous: JobState
+    changed: bool
+    node_id: str | None
+
+
+def _states(target: JobState) -> list[str]:
+    return [s.value for s in sources_of(target)]
+
+
+_TERMINAL_FROM_RUNNING = [JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.NODE_FAIL]
+
+
+def claim(
+    session: Session,
+    placements: Sequence[Placement],
+    tokens: Sequence[str],
+    agent_ids: Sequence[str],
+    epoch: int,
+) -> list[dict]:
+    """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消的不会出现。"""
+    if not placements:
+        return []
+    rows = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
+                   node_id = v.node_id, node_name = v.node_name, token = v.token,
+                   agent_id = v.agent_id, epoch = :epoch, released_at = NULL
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
+                        CAST(:tokens AS text[]), CAST(:agents AS text[]))
+                 AS v(id, node_id, node_name, token, agent_id)
+            WHERE jobs.id = v.id AND jobs.state = 'PENDING'
+            RETURNING jobs.*
+            """
+        ),
+        {
+            "ids": [p.job_id for p in placements],
+            "nodes": [p.node_id for p in placements],
+            "names": [p.node_name for p in placements],
+            "tokens": list(tokens),
+            "agents": list(agent_ids),
+            "epoch": epoch,
+        },
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
+    """RUNNING → 终态，并释放资源（批量）。返回状态真正改变的作业 id。
+
+    已被取消的作业状态不变，但仍在这里补上退出码并释放资源。
+    """
+    if not outcomes:
+        return []
+    for o in outcomes:
+        if o.state not in _TERMINAL_FROM_RUNNING:
+            raise ValueError(f"不能以 {o.state} 结束作业")
+    params = {
+        "ids": [o.job_id for o in outcomes],
+        "states": [o.state.value for o in outcomes],
+        "codes": [o.exit_code for o in outcomes],
+        "msgs": [o.error_msg for o in outcomes],
+    }
+    changed = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = v.state, exit_code = v.exit_code, error_msg = v.error_msg,
+                   end_time = clock_timestamp()
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:states AS text[]),
+                        CAST(:codes AS text[]), CAST(:msgs AS text[]))
+                 AS v(id, state, exit_code, error_msg)
+            WHERE jobs.id = v.id AND jobs.state = 'RUNNING'
+            RETURNING jobs.id
+            """
+        ),
+        params,
+    )
+    ids = [r[0] for r in changed]
+    release(session, params["ids"], params["codes"])
+    return ids
+
+
+def release(
+    session: Session, job_ids: Sequence[int], exit_codes: Sequence[str | None] | None = None
+) -> list[int]:
+    """归还资源，每个作业只归还一次；顺带补上尚缺的退出码。返回本次释放的作业 id。"""
+    if not job_ids:
+        return []
+    codes = list(exit_codes) if exit_codes is not None else [None] * len(job_ids)
+    rows = session.execute(
+        text(
+            """
+            UPDATE jobs SET released_at = clock_timestamp(),
+                   exit_code = COALESCE(jobs.exit_code, v.exit_code)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS v(id, exit_code)
+            WHERE jobs.id = v.id AND jobs.node_id IS NOT NULL AND jobs.released_at IS NULL
+            RETURNING jobs.id
+            """
+        ),
+        {"ids": list(job_ids), "codes": codes},
+    )
+    return [r[0] for r in rows]
+
+
+def cancel(session: Session, job_id: int) -> CancelResult | None:
+    """PENDING/RUNNING → CANCELLED。作业不存在时返回 None。
+
+    用行锁读出旧状态，两个并发取消只有一个 changed=True。
+    """
+    old = session.execute(
+        text("SELECT state, node_id FROM jobs WHERE id = :id FOR UPDATE"), {"id": job_id}
+    ).first()
+    if old is None:
+        return None
+    previous = JobState(old.state)
+    if previous.value not in _states(JobState.CANCELLED):
+        return CancelResult(previous=previous, changed=False, node_id=old.node_id)
+    session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'CANCELLED', end_time = clock_timestamp(),
+                   error_msg = COALESCE(error_msg, '用户取消')
+            WHERE id = :id
+            """
+        ),
+        {"id": job_id},
+    )
+    return CancelResult(previous=previous, changed=True, node_id=old.node_id)
+
+
+def requeue(session: Session, job_ids: Sequence[int], epoch: int) -> list[int]:
+    """RUNNING → PENDING：仅限确定从未启动的作业（认领后、派发前调度器崩溃）。
+
+    以认领时的纪元为条件，避免把已被新调度器重新派发的作业拉回队列。
+    """
+    if not job_ids:
+        return []
+    rows = session.execute(
+        text(
+            """
+            UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
+                   node_name = NULL, epoch = NULL, token = NULL, agent_id = NULL,
+                   released_at = NULL
+            WHERE id = ANY(CAST(:ids AS bigint[])) AND state = 'RUNNING' AND epoch = :epoch
+            RETURNING id
+            """
+        ),
+        {"ids": list(job_ids), "epoch": epoch},
+    )
+    return [r[0] for r in rows]
+
+
+def settle_lost(
+    session: Session, job_ids: Sequence[int], state: JobState, reason: str
+) -> list[int]:
+    """执行已不存在（节点或代理死亡）：RUNNING → FAILED/NODE_FAIL，并释放资源。
+
+    已取消而进程随节点消失的作业只释放资源。返回状态真正改变的作业 id。
+    """
+    return finish(session, [Outcome(j, state, None, reason) for j in job_ids])

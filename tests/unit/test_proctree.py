@@ -1,0 +1,242 @@
+"""proctree 的真实进程测试（不使用 mock）。"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conductor.proctree import (
+    TOKEN_VAR,
+    find_job_pids,
+    kill_job_tree,
+    kill_job_tree_async,
+    new_token,
+    signal_job,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# 覆盖各种逃逸方式：普通子进程、setsid 新会话、嵌套 bash、忽略 SIGTERM 的进程。
+TREE_SCRIPT = """
+sleep 300 &
+setsid sleep 300 &
+bash -c 'sleep 300 & wait' &
+bash -c 'trap "" TERM; sleep 300' &
+wait
+"""
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> None:
+    """轮询等待条件成立，避免固定长睡眠。"""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("等待条件超时")
+        time.sleep(interval)
+
+
+def _stat_fields(pid: int) -> list[bytes]:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return data[data.rindex(b")") + 1 :].split()
+
+
+def is_alive(pid: int) -> bool:
+    """/proc 中存在且不是僵尸才算存活。"""
+    try:
+        return _stat_fields(pid)[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def cmd_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except FileNotFoundError:
+        return ""
+
+
+def session_id(pid: int) -> int:
+    # stat 中 ')' 之后依次为 state ppid pgrp session。
+    return int(_stat_fields(pid)[3])
+
+
+def ignores_term(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def sleeps(pids: list[int]) -> list[int]:
+    return [p for p in pids if os.path.basename(cmd_name(p)) == "sleep"]
+
+
+@contextlib.contextmanager
+def job(script: str, token: str | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+    """启动带标记的作业；无论测试成败都按标记 SIGKILL 并回收。"""
+    token = token or new_token()
+    env = dict(os.environ, **{TOKEN_VAR: token})
+    proc = subprocess.Popen(["bash", "-c", script], start_new_session=True, env=env)
+    try:
+        yield proc, token
+    finally:
+        signal_job(token, signal.SIGKILL, proc.pid)
+        proc.wait(timeout=5)
+        wait_for(lambda: not find_job_pids(token))
+
+
+def tree_ready(proc: subprocess.Popen, token: str) -> Callable[[], bool]:
+    """全部 4 个 sleep 都已 exec，说明所有 fork 已完成、进程数稳定。"""
+
+    def ready() -> bool:
+        pids = find_job_pids(token)
+        s = sleeps(pids)
+        return (
+            proc.pid in pids
+            and len(s) >= 4
+            and any(session_id(p) != proc.pid for p in s)
+            and any(ignores_term(p) for p in s)
+        )
+
+    return ready
+
+
+def test_new_token_unique() -> None:
+    tokens = {new_token() for _ in range(100)}
+    assert len(tokens) == 100
+    assert all(len(t) >= 32 for t in tokens)
+
+
+def test_invalid_token_rejected() -> None:
+    with pytest.raises(ValueError):
+        find_job_pids("")
+    with pytest.raises(ValueError):
+        kill_job_tree("a\0b", grace=0)
+
+
+def test_kill_whole_tree_including_setsid_and_term_ignoring() -> None:
+    with job(TREE_SCRIPT) as (proc, token):
+        wait_for(tree_ready(proc, token))
+        before = find_job_pids(token)
+        # 至少：外层 bash、4 个 sleep、嵌套 bash。
+        assert len(before) >= 6
+
+        grace = 0.5
+        start = time.monotonic()
+        assert kill_job_tree(token, grace=grace, pgid=proc.pid) is True
+        elapsed = time.monotonic() - start
+
+        assert [p for p in before if is_alive(p)] == []
+        assert find_job_pids(token) == []
+        # 忽略 TERM 的进程只能靠宽限期后的 SIGKILL 清掉。
+        assert elapsed >= grace
+        proc.wait(timeout=5)
+        assert proc.returncode == -signal.SIGTERM
+
+
+def test_other_token_untouched() -> None:
+    with job("sleep 300") as (victim, token), job("sleep 300") as (other, other_token):
+        wait_for(lambda: len(find_job_pids(token)) >= 1 and len(find_job_pids(other_token)) >= 1)
+        other_pids = find_job_pids(other_token)
+
+        assert kill_job_tree(token, grace=0.2, pgid=victim.pid) is True
+        victim.wait(timeout=5)
+
+        assert other.poll() is None
+        assert all(is_alive(p) for p in other_pids)
+        assert find_job_pids(other_token) == other_pids
+
+
+def test_marker_match_is_exact() -> None:
+    token = new_token()
+    # 更长的标记、其他变量值中包含标记文本，都不能被匹配。
+    with (
+        job("sleep 300", token=token + "d") as (longer, _),
+        job("sleep 300", token="X" + token) as (prefixed, _),
+    ):
+        env = dict(os.environ, FOO=f"{TOKEN_VAR}={token}")
+        env.pop(TOKEN_VAR, None)
+        embedded = subprocess.Popen(["sleep", "300"], env=env)
+        try:
+            wait_for(lambda: is_alive(embedded.pid))
+            assert find_job_pids(token) == []
+            assert find_job_pids(token + "d") != []
+            assert kill_job_tree(token, grace=0) is True
+            assert longer.poll() is None
+            assert prefixed.poll() is None
+            assert embedded.poll() is None
+        finally:
+            embedded.kill()
+            embedded.wait(timeout=5)
+
+
+def test_async_variant() -> None:
+    with job(TREE_SCRIPT) as (proc, token):
+        wait_for(tree_ready(proc, token))
+        before = find_job_pids(token)
+
+        ok = asyncio.run(kill_job_tree_async(token, grace=0.2, pgid=proc.pid))
+
+        assert ok is True
+        assert [p for p in before if is_alive(p)] == []
+        proc.wait(timeout=5)
+
+
+def test_grace_zero_goes_straight_to_sigkill() -> None:
+    with job("trap '' TERM; sleep 300 & wait") as (proc, token):
+        wait_for(lambda: len(sleeps(find_job_pids(token))) == 1)
+        start = time.monotonic()
+        assert kill_job_tree(token, grace=0, pgid=proc.pid) is True
+        assert time.monotonic() - start < 1.0
+        proc.wait(timeout=5)
+        assert proc.returncode == -signal.SIGKILL
+
+
+def test_unreaped_zombie_is_not_remaining() -> None:
+    with job("exit 0") as (proc, token):
+        # 不回收子进程，让它停留在僵尸状态。
+        wait_for(lambda: not is_alive(proc.pid))
+        assert os.path.exists(f"/proc/{proc.pid}")
+        assert find_job_pids(token) == []
+        start = time.monotonic()
+        assert kill_job_tree(token, grace=1.0, pgid=proc.pid) is True
+        assert time.monotonic() - start < 0.5
+
+
+def test_never_kills_caller() -> None:
+    """调用者自身带同一标记时（作业内自清理），只杀其他进程。"""
+    token = new_token()
+    code = (
+        "import subprocess, sys\n"
+        "from conductor.proctree import kill_job_tree, find_job_pids\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        "tok = sys.argv[1]\n"
+        "import time\n"
+        "while child.pid not in find_job_pids(tok): time.sleep(0.01)\n"
+        "ok = kill_job_tree(tok, grace=0.2)\n"
+        "child.wait(timeout=5)\n"
+        "print(ok, child.returncode)\n"
+    )
+    env = dict(os.environ, **{TOKEN_VAR: token})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, token],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["True", str(-signal.SIGTERM)]
+    finally:
+        signal_job(token, signal.SIGKILL)
