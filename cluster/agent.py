@@ -18,7 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import text
 
-from cluster.executor import run_job
+from cluster.executor import cancel_marker, run_job
 from conductor import transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.jobspec import JobSpec
@@ -48,6 +48,10 @@ class Run:
     # 服务关闭时代理主动终止的作业以 NODE_FAIL 结束，并写明原因
     stop_reason: str | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.watcher is not None and self.watcher.done()
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
@@ -113,18 +117,31 @@ class NodeAgent:
         run = self.runs.get(job_id)
         if run is None or run.stopping:
             return False
-        run.stopping = True
         log.info("取消作业 %s：终止其进程树", job_id)
-        await kill_job_tree_async(run.spec.token, grace=self.settings.kill_wait)
+        await self._stop(run, self.settings.kill_wait)
         return True
+
+    async def _stop(self, run: Run, grace: float) -> None:
+        """终止一个执行直到它的任务结束。
+
+        任务可能还在 Ray 的队列里、尚未启动脚本：先放取消标记让它不再启动，
+        再反复按标记清理进程树，覆盖“检查标记之后、启动脚本之前”的窄窗口。
+        """
+        run.stopping = True
+        marker = cancel_marker(run.spec.token)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        while not run.finished:
+            await kill_job_tree_async(run.spec.token, grace=grace)
+            if run.watcher is not None:
+                await asyncio.wait([run.watcher], timeout=0.2)
 
     async def stop_all(self, grace: float, reason: str, timeout: float = 30.0) -> int:
         """服务关闭（本地 Ray 即将停止）：终止本节点全部作业，等到结局写入数据库。"""
         runs = list(self.runs.values())
         for r in runs:
-            r.stopping = True
             r.stop_reason = reason
-        await asyncio.gather(*(kill_job_tree_async(r.spec.token, grace=grace) for r in runs))
+        await asyncio.gather(*(self._stop(r, grace) for r in runs if not r.stopping))
         deadline = asyncio.get_running_loop().time() + timeout
         while self.runs and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
@@ -148,6 +165,7 @@ class NodeAgent:
             msg = f"执行作业的进程意外退出（{type(exc).__name__}）：{_first_line(exc)}"
         if run.stop_reason is not None and state is not JobState.COMPLETED:
             state, msg = JobState.NODE_FAIL, run.stop_reason
+        cancel_marker(spec.token).unlink(missing_ok=True)
         self.reports.append(Outcome(spec.job_id, state, code, msg))
         self.report_ready.set()
 

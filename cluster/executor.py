@@ -38,6 +38,16 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
         os.close(fd)
 
 
+def spool_dir() -> Path:
+    """节点本地的临时目录：脚本文件与取消标记放在这里。"""
+    return Path(tempfile.gettempdir()) / "conductor-spool"
+
+
+def cancel_marker(token: str) -> Path:
+    """取消标记：代理在取消时创建；任务若此后才开始执行，就不再启动脚本。"""
+    return spool_dir() / f"cancel-{token}"
+
+
 def _open_output(path: str) -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -45,8 +55,10 @@ def _open_output(path: str) -> int:
 
 def execute(spec: JobSpec) -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。"""
-    spool = Path(tempfile.gettempdir()) / "conductor-spool"
+    spool = spool_dir()
     script = spool / f"job-{spec.job_id}-{spec.token[:8]}.sh"
+    if cancel_marker(spec.token).exists():
+        return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
     try:
         Path(spec.work_dir).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,140 @@
+"""真实 Ray 集群上的测试：会话级一个 4 CPU 的集群，每个模块一套独立的调度器与数据库。"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import ray
+from fastapi.testclient import TestClient
+from ray.cluster_utils import Cluster
+from sqlalchemy import text
+
+from api.app import create_app
+from api.runtime import Runtime
+from cluster.agent import AGENT_PREFIX
+from cluster.bootstrap import ensure_scheduler
+from cluster.client import ClusterClient
+from cluster.scheduler import SCHEDULER_NAME
+from conductor.db import make_engine
+from conductor.settings import Settings
+from tests.helpers import wait_for
+
+CLUSTER_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Cluster]:
+    """一个真实的本地 Ray 集群（头节点 4 个逻辑 CPU）；多节点测试在其上增删节点。"""
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": CLUSTER_CPUS, "include_dashboard": False},
+    )
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+class Service:
+    """一个模块专用的 Conductor：独立数据库、独立 Ray 命名空间中的调度器，API 在进程内。"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.scheduler = ensure_scheduler(settings)
+        self.engine = make_engine(settings.database_url or "")
+        self.client = TestClient(
+            create_app(Runtime(settings, self.engine, ClusterClient(settings)))
+        )
+
+    def submit(self, script: str, **job: object) -> int:
+        resp = self.client.post("/jobs/submit", json=job_payload(script, **job))
+        assert resp.status_code == 201, resp.text
+        return int(resp.json()["job_id"])
+
+    def query(self, job_id: int) -> dict:
+        resp = self.client.get(f"/jobs/query/{job_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def state(self, job_id: int) -> str:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id}
+            ).scalar_one()
+
+    def wait_state(self, job_id: int, *states: str, timeout: float = 60.0) -> dict:
+        wait_for(lambda: self.state(job_id) in states, timeout, what=f"作业 {job_id} 进入 {states}")
+        return self.query(job_id)
+
+    def held_cpus(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT COALESCE(SUM(cpus), 0) FROM jobs WHERE node_id IS NOT NULL AND released_at IS NULL"
+                    )
+                ).scalar_one()
+            )
+
+    def held(self) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT id, state, cpus, exit_code FROM jobs WHERE node_id IS NOT NULL AND released_at IS NULL"
+                    )
+                )
+            ]
+
+    def close(self) -> None:
+        # 取消本模块遗留的作业并等资源归还，再移除本命名空间的 actor，避免影响后续模块
+        with self.engine.connect() as conn:
+            live = (
+                conn.execute(text("SELECT id FROM jobs WHERE state IN ('PENDING', 'RUNNING')"))
+                .scalars()
+                .all()
+            )
+        for job_id in live:
+            self.client.post(f"/jobs/cancel/{job_id}")
+        wait_for(lambda: self.held_cpus() == 0, 60, what="模块结束时资源全部归还")
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] == self.settings.namespace and (
+                actor["name"] == SCHEDULER_NAME or actor["name"].startswith(AGENT_PREFIX)
+            ):
+                ray.kill(
+                    ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True
+                )
+        self.client.close()
+        self.engine.dispose()
+
+
+def job_payload(script: str, **job: object) -> dict:
+    """契约格式的提交请求；测试只写关心的字段。"""
+    base: dict[str, object] = {
+        "account": "test",
+        "current_working_directory": "/tmp/conductor-tests",
+        "standard_output": "out.txt",
+        "standard_error": "err.txt",
+        "name": "t",
+        "time_limit": "10",
+        "partition": "default",
+        "memory_per_node": "100M",
+    }
+    base.update(job)
+    return {"job": base, "script": script}
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
+    settings = Settings(
+        database_url=database_url,
+        namespace=f"test-{uuid.uuid4().hex[:8]}",
+        kill_wait=2.0,
+        idle_resync=0.5,
+    )
+    svc = Service(settings)
+    yield svc
+    svc.close()

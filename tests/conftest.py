@@ -1,0 +1,53 @@
+"""会话级共享：一个 PostgreSQL 服务器、一个 Ray 集群。测试按数据隔离（每个模块一个数据库）。"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from conductor.db import normalize_url
+from conductor.embedded_pg import EmbeddedPostgres
+from conductor.migrate import upgrade
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """整个测试会话共用的真实 PostgreSQL（pgserver，数据放在临时目录）。"""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pgdata"))
+    yield server
+    server.stop()
+
+
+def _module_db_name(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^a-z0-9_]", "_", request.module.__name__.lower())[-40:]
+    return f"t_{base}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_server: EmbeddedPostgres, request: pytest.FixtureRequest) -> Iterator[str]:
+    """每个测试模块一个全新的数据库，已迁移到最新结构。"""
+    name = _module_db_name(request)
+    admin = create_engine(normalize_url(pg_server.url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = (
+        make_url(normalize_url(pg_server.url))
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
