@@ -25,7 +25,6 @@ from api.schemas import (
     SubmitRequest,
     SubmitResponse,
 )
-from cluster.bootstrap import dashboard_url
 from conductor import transitions
 from conductor.db import ping, session_scope
 from conductor.errors import ConductorError, InvalidJobRequest, JobNotFound
@@ -276,7 +275,7 @@ def health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     body = {
         "status": "healthy" if not down else "unhealthy",
         "components": components,
-        "dashboard_url": dashboard_url(),
+        "dashboard_url": rt.dashboard_url,
     }
     if down:
         body["detail"] = "不可用的组件：" + "、".join(down)

@@ -16,6 +16,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     cluster: ClusterClient
+    dashboard_url: str | None = None
 
 
 def get_runtime(request: Request) -> Runtime:

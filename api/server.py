@@ -16,7 +16,7 @@ import uvicorn
 
 from api.app import create_app
 from api.runtime import Runtime
-from cluster.bootstrap import connect_ray, dashboard_url, ensure_scheduler
+from cluster.bootstrap import connect_ray, ensure_scheduler
 from cluster.client import ClusterClient
 from conductor.cli import app
 from conductor.db import make_engine
@@ -44,10 +44,16 @@ def run_service(settings: Settings) -> None:
             url = pg.url
         upgrade(url)
         settings = settings.model_copy(update={"database_url": url})
-        own_ray = connect_ray(settings)
+        connection = connect_ray(settings)
+        own_ray = connection.own
         ensure_scheduler(settings)
-        runtime = Runtime(settings, make_engine(url, pool_size=10), ClusterClient(settings))
-        log.info("Ray 仪表盘：%s", dashboard_url())
+        runtime = Runtime(
+            settings,
+            make_engine(url, pool_size=10),
+            ClusterClient(settings),
+            connection.dashboard_url,
+        )
+        log.info("Ray 仪表盘：%s", connection.dashboard_url)
         log.info("Conductor API 监听 http://%s:%s", settings.host, settings.port)
         config = uvicorn.Config(
             create_app(runtime), host=settings.host, port=settings.port, log_level="info"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import ray
 
@@ -13,17 +14,24 @@ from conductor.settings import Settings
 log = logging.getLogger("conductor.bootstrap")
 
 
-def connect_ray(settings: Settings) -> bool:
-    """连接 settings.ray_address 指定的集群，否则启动本地 Ray（含仪表盘）。
+@dataclass(frozen=True)
+class RayConnection:
+    """own=True 表示本进程启动了本地 Ray（关闭服务时由它负责停止）。"""
 
-    返回 True 表示本进程启动了本地 Ray（关闭服务时由它负责停止）。
-    """
-    if ray.is_initialized():
-        return False
+    own: bool
+    dashboard_url: str | None
+
+
+def connect_ray(settings: Settings) -> RayConnection:
+    """连接 settings.ray_address 指定的集群，否则启动本地 Ray（含仪表盘）。"""
     if settings.ray_address:
-        ray.init(address=settings.ray_address, namespace=settings.namespace, log_to_driver=False)
-        return False
-    ray.init(
+        ctx = ray.init(
+            address=settings.ray_address, namespace=settings.namespace, log_to_driver=False
+        )
+        return RayConnection(own=False, dashboard_url=_http(ctx.dashboard_url))
+    # address="local"：总是新起一个实例，不去连接本机上别人的 Ray（RAY_ADDRESS、ray start 留下的地址）
+    ctx = ray.init(
+        address="local",
         num_cpus=settings.effective_num_cpus(),
         namespace=settings.namespace,
         include_dashboard=True,
@@ -31,7 +39,13 @@ def connect_ray(settings: Settings) -> bool:
         dashboard_port=settings.dashboard_port,
         log_to_driver=False,
     )
-    return True
+    return RayConnection(own=True, dashboard_url=_http(ctx.dashboard_url))
+
+
+def _http(url: str | None) -> str | None:
+    if not url:
+        return None
+    return url if url.startswith("http") else f"http://{url}"
 
 
 def ensure_scheduler(settings: Settings, timeout: float = 120.0) -> ray.actor.ActorHandle:
@@ -45,14 +59,3 @@ def ensure_scheduler(settings: Settings, timeout: float = 120.0) -> ray.actor.Ac
     if not ray.get(handle.wait_ready.remote(timeout), timeout=timeout + 5):
         raise SchedulerUnavailable("调度器在限定时间内未完成启动对账")
     return handle
-
-
-def dashboard_url() -> str | None:
-    """Ray 仪表盘地址（若有）。"""
-    try:
-        url = ray.get_runtime_context().get_dashboard_url() if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001
-        return None
-    if not url:
-        return None
-    return url if url.startswith("http") else f"http://{url}"
