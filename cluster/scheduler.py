@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import defaultdict
 
@@ -39,6 +40,10 @@ SCHEDULER_NAME = "conductor-scheduler"
 QUEUE_WINDOW = 2000
 # 调度轮之间复用节点列表的秒数；节点变化最迟在下一次对账（idle_resync）时发现
 NODES_TTL = 1.0
+# 等待节点代理应答的秒数：超时的节点本轮不判定，不拖住调度循环
+AGENT_TIMEOUT = 5.0
+# 新建代理要启动一个 worker 进程，给足时间
+AGENT_START_TIMEOUT = 60.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=100)
@@ -56,6 +61,10 @@ class Scheduler:
         self.started = time.time()
         self.passes = 0
         self.nodes: tuple[float, list[RayNode]] = (0.0, [])
+        self.in_flight: set[int] = set()
+        self.creating: dict[str, asyncio.Task[None]] = {}
+        self.launches: set[asyncio.Task[None]] = set()
+        self.last_reconcile = ""
         self.reconciliations = 0
         self.main = asyncio.get_running_loop().create_task(self._main())
 
@@ -74,6 +83,8 @@ class Scheduler:
             "reconciliations": self.reconciliations,
             "uptime": time.time() - self.started,
             "agents": sorted(self.agents),
+            "last_reconcile": self.last_reconcile,
+            "pid": os.getpid(),
         }
 
     async def wait_ready(self, timeout: float = 60.0) -> bool:
@@ -143,21 +154,26 @@ class Scheduler:
         self.nodes = (time.monotonic(), nodes)
         return nodes
 
-    async def _agents_for(
-        self, nodes: list[RayNode]
-    ) -> dict[str, tuple[ray.actor.ActorHandle, str]]:
-        """每个存活节点一个代理（取得或创建）；返回 节点 → (句柄, 代理身份)。"""
+    def _ensure_agents(self, nodes: list[RayNode]) -> dict[str, tuple[ray.actor.ActorHandle, str]]:
+        """每个存活节点一个代理：缺的在后台取得或创建（不阻塞本轮），返回已就绪的。"""
         alive = {n.node_id for n in nodes}
         for node_id in list(self.agents):
             if node_id not in alive:
                 del self.agents[node_id]
-        missing = [n for n in nodes if n.node_id not in self.agents]
-        if missing:
-            found = await asyncio.gather(*(self._get_or_create_agent(n) for n in missing))
-            for node, entry in zip(missing, found, strict=True):
-                if entry is not None:
-                    self.agents[node.node_id] = entry
+        for node in nodes:
+            if node.node_id not in self.agents and node.node_id not in self.creating:
+                task = asyncio.get_running_loop().create_task(self._add_agent(node))
+                self.creating[node.node_id] = task
         return self.agents
+
+    async def _add_agent(self, node: RayNode) -> None:
+        try:
+            entry = await self._get_or_create_agent(node)
+        finally:
+            self.creating.pop(node.node_id, None)
+        if entry is not None:
+            self.agents[node.node_id] = entry
+            self.wake_event.set()  # 新节点可以接活了
 
     async def _get_or_create_agent(self, node: RayNode) -> tuple[ray.actor.ActorHandle, str] | None:
         handle = NodeAgent.options(
@@ -168,7 +184,7 @@ class Scheduler:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
         ).remote(self.settings, node.node_id, self.epoch)
         try:
-            agent_id = await asyncio.wait_for(handle.identity.remote(), 60)
+            agent_id = await asyncio.wait_for(handle.identity.remote(), AGENT_START_TIMEOUT)
         except (RayActorError, TimeoutError) as exc:
             log.warning("节点 %s 的代理不可用：%s", node.node_name, exc)
             return None
@@ -178,27 +194,27 @@ class Scheduler:
 
     async def _reconcile(self, startup: bool) -> None:
         nodes = await self._alive_nodes(max_age=0)
-        agents = await self._agents_for(nodes)
+        self._ensure_agents(nodes)
+        if startup and self.creating:
+            await asyncio.wait(list(self.creating.values()), timeout=AGENT_START_TIMEOUT)
         held = await asyncio.to_thread(self._held_jobs)
         if not held and not startup:
             return
-        views: dict[str, AgentView] = {}
-        for node_id, (handle, _) in list(agents.items()):
-            try:
-                agent_id, jobs = await asyncio.wait_for(handle.adopt.remote(self.epoch), 30)
-                views[node_id] = AgentView(agent_id, frozenset(jobs))
-            except (RayActorError, TimeoutError) as exc:
-                log.warning("节点 %s 的代理无响应：%s", node_id, exc)
-                self.agents.pop(node_id, None)
-        plan = decide(held, {n.node_id for n in nodes}, views)
+        entries = list(self.agents.items())
+        found = await asyncio.gather(*(self._adopt(node_id, h) for node_id, (h, _) in entries))
+        views = {node_id: view for (node_id, _), view in zip(entries, found, strict=True)}
+        plan = decide(
+            held, {n.node_id for n in nodes}, views, startup=startup, in_flight=self.in_flight
+        )
         self.reconciliations += 1
         if startup or plan.changes_anything:
+            self.last_reconcile = plan.summary()
             log.info(
                 "对账（纪元 %s）：检查 %d 个占用资源的作业（RUNNING %d）；%s",
                 self.epoch,
                 len(held),
                 sum(1 for j in held if j.state is JobState.RUNNING),
-                plan.summary(),
+                self.last_reconcile,
             )
         if plan.changes_anything:
             freed = await asyncio.to_thread(self._apply, plan)
@@ -206,32 +222,35 @@ class Scheduler:
             await self._sweep(plan)
             self.wake_event.set()
 
+    async def _adopt(self, node_id: str, handle: ray.actor.ActorHandle) -> AgentView | None:
+        """向代理提高纪元栅栏并取回它手中的作业；无响应时返回 None（本轮不判定）。"""
+        try:
+            agent_id, jobs = await asyncio.wait_for(handle.adopt.remote(self.epoch), AGENT_TIMEOUT)
+        except RayActorError as exc:
+            log.warning("节点 %s 的代理已退出：%s", node_id, exc)
+            self.agents.pop(node_id, None)  # 下一轮为该节点创建新代理
+            return None
+        except TimeoutError:
+            log.warning("节点 %s 的代理 %s 秒内无响应，本轮不判定其作业", node_id, AGENT_TIMEOUT)
+            return None
+        return AgentView(agent_id, frozenset(jobs))
+
     def _held_jobs(self) -> list[HeldJob]:
         with session_scope(self.engine) as session:
             rows = session.execute(
                 text(
-                    "SELECT id, state, node_id, node_name, epoch, agent_id, token FROM jobs "
+                    "SELECT id, state, node_id, node_name, agent_id, token FROM jobs "
                     "WHERE node_id IS NOT NULL AND released_at IS NULL"
                 )
             )
             return [
-                HeldJob(
-                    r.id,
-                    JobState(r.state),
-                    r.node_id,
-                    r.node_name or "",
-                    r.epoch or 0,
-                    r.agent_id,
-                    r.token,
-                )
+                HeldJob(r.id, JobState(r.state), r.node_id, r.node_name or "", r.agent_id, r.token)
                 for r in rows
             ]
 
     def _apply(self, plan: ReconcilePlan) -> list[int]:
         with session_scope(self.engine) as session:
-            freed: list[int] = []
-            for epoch, job_ids in plan.requeue.items():
-                freed += transitions.requeue(session, job_ids, epoch)
+            freed = transitions.requeue(session, [(j.job_id, j.token or "") for j in plan.requeue])
             for job in plan.node_fail:
                 transitions.settle_lost(
                     session,
@@ -265,7 +284,7 @@ class Scheduler:
     async def _schedule_pass(self) -> None:
         self.passes += 1
         nodes = await self._alive_nodes(max_age=NODES_TTL)
-        agents = await self._agents_for(nodes)
+        agents = self._ensure_agents(nodes)
         usable = [n for n in nodes if n.node_id in agents]
         pending, used = await asyncio.to_thread(self._snapshot)
         views = [
@@ -290,7 +309,13 @@ class Scheduler:
             by_node[row["node_id"]].append(
                 JobSpec.from_row(row, token=row["token"], kill_wait=self.settings.kill_wait)
             )
-        await asyncio.gather(*(self._launch(node_id, specs) for node_id, specs in by_node.items()))
+        for node_id, specs in by_node.items():
+            # 派发在后台进行：一个卡住的节点不拖住整个调度循环
+            self.in_flight.update(s.job_id for s in specs)
+            handle = agents[node_id][0]
+            task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, specs))
+            self.launches.add(task)
+            task.add_done_callback(self.launches.discard)
         if len(pending) >= QUEUE_WINDOW:
             self.wake_event.set()
 
@@ -321,21 +346,24 @@ class Scheduler:
         with session_scope(self.engine) as session:
             return transitions.claim(session, placements, tokens, agent_ids, self.epoch)
 
-    async def _launch(self, node_id: str, specs: list[JobSpec]) -> None:
-        handle, _ = self.agents[node_id]
+    async def _launch(
+        self, node_id: str, handle: ray.actor.ActorHandle, specs: list[JobSpec]
+    ) -> None:
         ids = [s.job_id for s in specs]
         try:
             accepted = set(await handle.launch.remote(specs, self.epoch))
         except RayActorError as exc:
-            # 代理在派发途中死亡：任务（若已提交）随之死亡，交给对账判定
+            # 代理在派发途中死亡：任务（若已提交）随之死亡，下一次对账判定
             log.warning("向节点 %s 派发作业 %s 失败：%s", node_id, ids, exc)
             self.agents.pop(node_id, None)
-            await self._reconcile(startup=False)
+            self.wake_event.set()
             return
-        rejected = [j for j in ids if j not in accepted]
+        finally:
+            self.in_flight.difference_update(ids)
+        rejected = [(s.job_id, s.token) for s in specs if s.job_id not in accepted]
         if rejected:
             await asyncio.to_thread(self._requeue, rejected)
 
-    def _requeue(self, job_ids: list[int]) -> None:
+    def _requeue(self, claims: list[tuple[int, str]]) -> None:
         with session_scope(self.engine) as session:
-            transitions.requeue(session, job_ids, self.epoch)
+            transitions.requeue(session, claims)

@@ -162,12 +162,13 @@ def cancel(session: Session, job_id: int) -> CancelResult | None:
     return CancelResult(previous=previous, changed=True, node_id=old.node_id)
 
 
-def requeue(session: Session, job_ids: Sequence[int], epoch: int) -> list[int]:
-    """RUNNING → PENDING：仅限确定从未启动的作业（认领后、派发前调度器崩溃）。
+def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
+    """RUNNING → PENDING：仅限确定从未启动的作业（认领后、交给代理前调度器崩溃）。
 
-    以认领时的纪元为条件，避免把已被新调度器重新派发的作业拉回队列。
+    以认领时生成的唯一令牌为条件：作业若已被重新认领（令牌已变），不会被拉回队列。
+    claims 为 (作业 id, 令牌)。
     """
-    if not job_ids:
+    if not claims:
         return []
     rows = session.execute(
         text(
@@ -175,11 +176,12 @@ def requeue(session: Session, job_ids: Sequence[int], epoch: int) -> list[int]:
             UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
                    node_name = NULL, epoch = NULL, token = NULL, agent_id = NULL,
                    released_at = NULL
-            WHERE id = ANY(CAST(:ids AS bigint[])) AND state = 'RUNNING' AND epoch = :epoch
-            RETURNING id
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
+            WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state = 'RUNNING'
+            RETURNING jobs.id
             """
         ),
-        {"ids": list(job_ids), "epoch": epoch},
+        {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
     )
     return [r[0] for r in rows]
 

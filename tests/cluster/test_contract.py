@@ -178,10 +178,14 @@ def test_twenty_jobs_never_exceed_cluster_cpus_and_start_in_order(
         service.wait_state(job_id, "COMPLETED", timeout=120)
     spans = _intervals(tmp_path, ids)
     assert _max_overlap([(s, e, 1) for s, e in spans.values()]) <= CLUSTER_CPUS
+    # 调度决定严格按提交顺序；同一批同时派发的作业在操作系统层面的启动先后不可控，
+    # 但任何作业都不会越过比它早一整批（集群 CPU 数）提交的作业
     starts = [service.query(j)["time"]["start_time"] for j in ids]
-    recorded = [spans[j][0] for j in ids]
     assert starts == sorted(starts)
-    assert recorded == sorted(recorded)
+    recorded = [spans[j][0] for j in ids]
+    for i in range(len(ids)):
+        for j in range(i + CLUSTER_CPUS, len(ids)):
+            assert recorded[i] <= recorded[j], (ids[i], ids[j])
 
 
 def test_four_cpu_job_waits_for_four_free_cpus(service: Service, tmp_path: Path) -> None:

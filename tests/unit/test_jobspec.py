@@ -1,0 +1,204 @@
+"""jobspec.build_env 的单元测试：只继承白名单基础变量，机密不泄漏，调度变量不可被覆盖。"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from conductor.jobspec import DEFAULT_BASE, JobSpec, build_env, slurm_vars
+from conductor.proctree import TOKEN_VAR
+
+MIB = 1024**2
+
+
+def make_spec(**overrides: object) -> JobSpec:
+    spec = JobSpec(
+        job_id=42,
+        name="train",
+        account="physics",
+        partition="normal",
+        script="#!/bin/bash\necho hi\n",
+        environment={"FOO": "bar"},
+        work_dir="/home/alice/proj",
+        stdout_path="/home/alice/proj/out.log",
+        stderr_path="/home/alice/proj/err.log",
+        ntasks_per_node=2,
+        cpus_per_task=3,
+        cpus=6,
+        memory_bytes=1536 * MIB + 1,
+        time_limit_seconds=600,
+        node_name="node-7",
+        epoch=5,
+        token="tok-abc",
+        kill_wait=2.0,
+    )
+    return replace(spec, **overrides)  # type: ignore[arg-type]
+
+
+NODE_ENV = {
+    "PATH": "/opt/bin:/usr/bin",
+    "HOME": "/home/alice",
+    "LANG": "zh_CN.UTF-8",
+    "USER": "alice",
+    "CONDUCTOR_DATABASE_URL": "postgresql://admin:secret@db/conductor",
+    "AWS_SECRET": "s3cr3t",
+    "AWS_SECRET_ACCESS_KEY": "s3cr3t2",
+    "RAY_ADDRESS": "10.0.0.1:6379",
+    "PYTHONPATH": "/srv/conductor",
+    "LD_PRELOAD": "/evil.so",
+}
+
+EXPECTED_SLURM = {
+    "SLURM_JOB_ID": "42",
+    "SLURM_JOBID": "42",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_CPUS_PER_TASK": "3",
+    "SLURM_NTASKS": "2",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_CPUS_ON_NODE": "6",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_JOB_NODELIST": "node-7",
+    "SLURM_NODELIST": "node-7",
+    "SLURM_SUBMIT_DIR": "/home/alice/proj",
+    "SLURM_JOB_ACCOUNT": "physics",
+    "SLURM_JOB_PARTITION": "normal",
+    # 1536 MiB 多 1 字节 → 向上取整为 1537
+    "SLURM_MEM_PER_NODE": "1537",
+}
+
+
+def test_slurm_vars_exact() -> None:
+    assert slurm_vars(make_spec()) == EXPECTED_SLURM
+
+
+def test_build_env_exact() -> None:
+    """完整环境逐项核对：白名单基础变量 + 用户变量 + Slurm 变量 + CONDUCTOR_ 孪生 + 令牌。"""
+    env = build_env(make_spec(), NODE_ENV)
+    expected = {
+        "PATH": "/opt/bin:/usr/bin",
+        "HOME": "/home/alice",
+        "LANG": "zh_CN.UTF-8",
+        "USER": "alice",
+        "SHELL": "/bin/bash",
+        "TMPDIR": "/tmp",
+        "FOO": "bar",
+        **EXPECTED_SLURM,
+        **{"CONDUCTOR_" + k.removeprefix("SLURM_"): v for k, v in EXPECTED_SLURM.items()},
+        TOKEN_VAR: "tok-abc",
+    }
+    assert env == expected
+
+
+def test_node_secrets_do_not_leak() -> None:
+    """节点上的服务配置与机密绝不进入作业环境。"""
+    env = build_env(make_spec(environment={}), NODE_ENV)
+    for key in (
+        "CONDUCTOR_DATABASE_URL",
+        "AWS_SECRET",
+        "AWS_SECRET_ACCESS_KEY",
+        "RAY_ADDRESS",
+        "PYTHONPATH",
+        "LD_PRELOAD",
+    ):
+        assert key not in env
+    leaked = {v for k, v in NODE_ENV.items() if k not in ("PATH", "HOME", "LANG", "USER")}
+    assert leaked.isdisjoint(env.values())
+
+
+def test_twin_names() -> None:
+    env = build_env(make_spec(), {})
+    assert env["CONDUCTOR_JOB_ID"] == "42"
+    assert env["CONDUCTOR_JOBID"] == "42"
+    assert env["CONDUCTOR_NODELIST"] == "node-7"
+    assert env["CONDUCTOR_MEM_PER_NODE"] == "1537"
+    assert env["CONDUCTOR_JOB_TOKEN"] == "tok-abc"
+    twins = {k for k in env if k.startswith("CONDUCTOR_")}
+    assert len(twins) == len(EXPECTED_SLURM) + 1  # 孪生变量 + 令牌，没有别的
+
+
+def test_user_environment_included_and_may_override_base() -> None:
+    """用户变量进入环境，且可以覆盖基础变量（如 PATH、LANG）。"""
+    spec = make_spec(environment={"OMP_NUM_THREADS": "6", "PATH": "/my/bin", "LANG": "C"})
+    env = build_env(spec, NODE_ENV)
+    assert env["OMP_NUM_THREADS"] == "6"
+    assert env["PATH"] == "/my/bin"
+    assert env["LANG"] == "C"
+
+
+def test_user_cannot_override_scheduler_vars_or_token() -> None:
+    spec = make_spec(
+        environment={
+            "SLURM_JOB_ID": "999",
+            "SLURM_CPUS_ON_NODE": "128",
+            "CONDUCTOR_JOB_ID": "999",
+            TOKEN_VAR: "forged",
+        }
+    )
+    env = build_env(spec, NODE_ENV)
+    assert env["SLURM_JOB_ID"] == "42"
+    assert env["SLURM_CPUS_ON_NODE"] == "6"
+    assert env["CONDUCTOR_JOB_ID"] == "42"
+    assert env[TOKEN_VAR] == "tok-abc"
+
+
+def test_token_in_node_env_is_not_inherited() -> None:
+    """节点进程自己的令牌变量（例如嵌套调度时）也不能取代本作业的令牌。"""
+    env = build_env(make_spec(), {TOKEN_VAR: "outer"})
+    assert env[TOKEN_VAR] == "tok-abc"
+
+
+def test_defaults_when_node_env_empty() -> None:
+    """节点环境没有 PATH 等变量时使用默认值。"""
+    env = build_env(make_spec(environment={}), {})
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+    assert env["SHELL"] == "/bin/bash"
+    assert env["TMPDIR"] == "/tmp"
+    assert "HOME" not in env
+    base_keys = {k for k in env if not k.startswith(("SLURM_", "CONDUCTOR_"))}
+    assert base_keys == set(DEFAULT_BASE)
+
+
+def test_node_base_vars_override_defaults() -> None:
+    env = build_env(make_spec(environment={}), {"SHELL": "/bin/zsh", "TMPDIR": "/scratch"})
+    assert env["SHELL"] == "/bin/zsh"
+    assert env["TMPDIR"] == "/scratch"
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+
+
+def test_build_env_does_not_mutate_inputs() -> None:
+    spec = make_spec()
+    node_env = dict(NODE_ENV)
+    build_env(spec, node_env)
+    assert node_env == NODE_ENV
+    assert spec.environment == {"FOO": "bar"}
+    assert DEFAULT_BASE == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "SHELL": "/bin/bash",
+        "TMPDIR": "/tmp",
+    }
+
+
+def test_from_row_defaults() -> None:
+    """数据库行里 environment/node_name/epoch 为空时给出安全的默认值。"""
+    row = {
+        "id": 7,
+        "name": "n",
+        "account": "a",
+        "partition": "p",
+        "script": "s",
+        "environment": None,
+        "work_dir": "/w",
+        "stdout_path": "/w/o",
+        "stderr_path": "/w/e",
+        "ntasks_per_node": 1,
+        "cpus_per_task": 1,
+        "cpus": 1,
+        "memory_bytes": MIB,
+        "time_limit_seconds": None,
+        "node_name": None,
+        "epoch": None,
+    }
+    spec = JobSpec.from_row(row, token="t", kill_wait=1.5)
+    assert spec.environment == {}
+    assert spec.node_name == ""
+    assert spec.epoch == 0
+    assert (spec.job_id, spec.token, spec.kill_wait) == (7, "t", 1.5)

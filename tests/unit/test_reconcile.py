@@ -1,0 +1,163 @@
+"""reconcile.decide 的单元测试：逐条规则，以及 summary 的中文摘要。"""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, decide
+from conductor.states import JobState
+
+
+def held(
+    job_id: int,
+    *,
+    state: JobState = JobState.RUNNING,
+    node_id: str = "n1",
+    agent_id: str | None = "agent-a",
+    token: str | None = "tok",
+) -> HeldJob:
+    return HeldJob(job_id, state, node_id, f"name-{node_id}", agent_id, token)
+
+
+def view(agent_id: str, *jobs: int) -> AgentView:
+    return AgentView(agent_id, frozenset(jobs))
+
+
+def test_empty() -> None:
+    for startup in (True, False):
+        plan = decide([], set(), {}, startup=startup)
+        assert plan == ReconcilePlan()
+        assert not plan.changes_anything
+
+
+@pytest.mark.parametrize("startup", [True, False])
+def test_dead_node_is_node_fail(startup: bool) -> None:
+    """节点已死：无论代理信息、是否在派发途中，都判 NODE_FAIL；已取消的同样归入（之后只释放资源）。"""
+    running = held(1, node_id="dead")
+    cancelled = held(2, node_id="dead", state=JobState.CANCELLED)
+    in_flight_job = held(3, node_id="dead")
+    plan = decide(
+        [running, cancelled, in_flight_job],
+        alive_nodes={"n1"},
+        agents={"dead": view("agent-a", 1, 2, 3)},
+        startup=startup,
+        in_flight={3},
+    )
+    assert plan.node_fail == [running, cancelled, in_flight_job]
+    assert (plan.reattach, plan.requeue, plan.agent_lost, plan.undecided) == ([], [], [], [])
+    assert plan.changes_anything
+
+
+@pytest.mark.parametrize("startup", [True, False])
+def test_agent_id_differs_is_agent_lost(startup: bool) -> None:
+    """代理被重建（身份不同）：即使新代理“认识”这个作业号也判丢失。"""
+    job = held(1, agent_id="agent-old")
+    plan = decide([job], {"n1"}, {"n1": view("agent-new", 1)}, startup=startup)
+    assert plan.agent_lost == [job]
+    assert (plan.reattach, plan.requeue, plan.node_fail, plan.undecided) == ([], [], [], [])
+    assert plan.changes_anything
+
+
+def test_agent_id_none_is_agent_lost() -> None:
+    job = held(1, agent_id=None)
+    plan = decide([job], {"n1"}, {"n1": view("agent-a", 1)}, startup=True)
+    assert plan.agent_lost == [job]
+
+
+@pytest.mark.parametrize("startup", [True, False])
+def test_agent_missing_or_unresponsive_is_undecided(startup: bool) -> None:
+    """节点存活而代理没有视图（缺失或无响应）：本轮不判定，不冤枉慢节点。"""
+    missing = held(1, node_id="n1")
+    silent = held(2, node_id="n2", state=JobState.CANCELLED)
+    plan = decide([missing, silent], {"n1", "n2"}, {"n2": None}, startup=startup)
+    assert plan.undecided == [1, 2]
+    assert (plan.reattach, plan.requeue, plan.node_fail, plan.agent_lost) == ([], [], [], [])
+    assert not plan.changes_anything
+
+
+def test_in_flight_is_undecided_even_if_agent_changed() -> None:
+    """本调度器正在派发的作业本轮一律不判定。"""
+    jobs = [held(1, agent_id="agent-old"), held(2)]
+    plan = decide(
+        jobs, {"n1"}, {"n1": view("agent-new")}, startup=False, in_flight={1, 2}
+    )
+    assert plan.undecided == [1, 2]
+    assert not plan.changes_anything
+
+
+@pytest.mark.parametrize("startup", [True, False])
+def test_known_job_is_reattached(startup: bool) -> None:
+    jobs = [held(1), held(2, state=JobState.CANCELLED)]
+    plan = decide(jobs, {"n1"}, {"n1": view("agent-a", 1, 2)}, startup=startup)
+    assert plan.reattach == [1, 2]
+    assert (plan.requeue, plan.node_fail, plan.agent_lost, plan.undecided) == ([], [], [], [])
+    assert not plan.changes_anything
+
+
+def test_running_unknown_to_same_agent_requeued_at_startup() -> None:
+    """启动对账：同一代理不认识的 RUNNING 作业从未交到代理手里，重新排队。"""
+    jobs = [held(1), held(3, node_id="n2", agent_id="agent-b"), held(4)]
+    plan = decide(
+        jobs,
+        {"n1", "n2"},
+        {"n1": view("agent-a"), "n2": view("agent-b", 99)},
+        startup=True,
+    )
+    assert plan.requeue == jobs
+    assert (plan.reattach, plan.node_fail, plan.agent_lost, plan.undecided) == ([], [], [], [])
+    assert plan.changes_anything
+
+
+def test_running_unknown_to_same_agent_undecided_when_not_startup() -> None:
+    """运行期的对账不重新排队：作业可能刚交给代理、结局还在上报途中。"""
+    job = held(1)
+    plan = decide([job], {"n1"}, {"n1": view("agent-a")}, startup=False)
+    assert plan.undecided == [1]
+    assert plan.requeue == []
+    assert not plan.changes_anything
+
+
+@pytest.mark.parametrize("startup", [True, False])
+def test_cancelled_unknown_is_agent_lost_not_requeued(startup: bool) -> None:
+    """已取消且代理不认识：只需释放资源，绝不能重新排队。"""
+    job = held(5, state=JobState.CANCELLED)
+    plan = decide([job], {"n1"}, {"n1": view("agent-a")}, startup=startup)
+    assert plan.agent_lost == [job]
+    assert plan.requeue == []
+
+
+def test_mixed_plan_and_summary() -> None:
+    jobs = [
+        held(10),  # 重新接管
+        held(11),  # 重新排队
+        held(12, node_id="gone"),  # NODE_FAIL
+        held(13, node_id="n2", agent_id="agent-old"),  # 代理丢失
+        held(14, state=JobState.CANCELLED),  # 已取消、不认识 → 代理丢失（只释放）
+        held(15),  # 重新排队
+        held(16, node_id="n3"),  # 代理无响应 → 暂不判定
+    ]
+    plan = decide(
+        jobs,
+        alive_nodes={"n1", "n2", "n3"},
+        agents={"n1": view("agent-a", 10), "n2": view("agent-new", 13), "n3": None},
+        startup=True,
+    )
+    assert plan.reattach == [10]
+    assert [j.job_id for j in plan.requeue] == [11, 15]
+    assert [j.job_id for j in plan.node_fail] == [12]
+    assert [j.job_id for j in plan.agent_lost] == [13, 14]
+    assert plan.undecided == [16]
+    assert plan.summary() == (
+        "重新接管 1 个 [10]；"
+        "重新排队（从未启动）2 个 [11, 15]；"
+        "节点失联判 NODE_FAIL 1 个 [12]；"
+        "代理丢失判 FAILED 2 个 [13, 14]；"
+        "暂不判定 1 个 [16]"
+    )
+
+
+def test_summary_empty_plan() -> None:
+    assert ReconcilePlan().summary() == (
+        "重新接管 0 个 []；重新排队（从未启动）0 个 []；"
+        "节点失联判 NODE_FAIL 0 个 []；代理丢失判 FAILED 0 个 []；暂不判定 0 个 []"
+    )
