@@ -275,7 +275,7 @@ def health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     body = {
         "status": "healthy" if not down else "unhealthy",
         "components": components,
-        "dashboard_url": rt.dashboard_url,
+        "dashboard_url": rt.cluster.dashboard_url(),
     }
     if down:
         body["detail"] = "不可用的组件：" + "、".join(down)

@@ -16,7 +16,6 @@ class Runtime:
     settings: Settings
     engine: Engine
     cluster: ClusterClient
-    dashboard_url: str | None = None
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -1,87 +1,126 @@
-"""`conductor serve`：在一个进程里运行整个服务。
+"""`conductor serve`：监督进程，运行并看护整个服务。
 
-按需启动内嵌 PostgreSQL（数据目录下）与本地 Ray（含仪表盘），执行迁移，
-取得调度器，然后运行 API。收到 Ctrl-C 或 SIGTERM 时按相反顺序停止它启动的一切。
+按需启动内嵌 PostgreSQL（数据目录下）与本地 Ray 头节点，执行迁移，然后启动 API 进程
+（api/worker.py），API 进程退出就按退避重启。收到 Ctrl-C 或 SIGTERM 时按相反顺序
+停止它启动的一切：API 进程 → （本地 Ray 时）终止并记录运行中的作业 → Ray → PostgreSQL。
+监督进程本身不连接 Ray，Ray 集群重启也不会让它退出。
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import signal
+import subprocess
+import sys
+import threading
 from typing import Annotated
 
-import ray
 import typer
-import uvicorn
 
-from api.app import create_app
-from api.runtime import Runtime
-from cluster.bootstrap import connect_ray, ensure_scheduler
-from cluster.client import ClusterClient
+from cluster.bootstrap import stop_jobs
+from cluster.local_ray import LocalRayHead
 from conductor.cli import app
-from conductor.db import make_engine
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from conductor.settings import Settings, get_settings
 
 log = logging.getLogger("conductor.server")
 
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0)
 
 
-def run_service(settings: Settings) -> None:
-    """启动并运行服务直到收到停止信号；退出前停止本进程启动的 PostgreSQL 与 Ray。"""
-    # 启动阶段也要能被 SIGTERM 干净地打断
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    pg: EmbeddedPostgres | None = None
-    own_ray = False
-    try:
-        url = settings.database_url
-        if not url:
-            pg = EmbeddedPostgres(settings.data_dir)
-            url = pg.url
-        upgrade(url)
-        settings = settings.model_copy(update={"database_url": url})
-        connection = connect_ray(settings)
-        own_ray = connection.own
-        ensure_scheduler(settings)
-        runtime = Runtime(
-            settings,
-            make_engine(url, pool_size=10),
-            ClusterClient(settings),
-            connection.dashboard_url,
-        )
-        log.info("Ray 仪表盘：%s", connection.dashboard_url)
-        log.info("Conductor API 监听 http://%s:%s", settings.host, settings.port)
-        config = uvicorn.Config(
-            create_app(runtime), host=settings.host, port=settings.port, log_level="info"
-        )
-        uvicorn.Server(config).run()
-    except SystemExit:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop(settings, own_ray, pg)
+class Supervisor:
+    """持有本次启动的全部子系统，负责按序启动、看护与停止。"""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.pg: EmbeddedPostgres | None = None
+        self.ray_head: LocalRayHead | None = None
+        self.api: subprocess.Popen[bytes] | None = None
 
-def _stop(settings: Settings, own_ray: bool, pg: EmbeddedPostgres | None) -> None:
-    if own_ray and ray.is_initialized():
-        log.info("停止本地 Ray：先终止并记录仍在运行的作业")
+    def run(self) -> None:
         try:
-            handle = ray.get_actor("conductor-scheduler", namespace=settings.namespace)
-            reason = "服务关闭，本地 Ray 集群随之停止，作业被终止"
-            ray.get(handle.shutdown_jobs.remote(reason, min(settings.kill_wait, 5.0)), timeout=60)
-        except Exception as exc:  # noqa: BLE001 - 关闭时尽力而为
-            log.warning("关闭前终止作业失败：%s", exc)
-        ray.shutdown()
-    elif ray.is_initialized():
-        ray.shutdown()  # 外部集群：只断开连接，调度器与作业继续运行
-    if pg is not None:
-        pg.stop()
-    log.info("Conductor 已停止")
+            self._start()
+            self._watch_api()
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        s = self.settings
+        url = s.database_url
+        if not url:
+            self.pg = EmbeddedPostgres(s.data_dir)
+            url = self.pg.url
+        upgrade(url)
+        address = s.ray_address
+        if not address:
+            self.ray_head = LocalRayHead(s, s.data_dir / "logs" / "ray-head.log")
+            address = self.ray_head.address
+        self.settings = s.model_copy(update={"database_url": url, "ray_address": address})
+
+    def _api_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name, value in self.settings.model_dump(exclude_none=True).items():
+            env[f"CONDUCTOR_{name.upper()}"] = str(value)
+        return env
+
+    def _watch_api(self) -> None:
+        """运行 API 进程；它意外退出时按退避重启，直到收到停止信号。"""
+        failures = 0
+        while not self.stopping.is_set():
+            if self.ray_head is not None and not self.ray_head.alive():
+                log.error("本地 Ray 头节点已退出，服务停止")
+                return
+            self.api = subprocess.Popen(
+                [sys.executable, "-m", "api.worker"], env=self._api_env(), start_new_session=True
+            )
+            code = self.api.wait()
+            if self.stopping.is_set():
+                return
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            failures += 1
+            log.warning("API 进程退出（代码 %s），%.0f 秒后重启", code, delay)
+            self.stopping.wait(delay)
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        log.info("收到信号 %s，停止服务", signal.Signals(signum).name)
+        self.stopping.set()
+        if self.api is not None and self.api.poll() is None:
+            self.api.terminate()
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        if self.api is not None and self.api.poll() is None:
+            self.api.terminate()
+        if self.api is not None:
+            try:
+                self.api.wait(30)
+            except subprocess.TimeoutExpired:
+                self.api.kill()
+                self.api.wait()
+        if self.ray_head is not None:
+            if self.ray_head.alive():
+                self._stop_jobs()
+            self.ray_head.stop()
+        if self.pg is not None:
+            self.pg.stop()
+        log.info("Conductor 已停止")
+
+    def _stop_jobs(self) -> None:
+        """本地 Ray 即将停止：在一个短命的子进程里（它连接 Ray）终止并记录全部作业。"""
+        grace = min(self.settings.kill_wait, 5.0)
+        reason = "服务关闭，本地 Ray 集群随之停止，作业被终止"
+        ctx = multiprocessing.get_context("spawn")
+        proc = ctx.Process(target=stop_jobs, args=(self.settings, reason, grace))
+        proc.start()
+        proc.join(150)
+        if proc.is_alive():
+            log.warning("终止作业超时")
+            proc.kill()
+            proc.join()
 
 
 @app.command()
@@ -89,16 +128,16 @@ def serve(
     host: Annotated[str | None, typer.Option(help="API 监听地址")] = None,
     port: Annotated[int | None, typer.Option(help="API 监听端口")] = None,
     data_dir: Annotated[
-        str | None, typer.Option("--data-dir", help="数据目录（内嵌 PostgreSQL）")
+        str | None, typer.Option("--data-dir", help="数据目录（内嵌 PostgreSQL 与日志）")
     ] = None,
     num_cpus: Annotated[
-        int | None, typer.Option("--num-cpus", help="本地 Ray 的逻辑 CPU 数")
+        int | None, typer.Option("--num-cpus", help="本地 Ray 的逻辑 CPU 数，默认本机核数")
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option("--database-url", help="使用外部 PostgreSQL")
+        str | None, typer.Option("--database-url", help="使用已有的 PostgreSQL")
     ] = None,
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="连接外部 Ray 集群")
+        str | None, typer.Option("--ray-address", help="连接已有的 Ray 集群（HOST:PORT）")
     ] = None,
 ) -> None:
     """运行整个服务：PostgreSQL（内嵌或外部）、Ray（本地或外部）、调度器与 API。"""
@@ -113,11 +152,18 @@ def serve(
         "database_url": database_url,
         "ray_address": ray_address,
     }
-    base = get_settings()
-    settings = Settings(
-        **{**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    )
-    run_service(settings)
+    # Ray 2.60 的新集群默认开启令牌认证（令牌在 ~/.ray/auth_token）；连接已有集群的进程
+    # 必须显式声明，否则不带令牌。这里明确开启，子进程（Ray 头节点、API 进程）继承；
+    # 需要关闭时由用户显式设置 RAY_AUTH_MODE=disabled。
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    merged = {
+        **get_settings().model_dump(),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
+    supervisor = Supervisor(Settings(**merged))
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    supervisor.run()
 
 
 def main() -> None:

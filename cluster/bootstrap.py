@@ -1,51 +1,45 @@
-"""连接或启动 Ray，并取得（或创建）调度器 actor。"""
+"""连接 Ray，并取得（或创建）调度器 actor。"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
 
 import ray
 
 from cluster.scheduler import SCHEDULER_NAME, Scheduler
-from conductor.errors import SchedulerUnavailable
+from conductor.errors import ClusterUnavailable, SchedulerUnavailable
 from conductor.settings import Settings
 
 log = logging.getLogger("conductor.bootstrap")
 
 
-@dataclass(frozen=True)
-class RayConnection:
-    """own=True 表示本进程启动了本地 Ray（关闭服务时由它负责停止）。"""
-
-    own: bool
-    dashboard_url: str | None
-
-
-def connect_ray(settings: Settings) -> RayConnection:
-    """连接 settings.ray_address 指定的集群，否则启动本地 Ray（含仪表盘）。"""
-    if settings.ray_address:
-        ctx = ray.init(
-            address=settings.ray_address, namespace=settings.namespace, log_to_driver=False
-        )
-        return RayConnection(own=False, dashboard_url=_http(ctx.dashboard_url))
-    # address="local"：总是新起一个实例，不去连接本机上别人的 Ray（RAY_ADDRESS、ray start 留下的地址）
-    ctx = ray.init(
-        address="local",
-        num_cpus=settings.effective_num_cpus(),
-        namespace=settings.namespace,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=settings.dashboard_port,
-        log_to_driver=False,
-    )
-    return RayConnection(own=True, dashboard_url=_http(ctx.dashboard_url))
+def connect_ray(settings: Settings, timeout: float = 120.0) -> None:
+    """连接 settings.ray_address 指定的集群；集群尚在启动时重试到超时。"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ray.init(
+                address=settings.ray_address, namespace=settings.namespace, log_to_driver=False
+            )
+            return
+        except (ConnectionError, RuntimeError) as exc:
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(
+                    f"无法连接 Ray 集群 {settings.ray_address}：{exc}"
+                ) from exc
+            log.info("Ray 集群 %s 尚不可用，稍后重试：%s", settings.ray_address, exc)
+            time.sleep(1)
 
 
-def _http(url: str | None) -> str | None:
-    if not url:
-        return None
-    return url if url.startswith("http") else f"http://{url}"
+def stop_jobs(settings: Settings, reason: str, grace: float) -> int:
+    """让调度器终止并记录所有运行中的作业（本地集群即将停止时调用）。"""
+    connect_ray(settings, timeout=10)
+    try:
+        handle = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
+        return ray.get(handle.shutdown_jobs.remote(reason, grace), timeout=120)
+    finally:
+        ray.shutdown()
 
 
 def ensure_scheduler(settings: Settings, timeout: float = 120.0) -> ray.actor.ActorHandle:

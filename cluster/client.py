@@ -29,6 +29,7 @@ class ClusterClient:
         self.namespace = settings.namespace
         self._scheduler: ray.actor.ActorHandle | None = None
         self._nodes: tuple[float, list[RayNode]] = (0.0, [])
+        self._dashboard: str | None = None
 
     def scheduler(self) -> ray.actor.ActorHandle:
         if self._scheduler is None:
@@ -63,6 +64,20 @@ class ClusterClient:
                 raise ClusterUnavailable(f"无法读取 Ray 节点：{exc}") from exc
             self._nodes = (time.monotonic(), nodes)
         return nodes
+
+    def dashboard_url(self) -> str | None:
+        """Ray 仪表盘地址。仪表盘可能晚于集群就绪，所以每次取不到时再读一次。"""
+        if self._dashboard is None:
+            try:
+                # 仪表盘把地址登记在 GCS 的 KV 里；Ray 没有公开读取它的 API
+                from ray._private.services import get_webui_url_from_internal_kv
+
+                url = get_webui_url_from_internal_kv()
+            except Exception:  # noqa: BLE001
+                url = None
+            if url:
+                self._dashboard = url if url.startswith("http") else f"http://{url}"
+        return self._dashboard
 
     def cancel(self, node_id: str, job_id: int) -> None:
         """让作业所在节点的代理终止其进程树（不等待）。消息丢失时代理会从数据库发现取消。"""

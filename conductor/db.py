@@ -39,11 +39,21 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     )
 
 
+# 服务器关闭、重启中、拒绝连接：SQLSTATE 08 类（连接异常）与 57P01–57P03
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """连接层面的错误（数据库停机、重启中）才值得重试；SQL 错误不是。"""
-    if isinstance(exc, OperationalError):
+    """连接层面的错误（数据库停机、重启中）才值得重试；语句级错误（超时、锁等待）不是。"""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if not isinstance(exc, OperationalError):
+        return False
+    # 没有 SQLSTATE 说明服务器根本没有应答（连不上、连接中断）
+    code = getattr(exc.orig, "pgcode", None)
+    return code is None or code.startswith(UNAVAILABLE_SQLSTATES)
 
 
 @contextmanager

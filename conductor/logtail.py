@@ -22,7 +22,11 @@ def read_tail(path: Path) -> str | None:
             data = f.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
-    tail = "".join(lines[-TAIL_LINES:])
+    # 只按 \n 切行（同 tail -n）：进度条里的 \r 不算换行
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    ends_with_newline = lines[-1] == ""
+    if ends_with_newline:
+        lines.pop()
+    tail = "\n".join(lines[-TAIL_LINES:]) + ("\n" if ends_with_newline else "")
     note = f"[日志共 {size} 字节，超过 1 MB，以下仅为最后 {TAIL_LINES} 行]\n"
     return note + tail

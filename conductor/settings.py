@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="外部 PostgreSQL 地址；为空时启动内嵌实例")
     ray_address: str | None = Field(None, description="外部 Ray 集群地址；为空时启动本地 Ray")
     num_cpus: int | None = Field(None, ge=1, description="本地 Ray 的逻辑 CPU 数，默认为本机核数")
+    ray_port: int = Field(6379, ge=1, le=65535, description="本地 Ray 头节点（GCS）端口")
     dashboard_port: int = Field(8265, ge=1, le=65535, description="本地 Ray 仪表盘端口")
     namespace: str = Field(
         "conductor", min_length=1, description="调度器与节点代理所在的 Ray 命名空间"

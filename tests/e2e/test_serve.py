@@ -38,10 +38,11 @@ def _service_processes(root: int) -> set[int]:
 
 
 def test_serve_submit_query_and_clean_shutdown(tmp_path: Path) -> None:
-    port, dash = free_port(), free_port()
+    port, dash, ray_port = free_port(), free_port(), free_port()
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "RAY_ADDRESS"))}
     env["CONDUCTOR_DASHBOARD_PORT"] = str(dash)
+    env["CONDUCTOR_RAY_PORT"] = str(ray_port)
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [CONDUCTOR, "serve", "--port", str(port), "--data-dir", str(data_dir), "--num-cpus", "2"],

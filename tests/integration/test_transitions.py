@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from alembic.script import ScriptDirectory
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -247,6 +247,20 @@ def test_release_without_codes_and_unheld(engine: Engine) -> None:
     assert do(engine, transitions.release, []) == []
 
 
+def test_release_does_not_overwrite_existing_exit_code(engine: Engine) -> None:
+    """已有退出码的占用行：释放只补缺，不覆盖（settle_lost 传入的退出码为空）。"""
+    job_id = add_job(
+        engine, state=JobState.CANCELLED, node_id="node-e", node_name="host-e", exit_code="3:0"
+    )
+    assert do(engine, transitions.release, [job_id], [None]) == [job_id]
+    assert row(engine, job_id)["exit_code"] == "3:0"
+    other = add_job(
+        engine, state=JobState.CANCELLED, node_id="node-e", node_name="host-e", exit_code="3:0"
+    )
+    assert do(engine, transitions.release, [other], ["0:9"]) == [other]
+    assert row(engine, other)["exit_code"] == "3:0"
+
+
 # ---------- cancel ----------
 
 
@@ -360,9 +374,7 @@ def test_settle_lost(engine: Engine) -> None:
 
 def test_settle_lost_node_fail(engine: Engine) -> None:
     job_id, _ = running_job(engine)
-    assert do(engine, transitions.settle_lost, [job_id], JobState.NODE_FAIL, "节点失联") == [
-        job_id
-    ]
+    assert do(engine, transitions.settle_lost, [job_id], JobState.NODE_FAIL, "节点失联") == [job_id]
     assert row(engine, job_id)["state"] == "NODE_FAIL"
     assert do(engine, transitions.settle_lost, [], JobState.NODE_FAIL, "x") == []
 
@@ -440,6 +452,28 @@ def test_cancel_races_finish(engine: Engine) -> None:
         assert do(engine, transitions.release, [job_id]) == []
         assert row(engine, job_id) == r
     assert sum(outcomes.values()) == 50
+
+
+def test_claim_races_cancel(engine: Engine) -> None:
+    """认领与取消同时作用于 PENDING 作业：取消总是生效；认领成功与否与取消看到的旧状态一致。"""
+    for _ in range(30):
+        job_id = add_job(engine)
+        token = new_token()
+        placement = Placement(job_id, "node-c", "host-c")
+        claimed, cancel_res = run_together(
+            lambda p=placement, t=token: do(engine, transitions.claim, [p], [t], ["agent-c"], 1),
+            lambda j=job_id: do(engine, transitions.cancel, j),
+        )
+        r = row(engine, job_id)
+        assert r["state"] == "CANCELLED"
+        assert cancel_res.changed is True
+        if claimed:
+            assert [x["id"] for x in claimed] == [job_id]
+            assert cancel_res == CancelResult(JobState.RUNNING, True, "node-c")
+            assert (r["node_id"], r["token"], r["released_at"]) == ("node-c", token, None)
+        else:
+            assert cancel_res == CancelResult(JobState.PENDING, True, None)
+            assert (r["node_id"], r["token"]) == (None, None)
 
 
 # ---------- 迁移 ----------

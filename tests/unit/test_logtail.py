@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from conductor.logtail import TAIL_LINES, WHOLE_LIMIT, read_tail
 
 
@@ -109,13 +107,6 @@ def test_invalid_utf8_large_is_replaced(tmp_path: Path) -> None:
     assert body == line.decode("utf-8", errors="replace") * 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "缺陷：read_tail 用 str.splitlines 切行，\\r（进度条）、\\x0c、\\x85、\\u2028 等也被当作换行，"
-        "含 \\r 的大日志返回的不是最后 1000 行（按 \\n 计），而是最后 1000 个 \\r/\\n 片段"
-    ),
-)
 def test_over_limit_counts_only_newlines(tmp_path: Path) -> None:
     """进度条常用 \\r 原地刷新；“最后 1000 行”应按 \\n 计，与 tail -n 1000 一致。"""
     f = tmp_path / "progress.log"

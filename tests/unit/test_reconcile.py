@@ -78,9 +78,7 @@ def test_agent_missing_or_unresponsive_is_undecided(startup: bool) -> None:
 def test_in_flight_is_undecided_even_if_agent_changed() -> None:
     """本调度器正在派发的作业本轮一律不判定。"""
     jobs = [held(1, agent_id="agent-old"), held(2)]
-    plan = decide(
-        jobs, {"n1"}, {"n1": view("agent-new")}, startup=False, in_flight={1, 2}
-    )
+    plan = decide(jobs, {"n1"}, {"n1": view("agent-new")}, startup=False, in_flight={1, 2})
     assert plan.undecided == [1, 2]
     assert not plan.changes_anything
 

@@ -1,0 +1,66 @@
+"""内嵌模式下的本地 Ray 头节点：一个 `ray start --head --block` 子进程。
+
+用子进程而不是在 API 进程里 ray.init()：API 进程崩溃或重启不会带走集群与作业；
+停止时向这个子进程发 SIGTERM，它会停止自己启动的全部 Ray 进程（按句柄，不按名字）。
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from conductor.settings import Settings
+
+log = logging.getLogger("conductor.local_ray")
+
+
+class LocalRayHead:
+    """本机上的单节点 Ray 集群（含仪表盘），仅监听 127.0.0.1。"""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.address = f"127.0.0.1:{settings.ray_port}"
+        ray_cli = Path(sys.executable).with_name("ray")
+        cmd = [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={settings.ray_port}",
+            f"--num-cpus={settings.effective_num_cpus()}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={settings.dashboard_port}",
+            "--disable-usage-stats",
+        ]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # 自己的会话：终端里的 Ctrl-C 只送到监督进程，由它按序停止
+            start_new_session=True,
+        )
+        log.info(
+            "本地 Ray 头节点启动中：%s（pid %s，日志 %s）", self.address, self.process.pid, log_path
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM：ray start --block 会停止它启动的全部进程；超时再 SIGKILL。"""
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("本地 Ray 未在 %s 秒内退出，强制结束", timeout)
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        log.info("本地 Ray 已停止")
