@@ -9,12 +9,14 @@ Ray 中任务随其所有者一起死亡；让代理而不是调度器持有任�
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
+from ray.exceptions import NodeDiedError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import text
 
@@ -23,7 +25,7 @@ from conductor import transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.jobspec import JobSpec
 from conductor.logtail import read_tail
-from conductor.outcome import ExecResult, classify
+from conductor.outcome import ExecResult, classify, node_lost_message
 from conductor.proctree import kill_job_tree_async
 from conductor.settings import Settings
 from conductor.states import JobState
@@ -158,6 +160,9 @@ class NodeAgent:
         try:
             result: ExecResult = await run.ref
             state, code, msg = classify(result, spec.time_limit_seconds)
+        except NodeDiedError:
+            state, code = JobState.NODE_FAIL, None
+            msg = node_lost_message(spec.node_name)
         except Exception as exc:  # noqa: BLE001 - 执行进程死亡的各种 Ray 异常一并处理
             # 执行器所在的 worker 进程死了：脚本的子孙进程成了孤儿，由这里清理
             await kill_job_tree_async(spec.token, grace=0)
@@ -166,16 +171,21 @@ class NodeAgent:
         if run.stop_reason is not None and state is not JobState.COMPLETED:
             state, msg = JobState.NODE_FAIL, run.stop_reason
         cancel_marker(spec.token).unlink(missing_ok=True)
-        self.reports.append(Outcome(spec.job_id, state, code, msg))
+        self.reports.append(Outcome(spec.job_id, state, code, msg, spec.token))
         self.report_ready.set()
 
     async def _report_loop(self) -> None:
         """批量把结局写入数据库；数据库不可用时退避重试，直到写入才忘记作业。"""
+        loop = asyncio.get_running_loop()
+        last_check = loop.time()
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.report_ready.wait(), self.settings.idle_resync)
-            except TimeoutError:
+            if loop.time() - last_check >= self.settings.idle_resync:
+                # 不论是否繁忙都定期执行：结局源源不断时也不能漏掉丢失的取消
                 await self._kill_cancelled()
+                last_check = loop.time()
+            if not self.report_ready.is_set():
                 continue
             self.report_ready.clear()
             batch, self.reports = self.reports, []

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 from ray.exceptions import RayActorError
@@ -28,6 +29,7 @@ from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable
 from conductor.jobspec import JobSpec
 from conductor.models import SchedulerEpoch
+from conductor.outcome import node_lost_message
 from conductor.policy import NodeView, PendingJob, plan_fifo
 from conductor.proctree import new_token
 from conductor.settings import Settings
@@ -51,7 +53,9 @@ class Scheduler:
     """集群唯一的调度器（detached、具名；Ray 在它死亡后自动重启）。"""
 
     def __init__(self, settings: Settings) -> None:
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(
+            level=logging.DEBUG if os.environ.get("CONDUCTOR_DEBUG") else logging.INFO
+        )
         self.settings = settings
         self.engine = make_engine(settings.database_url or "", pool_size=3)
         self.epoch = 0
@@ -61,6 +65,8 @@ class Scheduler:
         self.started = time.time()
         self.passes = 0
         self.nodes: tuple[float, list[RayNode]] = (0.0, [])
+        # ray.nodes() 用的 GCS 访问器不宜并发：一个专用线程串行读取，卡住也不占用数据库线程
+        self.gcs_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcs-nodes")
         self.in_flight: set[int] = set()
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.launches: set[asyncio.Task[None]] = set()
@@ -83,6 +89,7 @@ class Scheduler:
             "reconciliations": self.reconciliations,
             "uptime": time.time() - self.started,
             "agents": sorted(self.agents),
+            "nodes": sorted(n.node_id for n in self.nodes[1]),
             "last_reconcile": self.last_reconcile,
             "pid": os.getpid(),
         }
@@ -147,11 +154,13 @@ class Scheduler:
         if time.monotonic() - fetched <= max_age:
             return nodes
         try:
-            nodes = await asyncio.wait_for(asyncio.to_thread(alive_nodes), 10)
+            loop = asyncio.get_running_loop()
+            nodes = await asyncio.wait_for(loop.run_in_executor(self.gcs_reader, alive_nodes), 10)
         except TimeoutError:
             log.warning("读取 Ray 节点列表超时，沿用上次的结果")
             return nodes
         self.nodes = (time.monotonic(), nodes)
+        log.debug("节点列表：%s", [n.node_name for n in nodes])
         return nodes
 
     def _ensure_agents(self, nodes: list[RayNode]) -> dict[str, tuple[ray.actor.ActorHandle, str]]:
@@ -159,6 +168,7 @@ class Scheduler:
         alive = {n.node_id for n in nodes}
         for node_id in list(self.agents):
             if node_id not in alive:
+                log.debug("节点 %s 不再存活，丢弃其代理句柄", node_id)
                 del self.agents[node_id]
         for node in nodes:
             if node.node_id not in self.agents and node.node_id not in self.creating:
@@ -185,7 +195,7 @@ class Scheduler:
         ).remote(self.settings, node.node_id, self.epoch)
         try:
             agent_id = await asyncio.wait_for(handle.identity.remote(), AGENT_START_TIMEOUT)
-        except (RayActorError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - 节点消失、不可调度、超时：本轮放弃，下轮再试
             log.warning("节点 %s 的代理不可用：%s", node.node_name, exc)
             return None
         return handle, agent_id
@@ -207,6 +217,9 @@ class Scheduler:
             held, {n.node_id for n in nodes}, views, startup=startup, in_flight=self.in_flight
         )
         self.reconciliations += 1
+        log.debug(
+            "对账：持有 %s；计划 %s", [(j.job_id, j.node_id[:8]) for j in held], plan.summary()
+        )
         if startup or plan.changes_anything:
             self.last_reconcile = plan.summary()
             log.info(
@@ -254,15 +267,15 @@ class Scheduler:
             for job in plan.node_fail:
                 transitions.settle_lost(
                     session,
-                    [job.job_id],
+                    [(job.job_id, job.token)],
                     JobState.NODE_FAIL,
-                    f"运行作业的节点 {job.node_name} 已失联，作业随节点丢失",
+                    node_lost_message(job.node_name),
                 )
                 freed.append(job.job_id)
             lost = [j.job_id for j in plan.agent_lost]
             transitions.settle_lost(
                 session,
-                lost,
+                [(j.job_id, j.token) for j in plan.agent_lost],
                 JobState.FAILED,
                 "节点代理已退出，作业的执行随之终止（作业不会自动重试，请重新提交）",
             )
@@ -301,6 +314,7 @@ class Scheduler:
         placements = plan_fifo(pending, views)
         if not placements:
             return
+        log.debug("放置：%s；节点空闲：%s", placements, views)
         tokens = [new_token() for _ in placements]
         agent_ids = [agents[p.node_id][1] for p in placements]
         rows = await asyncio.to_thread(self._claim, placements, tokens, agent_ids)

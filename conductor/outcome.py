@@ -41,3 +41,8 @@ def classify(
     if rc is not None and rc < 0:
         return JobState.FAILED, code, f"脚本被信号 {-rc}（{signal_name(-rc)}）终止"
     return JobState.FAILED, code, f"脚本以非零退出码 {rc} 结束"
+
+
+def node_lost_message(node_name: str) -> str:
+    """节点失联时写入 error_msg 的说明。"""
+    return f"运行作业的节点 {node_name} 已失联，作业随节点丢失"

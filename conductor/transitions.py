@@ -20,12 +20,16 @@ from conductor.states import JobState, sources_of
 
 @dataclass(frozen=True)
 class Outcome:
-    """一次执行的结局，由节点代理上报。"""
+    """一次执行的结局，由节点代理上报。
+
+    token 为该次认领的令牌：作业若已被重新排队并再次认领，旧执行的迟到结局不会落到新执行上。
+    """
 
     job_id: int
     state: JobState
     exit_code: str | None
     error_msg: str | None
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
         "states": [o.state.value for o in outcomes],
         "codes": [o.exit_code for o in outcomes],
         "msgs": [o.error_msg for o in outcomes],
+        "tokens": [o.token for o in outcomes],
     }
     changed = session.execute(
         text(
@@ -101,37 +106,47 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
             UPDATE jobs SET state = v.state, exit_code = v.exit_code, error_msg = v.error_msg,
                    end_time = clock_timestamp()
             FROM unnest(CAST(:ids AS bigint[]), CAST(:states AS text[]),
-                        CAST(:codes AS text[]), CAST(:msgs AS text[]))
-                 AS v(id, state, exit_code, error_msg)
+                        CAST(:codes AS text[]), CAST(:msgs AS text[]), CAST(:tokens AS text[]))
+                 AS v(id, state, exit_code, error_msg, token)
             WHERE jobs.id = v.id AND jobs.state = 'RUNNING'
+                  AND (v.token IS NULL OR jobs.token = v.token)
             RETURNING jobs.id
             """
         ),
         params,
     )
     ids = [r[0] for r in changed]
-    release(session, params["ids"], params["codes"])
+    release(session, params["ids"], params["codes"], params["tokens"])
     return ids
 
 
 def release(
-    session: Session, job_ids: Sequence[int], exit_codes: Sequence[str | None] | None = None
+    session: Session,
+    job_ids: Sequence[int],
+    exit_codes: Sequence[str | None] | None = None,
+    tokens: Sequence[str | None] | None = None,
 ) -> list[int]:
-    """归还资源，每个作业只归还一次；顺带补上尚缺的退出码。返回本次释放的作业 id。"""
+    """归还资源，每个作业只归还一次；顺带补上尚缺的退出码。返回本次释放的作业 id。
+
+    给出令牌时只释放该次认领占用的资源。
+    """
     if not job_ids:
         return []
     codes = list(exit_codes) if exit_codes is not None else [None] * len(job_ids)
+    fences = list(tokens) if tokens is not None else [None] * len(job_ids)
     rows = session.execute(
         text(
             """
             UPDATE jobs SET released_at = clock_timestamp(),
                    exit_code = COALESCE(jobs.exit_code, v.exit_code)
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS v(id, exit_code)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[]), CAST(:tokens AS text[]))
+                 AS v(id, exit_code, token)
             WHERE jobs.id = v.id AND jobs.node_id IS NOT NULL AND jobs.released_at IS NULL
+                  AND (v.token IS NULL OR jobs.token = v.token)
             RETURNING jobs.id
             """
         ),
-        {"ids": list(job_ids), "codes": codes},
+        {"ids": list(job_ids), "codes": codes, "tokens": fences},
     )
     return [r[0] for r in rows]
 
@@ -187,10 +202,11 @@ def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
 
 
 def settle_lost(
-    session: Session, job_ids: Sequence[int], state: JobState, reason: str
+    session: Session, claims: Sequence[tuple[int, str | None]], state: JobState, reason: str
 ) -> list[int]:
     """执行已不存在（节点或代理死亡）：RUNNING → FAILED/NODE_FAIL，并释放资源。
 
+    claims 为 (作业 id, 认领令牌)。
     已取消而进程随节点消失的作业只释放资源。返回状态真正改变的作业 id。
     """
-    return finish(session, [Outcome(j, state, None, reason) for j in job_ids])
+    return finish(session, [Outcome(j, state, None, reason, token) for j, token in claims])

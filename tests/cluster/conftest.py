@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -29,7 +31,16 @@ def ray_cluster() -> Iterator[Cluster]:
     """一个真实的本地 Ray 集群（头节点 4 个逻辑 CPU）；多节点测试在其上增删节点。"""
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": CLUSTER_CPUS, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": CLUSTER_CPUS,
+            "include_dashboard": False,
+            # 节点失联更快被判定（默认约 15 秒），让节点故障测试不必久等
+            "_system_config": {
+                "health_check_period_ms": 500,
+                "health_check_timeout_ms": 500,
+                "health_check_failure_threshold": 3,
+            },
+        },
     )
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
@@ -64,8 +75,23 @@ class Service:
                 text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id}
             ).scalar_one()
 
+    def row(self, job_id: int) -> dict:
+        with self.engine.connect() as conn:
+            r = conn.execute(
+                text(
+                    "SELECT state, error_msg, exit_code, node_name, released_at, epoch, start_time "
+                    "FROM jobs WHERE id = :id"
+                ),
+                {"id": job_id},
+            ).one()
+            return dict(r._mapping)
+
     def wait_state(self, job_id: int, *states: str, timeout: float = 60.0) -> dict:
-        wait_for(lambda: self.state(job_id) in states, timeout, what=f"作业 {job_id} 进入 {states}")
+        wait_for(
+            lambda: self.state(job_id) in states,
+            timeout,
+            what=lambda: f"作业 {job_id} 进入 {states}，当前 {self.row(job_id)}",
+        )
         return self.query(job_id)
 
     def held_cpus(self) -> int:
@@ -88,6 +114,30 @@ class Service:
                     )
                 )
             ]
+
+    def scheduler_status(self, timeout: float = 60.0) -> dict:
+        """调度器状态；它正在重启时等到它回来。"""
+
+        def attempt() -> dict | None:
+            try:
+                return ray.get(self.scheduler.status.remote(), timeout=5)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                return None
+
+        return wait_for(attempt, timeout, interval=0.2, what="调度器应答")
+
+    def kill_scheduler(self) -> int:
+        """SIGKILL 调度器 actor 的进程，返回它被杀前的纪元。"""
+        status = self.scheduler_status()
+        os.kill(status["pid"], signal.SIGKILL)
+        return status["epoch"]
+
+    def wait_scheduler_restarted(self, old_epoch: int, timeout: float = 60.0) -> dict:
+        def restarted() -> dict | None:
+            status = self.scheduler_status(timeout)
+            return status if status["epoch"] > old_epoch and status["ready"] else None
+
+        return wait_for(restarted, timeout, interval=0.2, what="调度器重启完成")
 
     def close(self) -> None:
         # 取消本模块遗留的作业并等资源归还，再移除本命名空间的 actor，避免影响后续模块

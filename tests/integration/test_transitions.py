@@ -347,6 +347,21 @@ def test_requeue_batch_partial(engine: Engine) -> None:
     assert row(engine, b)["state"] == "RUNNING"
 
 
+def test_stale_outcome_of_an_earlier_claim_changes_nothing(engine: Engine) -> None:
+    """重新排队并再次认领后，旧执行迟到的结局（旧令牌）既不改状态也不释放新占用。"""
+    job_id, old = running_job(engine)
+    assert do(engine, transitions.requeue, [(job_id, old)]) == [job_id]
+    _, new = claim_one(engine, job_id)
+    late = Outcome(job_id, JobState.FAILED, "1:0", "旧执行", old)
+    assert do(engine, transitions.finish, [late]) == []
+    r = row(engine, job_id)
+    assert (r["state"], r["released_at"], r["exit_code"]) == ("RUNNING", None, None)
+    assert do(
+        engine, transitions.finish, [Outcome(job_id, JobState.COMPLETED, "0:0", None, new)]
+    ) == [job_id]
+    assert row(engine, job_id)["state"] == "COMPLETED"
+
+
 # ---------- settle_lost ----------
 
 
@@ -360,7 +375,11 @@ def test_settle_lost(engine: Engine) -> None:
 
     reason = "节点代理已退出"
     changed = do(
-        engine, transitions.settle_lost, [running, cancelled, done], JobState.FAILED, reason
+        engine,
+        transitions.settle_lost,
+        [(running, None), (cancelled, None), (done, None)],
+        JobState.FAILED,
+        reason,
     )
     assert changed == [running]
     r = row(engine, running)
@@ -374,7 +393,9 @@ def test_settle_lost(engine: Engine) -> None:
 
 def test_settle_lost_node_fail(engine: Engine) -> None:
     job_id, _ = running_job(engine)
-    assert do(engine, transitions.settle_lost, [job_id], JobState.NODE_FAIL, "节点失联") == [job_id]
+    assert do(
+        engine, transitions.settle_lost, [(job_id, None)], JobState.NODE_FAIL, "节点失联"
+    ) == [job_id]
     assert row(engine, job_id)["state"] == "NODE_FAIL"
     assert do(engine, transitions.settle_lost, [], JobState.NODE_FAIL, "x") == []
 

@@ -1,0 +1,224 @@
+"""故障场景（真实 Ray 集群与真实 PostgreSQL）：调度器被杀、执行进程被杀、节点死亡、
+混沌测试、并发取消。每个场景都检查：作业不丢、不重跑、CPU 不泄漏、不留孤儿进程。"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from conductor.proctree import kill_job_tree
+from tests.cluster.conftest import CLUSTER_CPUS, Service
+from tests.helpers import pid_alive, wait_for
+
+
+def _wait_file(path: Path, timeout: float = 30.0) -> None:
+    wait_for(path.exists, timeout, what=f"文件 {path} 出现")
+
+
+def test_scheduler_killed_running_jobs_survive_and_queue_resumes(
+    service: Service, tmp_path: Path
+) -> None:
+    script = 'echo "$SLURM_JOB_ID" >> ledger; touch "started-$SLURM_JOB_ID"; sleep 3; echo "out-$SLURM_JOB_ID"; echo err >&2; exit 3'
+    wd = str(tmp_path)
+    running = [
+        service.submit(
+            script,
+            current_working_directory=wd,
+            cpus_per_task=2,
+            standard_output=f"{i}.out",
+            standard_error=f"{i}.err",
+        )
+        for i in range(2)
+    ]
+    pending = [
+        service.submit('echo "$SLURM_JOB_ID" >> ledger', current_working_directory=wd)
+        for _ in range(3)
+    ]
+    for job_id in running:
+        _wait_file(tmp_path / f"started-{job_id}")
+    assert {service.state(j) for j in pending} == {"PENDING"}
+
+    old_epoch = service.kill_scheduler()
+    status = service.wait_scheduler_restarted(old_epoch)
+    assert f"重新接管 2 个 {sorted(running)}" in status["last_reconcile"]
+
+    for job_id in running:
+        body = service.wait_state(job_id, "FAILED")
+        assert body["detail"]["exit_code"] == "3:0"  # 真实的退出码
+        assert body["job_log"]["stdout"] == f"out-{job_id}\n"
+        assert body["job_log"]["stderr"] == "err\n"
+    for job_id in pending:
+        service.wait_state(job_id, "COMPLETED")
+    ledger = (tmp_path / "ledger").read_text().split()
+    assert sorted(ledger) == sorted(str(j) for j in running + pending)  # 每个作业恰好运行一次
+    wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
+
+
+def test_executor_process_killed_fails_job_and_leaves_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    script = """
+echo $PPID > executor.pid
+sleep 300 & echo $! >> pids
+setsid sleep 301 & echo $! >> pids
+bash -c 'sleep 302 & echo $! >> pids; wait' & echo $! >> pids
+touch started
+wait
+"""
+    job_id = service.submit(script, current_working_directory=str(tmp_path), cpus_per_task=2)
+    _wait_file(tmp_path / "started")
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    wait_for(lambda: len((tmp_path / "pids").read_text().split()) == 4, 10)
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    os.kill(int((tmp_path / "executor.pid").read_text()), signal.SIGKILL)
+
+    body = service.wait_state(job_id, "FAILED", timeout=30)
+    assert "执行作业的进程意外退出" in body["error_msg"]
+    for pid in pids:
+        wait_for(lambda p=pid: not pid_alive(p), 10, what=f"作业进程 {pid} 已被清理")
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+    # 归还的 CPU 真的能再用：一个占满集群的作业可以运行
+    again = service.submit(
+        "true", current_working_directory=str(tmp_path), cpus_per_task=CLUSTER_CPUS
+    )
+    service.wait_state(again, "COMPLETED")
+
+
+def test_two_concurrent_cancels_one_outcome_one_release(service: Service, tmp_path: Path) -> None:
+    job_id = service.submit("touch started; sleep 300", current_working_directory=str(tmp_path))
+    _wait_file(tmp_path / "started")
+    barrier = threading.Barrier(2)
+    messages: list[str] = []
+
+    def cancel() -> None:
+        barrier.wait()
+        resp = service.client.post(f"/jobs/cancel/{job_id}")
+        assert resp.status_code == 200
+        messages.append(resp.json()["msg"])
+
+    threads = [threading.Thread(target=cancel) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum("已取消" in m for m in messages) == 1, messages
+    assert sum("无需取消" in m for m in messages) == 1, messages
+    wait_for(lambda: service.held_cpus() == 0, 10, what="资源归还")
+    with service.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT state, released_at, end_time FROM jobs WHERE id = :id"), {"id": job_id}
+        ).one()
+    assert row.state == "CANCELLED" and row.released_at is not None
+    assert row.released_at >= row.end_time  # 进程树真正结束后才归还资源
+
+
+def test_chaos_scheduler_killed_five_times(service: Service, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    script = f'echo "$SLURM_JOB_ID" >> {ledger}'
+    ids: list[int] = []
+    rng = random.Random(20261130)
+    kills = 0
+
+    def killer() -> None:
+        nonlocal kills
+        for _ in range(5):
+            threading.Event().wait(rng.uniform(0.2, 1.5))
+            epoch = service.kill_scheduler()
+            kills += 1
+            service.wait_scheduler_restarted(epoch)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    for _ in range(300):
+        ids.append(service.submit(script, current_working_directory=str(tmp_path)))
+    thread.join()
+    assert kills == 5
+    for job_id in ids:
+        service.wait_state(job_id, "COMPLETED", timeout=120)
+    entries = ledger.read_text().split()
+    assert sorted(entries) == sorted(str(j) for j in ids)  # 每个作业恰好一次
+    wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
+    res = service.client.get("/dashboard").json()["resource_stats"]
+    assert res["available_cpus"] == res["total_cpus"] == CLUSTER_CPUS
+
+
+@pytest.fixture
+def worker_node(service: Service, ray_cluster):  # type: ignore[no-untyped-def]
+    """临时加入的第二个节点（2 CPU）；测试结束时若还在就移除。"""
+    node = ray_cluster.add_node(num_cpus=2)
+    wait_for(
+        lambda: node.node_id in service.scheduler_status()["agents"],
+        60,
+        what="调度器为新节点建好代理",
+    )
+    yield node
+    if node in ray_cluster.worker_nodes:
+        ray_cluster.remove_node(node)
+
+
+def test_node_death_fails_only_its_jobs(
+    service: Service, worker_node, ray_cluster, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    wd = str(tmp_path)
+    # 最佳适配先填满小节点：前两个作业在新节点上，后两个在头节点上
+    jobs = [
+        service.submit("touch started-$SLURM_JOB_ID; sleep 300", current_working_directory=wd)
+        for _ in range(4)
+    ]
+    for job_id in jobs:
+        _wait_file(tmp_path / f"started-{job_id}")
+    node_name = {j: service.query(j)["detail"]["node_list"] for j in jobs}
+    doomed_node = worker_node.node_id
+    with service.engine.connect() as conn:
+        on_worker = (
+            conn.execute(text("SELECT id FROM jobs WHERE node_id = :n"), {"n": doomed_node})
+            .scalars()
+            .all()
+        )
+        tokens = (
+            conn.execute(text("SELECT token FROM jobs WHERE node_id = :n"), {"n": doomed_node})
+            .scalars()
+            .all()
+        )
+    st = service.scheduler_status()
+    assert len(on_worker) == 2, (node_name, doomed_node, st["agents"], st["nodes"])
+    survivors = [j for j in jobs if j not in on_worker]
+    big = service.submit(
+        "echo big", current_working_directory=wd, cpus_per_task=3
+    )  # 只有头节点放得下，等待中
+    assert service.state(big) == "PENDING"
+
+    ray_cluster.remove_node(worker_node, allow_graceful=False)
+    try:
+        for job_id in on_worker:
+            body = service.wait_state(job_id, "NODE_FAIL", timeout=60)
+            assert node_name[job_id] in body["error_msg"]
+        for job_id in survivors:
+            assert service.state(job_id) == "RUNNING"
+        assert service.held_cpus() == 2  # 失联节点上的 CPU 已从账上移除
+        wait_for(
+            lambda: (
+                service.client.get("/dashboard").json()["resource_stats"]["total_cpus"]
+                == CLUSTER_CPUS
+            ),
+            30,
+            what="失联节点的 CPU 离开集群总数",
+        )
+        dead = [
+            n for n in service.client.get("/dashboard").json()["node_info"] if not n["available"]
+        ]
+        assert [n["node_id"] for n in dead] == [doomed_node]
+        for job_id in survivors:
+            service.client.post(f"/jobs/cancel/{job_id}")
+        body = service.wait_state(big, "COMPLETED")  # 排队作业在幸存节点上运行
+        assert body["detail"]["node_list"] != node_name[on_worker[0]]
+    finally:
+        # 同一台机器模拟的“死节点”上，脱离会话的脚本进程仍在：按标记清理
+        for token in tokens:
+            kill_job_tree(token, grace=0)
