@@ -68,22 +68,37 @@ class Supervisor:
         return env
 
     def _watch_api(self) -> None:
-        """运行 API 进程；它意外退出时按退避重启，直到收到停止信号。"""
+        """运行 API 进程；它意外退出时按退避重启。本地 Ray 头节点死亡时重启 Ray，再重启 API
+        （新调度器启动对账时把旧集群上的作业判为 NODE_FAIL，排队作业在新集群上运行）。"""
         failures = 0
         while not self.stopping.is_set():
-            if self.ray_head is not None and not self.ray_head.alive():
-                log.error("本地 Ray 头节点已退出，服务停止")
-                return
             self.api = subprocess.Popen(
                 [sys.executable, "-m", "api.worker"], env=self._api_env(), start_new_session=True
             )
-            code = self.api.wait()
+            code = self._wait_api()
             if self.stopping.is_set():
                 return
+            if self.ray_head is not None and not self.ray_head.alive():
+                log.error("本地 Ray 头节点已退出，重新启动 Ray")
+                self.ray_head.stop()
+                self.ray_head = LocalRayHead(
+                    self.settings, self.settings.data_dir / "logs" / "ray-head.log"
+                )
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
             failures += 1
             log.warning("API 进程退出（代码 %s），%.0f 秒后重启", code, delay)
             self.stopping.wait(delay)
+
+    def _wait_api(self) -> int | None:
+        """等 API 进程退出；本地 Ray 头节点先死时结束 API 进程（它的连接已失效）。"""
+        assert self.api is not None
+        while not self.stopping.is_set():
+            try:
+                return self.api.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                if self.ray_head is not None and not self.ray_head.alive():
+                    self.api.terminate()
+        return self.api.wait()
 
     def request_stop(self, signum: int, frame: object) -> None:
         log.info("收到信号 %s，停止服务", signal.Signals(signum).name)

@@ -17,6 +17,7 @@ class RayNode:
 
     node_id: str
     node_name: str
+    host: str
     alive: bool
     total_cpus: float
     total_memory: float
@@ -38,6 +39,7 @@ def list_nodes() -> list[RayNode]:
             RayNode(
                 node_id=raw["NodeID"],
                 node_name=node_name(raw),
+                host=str(raw.get("NodeManagerAddress", "")),
                 alive=bool(raw.get("Alive")),
                 total_cpus=float(resources.get("CPU", 0.0)),
                 total_memory=float(resources.get("memory", 0.0)),

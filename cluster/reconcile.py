@@ -27,6 +27,7 @@ class HeldJob:
     node_name: str
     agent_id: str | None
     token: str | None
+    node_host: str | None = None
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ class Scheduler:
         if plan.changes_anything:
             freed = await asyncio.to_thread(self._apply, plan)
             log.info("对账释放资源的作业：%s", freed)
-            await self._sweep(plan)
+            await self._sweep(plan, nodes)
             self.wake_event.set()
 
     async def _adopt(self, node_id: str, handle: ray.actor.ActorHandle) -> AgentView | None:
@@ -252,12 +252,20 @@ class Scheduler:
         with session_scope(self.engine) as session:
             rows = session.execute(
                 text(
-                    "SELECT id, state, node_id, node_name, agent_id, token FROM jobs "
+                    "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
                     "WHERE node_id IS NOT NULL AND released_at IS NULL"
                 )
             )
             return [
-                HeldJob(r.id, JobState(r.state), r.node_id, r.node_name or "", r.agent_id, r.token)
+                HeldJob(
+                    r.id,
+                    JobState(r.state),
+                    r.node_id,
+                    r.node_name or "",
+                    r.agent_id,
+                    r.token,
+                    r.node_host,
+                )
                 for r in rows
             ]
 
@@ -281,12 +289,17 @@ class Scheduler:
             )
             return freed + lost
 
-    async def _sweep(self, plan: ReconcilePlan) -> None:
-        """节点仍在而代理换了：让新代理清理旧作业的孤儿进程。"""
+    async def _sweep(self, plan: ReconcilePlan, nodes: list[RayNode]) -> None:
+        """清理丢失的执行留下的孤儿进程：代理换了的节点由新代理清理；
+        节点失联但同一主机上还有存活节点（Ray 重启、同机模拟节点）时由那里的代理清理。"""
         by_node: dict[str, list[str]] = defaultdict(list)
         for job in plan.agent_lost:
             if job.token:
                 by_node[job.node_id].append(job.token)
+        by_host = {n.host: n.node_id for n in nodes}
+        for job in plan.node_fail:
+            if job.token and job.node_host in by_host:
+                by_node[by_host[job.node_host]].append(job.token)
         for node_id, tokens in by_node.items():
             entry = self.agents.get(node_id)
             if entry is not None:
@@ -317,7 +330,10 @@ class Scheduler:
         log.debug("放置：%s；节点空闲：%s", placements, views)
         tokens = [new_token() for _ in placements]
         agent_ids = [agents[p.node_id][1] for p in placements]
-        rows = await asyncio.to_thread(self._claim, placements, tokens, agent_ids)
+        hosts = {n.node_id: n.host for n in usable}
+        rows = await asyncio.to_thread(
+            self._claim, placements, tokens, agent_ids, [hosts[p.node_id] for p in placements]
+        )
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
         for row in rows:
             by_node[row["node_id"]].append(
@@ -356,9 +372,9 @@ class Scheduler:
             ]
             return pending, used
 
-    def _claim(self, placements, tokens, agent_ids) -> list[dict]:  # type: ignore[no-untyped-def]
+    def _claim(self, placements, tokens, agent_ids, hosts) -> list[dict]:  # type: ignore[no-untyped-def]
         with session_scope(self.engine) as session:
-            return transitions.claim(session, placements, tokens, agent_ids, self.epoch)
+            return transitions.claim(session, placements, tokens, agent_ids, self.epoch, hosts)
 
     async def _launch(
         self, node_id: str, handle: ray.actor.ActorHandle, specs: list[JobSpec]

@@ -27,3 +27,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         self._server.stop()
         log.info("内嵌 PostgreSQL 已停止")
+
+    def start(self) -> None:
+        """停止后再次启动同一个数据目录（数据保留）。"""
+        self._server.start()
+        log.info("内嵌 PostgreSQL 已重新启动（pid %s）", self._server.get_pid())

@@ -62,6 +62,8 @@ class Job(JobBase, table=True):
     # 派发到的 Ray 节点；released_at 为空且 node_id 非空即“占用资源中”
     node_id: str | None = Field(default=None, max_length=64)
     node_name: str | None = Field(default=None, max_length=255)
+    # 节点所在主机的地址：节点失联而同一主机上另有存活节点时（Ray 重启、模拟节点），据此清理孤儿进程
+    node_host: str | None = Field(default=None, max_length=255)
     released_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # 认领该作业的调度器纪元：节点代理据此拒绝过期调度器的派发（fencing）
     epoch: int | None = None

@@ -54,6 +54,7 @@ def claim(
     tokens: Sequence[str],
     agent_ids: Sequence[str],
     epoch: int,
+    hosts: Sequence[str | None] | None = None,
 ) -> list[dict]:
     """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消的不会出现。"""
     if not placements:
@@ -63,10 +64,11 @@ def claim(
             """
             UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
                    node_id = v.node_id, node_name = v.node_name, token = v.token,
-                   agent_id = v.agent_id, epoch = :epoch, released_at = NULL
+                   agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
+                   released_at = NULL
             FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
-                        CAST(:tokens AS text[]), CAST(:agents AS text[]))
-                 AS v(id, node_id, node_name, token, agent_id)
+                        CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
+                 AS v(id, node_id, node_name, token, agent_id, host)
             WHERE jobs.id = v.id AND jobs.state = 'PENDING'
             RETURNING jobs.*
             """
@@ -77,6 +79,7 @@ def claim(
             "names": [p.node_name for p in placements],
             "tokens": list(tokens),
             "agents": list(agent_ids),
+            "hosts": list(hosts) if hosts is not None else [None] * len(placements),
             "epoch": epoch,
         },
     )
@@ -189,7 +192,7 @@ def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
         text(
             """
             UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
-                   node_name = NULL, epoch = NULL, token = NULL, agent_id = NULL,
+                   node_name = NULL, node_host = NULL, epoch = NULL, token = NULL, agent_id = NULL,
                    released_at = NULL
             FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
             WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state = 'RUNNING'

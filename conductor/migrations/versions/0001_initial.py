@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("end_time", TZ, nullable=True),
         sa.Column("node_id", sa.String(64), nullable=True),
         sa.Column("node_name", sa.String(255), nullable=True),
+        sa.Column("node_host", sa.String(255), nullable=True),
         sa.Column("released_at", TZ, nullable=True),
         sa.Column("epoch", sa.Integer, nullable=True),
         sa.Column("agent_id", sa.String(64), nullable=True),

@@ -1,0 +1,83 @@
+"""API 进程在 200 个并发提交中被 SIGKILL：拿到 201 的作业都存在且恰好运行一次，没有半截作业。
+
+服务以 `conductor serve --database-url … --ray-address …` 运行在本会话的 Ray 集群上，
+与进程内的 service 共用同一个数据库和调度器（同一命名空间）。"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from ray.cluster_utils import Cluster
+from sqlalchemy import text
+
+from tests.cluster.conftest import Service, job_payload
+from tests.e2e.serve_process import ServeProcess
+from tests.helpers import wait_for
+
+SUBMISSIONS = 200
+
+
+def test_api_killed_during_concurrent_submissions(
+    service: Service, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    serve = ServeProcess(
+        tmp_path,
+        tmp_path / "data",
+        "--database-url",
+        service.settings.database_url or "",
+        "--ray-address",
+        ray_cluster.address,
+        env={"CONDUCTOR_NAMESPACE": service.settings.namespace},
+    )
+    accepted: list[int] = []
+    lock = threading.Lock()
+    done = 0
+    try:
+        serve.wait_healthy()
+        api_pid = serve.child_pid("api.worker")
+
+        def submit(i: int) -> None:
+            nonlocal done
+            payload = job_payload(
+                f'echo "$SLURM_JOB_ID" >> {ledger}', current_working_directory=str(tmp_path)
+            )
+            try:
+                resp = httpx.post(serve.url + "/jobs/submit", json=payload, timeout=30)
+                if resp.status_code == 201:
+                    with lock:
+                        accepted.append(int(resp.json()["job_id"]))
+            except httpx.HTTPError:
+                pass  # 连接被切断：客户端不知道结果，正如真实客户端
+            with lock:
+                done += 1
+
+        with ThreadPoolExecutor(32) as pool:
+            futures = [pool.submit(submit, i) for i in range(SUBMISSIONS)]
+            wait_for(lambda: done >= 40, 60, what="已有一批提交完成")
+            os.kill(api_pid, signal.SIGKILL)
+            for f in futures:
+                f.result()
+        assert 40 <= len(accepted) < SUBMISSIONS
+
+        # 监督进程把 API 拉起来了
+        serve.wait_healthy(120)
+        assert serve.child_pid("api.worker") != api_pid
+
+        with service.engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, name, script, account FROM jobs")).all()
+        stored = {r.id for r in rows}
+        assert set(accepted) <= stored  # 拿到 201 的作业都在
+        assert all(r.script and r.name and r.account for r in rows)  # 没有半截的行
+        for job_id in stored:
+            service.wait_state(job_id, "COMPLETED", timeout=120)
+        entries = [int(x) for x in ledger.read_text().split()]
+        assert sorted(entries) == sorted(stored)  # 每个已保存的作业恰好运行一次
+        assert serve.stop() == 0
+    finally:
+        serve.cleanup()

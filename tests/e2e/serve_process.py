@@ -1,0 +1,119 @@
+"""把真实的 `conductor serve` 作为子进程运行、等待就绪、停止，并记录它的全部后代进程。"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.helpers import pid_alive, wait_for
+
+CONDUCTOR = str(Path(sys.executable).with_name("conductor"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CONDUCTOR, *args, "--url", url], capture_output=True, text=True, timeout=60
+    )
+
+
+class ServeProcess:
+    """一次 `conductor serve`；seen 记录见过的全部后代进程，供检查与兜底清理。"""
+
+    def __init__(
+        self, workdir: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
+    ):
+        self.port, self.dashboard, self.ray_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log_path = workdir / f"serve-{self.port}.log"
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "RAY_ADDRESS"))
+        }
+        base.update(
+            CONDUCTOR_DASHBOARD_PORT=str(self.dashboard),
+            CONDUCTOR_RAY_PORT=str(self.ray_port),
+            CONDUCTOR_KILL_WAIT="2",
+            CONDUCTOR_IDLE_RESYNC="0.5",
+        )
+        base.update(env or {})
+        self._log = self.log_path.open("w")
+        cmd = [CONDUCTOR, "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=base, start_new_session=True
+        )
+        self.seen: set[int] = set()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def note_descendants(self) -> set[int]:
+        try:
+            pids = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pids = set()
+        self.seen |= pids | {self.proc.pid}
+        return pids
+
+    def healthy(self) -> bool:
+        self.note_descendants()
+        assert self.proc.poll() is None, self.log_tail()
+        try:
+            return httpx.get(self.url + "/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        wait_for(
+            self.healthy,
+            timeout,
+            interval=0.5,
+            what=lambda: f"conductor serve 就绪\n{self.log_tail()}",
+        )
+
+    def child_pid(self, needle: str) -> int:
+        for pid in self.note_descendants():
+            try:
+                if needle in " ".join(psutil.Process(pid).cmdline()):
+                    return pid
+            except psutil.NoSuchProcess:
+                continue
+        raise AssertionError(f"找不到子进程 {needle}")
+
+    def query(self, job_id: str | int) -> dict:
+        return httpx.get(f"{self.url}/jobs/query/{job_id}", timeout=30).json()
+
+    def stop(self, timeout: float = 150) -> int:
+        self.note_descendants()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return code
+
+    def cleanup(self) -> None:
+        """测试失败时兜底：按记录下的 PID 逐个结束，不留下任何进程。"""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in self.seen:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        pidfile = self.data_dir / "pg" / "postmaster.pid"
+        if pidfile.exists():
+            pg = int(pidfile.read_text().split()[0])
+            if pid_alive(pg):
+                os.kill(pg, signal.SIGTERM)
+        if not self._log.closed:
+            self._log.close()
