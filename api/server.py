@@ -21,7 +21,6 @@ import typer
 
 from cluster.bootstrap import stop_jobs
 from cluster.local_ray import LocalRayHead
-from conductor.cli import app
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from conductor.settings import Settings, get_settings
@@ -138,7 +137,6 @@ class Supervisor:
             proc.join()
 
 
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="API 监听地址")] = None,
     port: Annotated[int | None, typer.Option(help="API 监听端口")] = None,
@@ -179,7 +177,3 @@ def serve(
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.run()
-
-
-def main() -> None:
-    app()

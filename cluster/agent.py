@@ -77,6 +77,10 @@ class NodeAgent:
         """本代理实例的身份；派发时记入作业行。"""
         return self.agent_id
 
+    def holding(self) -> tuple[str, list[int]]:
+        """只读：(代理身份, 手中的作业)。供 conductor doctor 使用，不改变纪元栅栏。"""
+        return self.agent_id, sorted(self.runs)
+
     async def adopt(self, epoch: int) -> tuple[str, list[int]]:
         """调度器对账：提高纪元栅栏，返回 (代理身份, 仍在手中的作业)。"""
         self.min_epoch = max(self.min_epoch, epoch)

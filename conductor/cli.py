@@ -1,4 +1,4 @@
-"""命令行：submit / query / cancel 通过 REST API 与服务交互（serve 在 api/server.py 注册）。"""
+"""命令行客户端：submit / query / cancel 通过 REST API 与服务交互（serve、doctor 在 api/cli.py 注册）。"""
 
 from __future__ import annotations
 

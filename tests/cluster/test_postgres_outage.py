@@ -52,7 +52,9 @@ def test_postgres_down_then_up(service: Service, own_pg: EmbeddedPostgres, tmp_p
         resp = service.client.get(f"/jobs/query/{jobs[0]}")
         assert resp.status_code == 503
         assert "PostgreSQL" in resp.json()["detail"]
-        resp = service.client.post("/jobs/submit", json=job_payload("echo hi", current_working_directory=wd))
+        resp = service.client.post(
+            "/jobs/submit", json=job_payload("echo hi", current_working_directory=wd)
+        )
         assert resp.status_code == 503
         health = service.client.get("/health")
         assert health.status_code == 503

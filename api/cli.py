@@ -1,0 +1,53 @@
+"""命令行入口：在 conductor.cli 的客户端命令之上注册 serve 与 doctor（它们需要 Ray 与服务端代码）。"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from api.server import serve
+from cluster.doctor import run_checks
+from conductor.cli import app, err, out
+from conductor.settings import Settings, get_settings
+
+app.command()(serve)
+
+
+@app.command()
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="修复能安全修复的问题")] = False,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray 集群地址，默认同 serve")
+    ] = None,
+) -> None:
+    """检查一致性：数据库、Ray、调度器、占用资源的作业。发现问题时以非零码退出。"""
+    base = get_settings()
+    settings = base.model_copy(
+        update={
+            "database_url": database_url or base.database_url or embedded_url(base),
+            "ray_address": ray_address or base.ray_address or f"127.0.0.1:{base.ray_port}",
+        }
+    )
+    findings = run_checks(settings, fix)
+    for f in findings:
+        mark = "[green]✔[/green]" if f.ok else ("[yellow]✚[/yellow]" if f.fixed else "[red]✘[/red]")
+        (out if f.ok or f.fixed else err).print(f"{mark} {f.message}")
+    remaining = [f for f in findings if not f.ok and not f.fixed]
+    if remaining:
+        err.print(f"[red]发现 {len(remaining)} 个未解决的问题[/red]")
+        raise typer.Exit(1)
+    out.print("未发现未解决的问题")
+
+
+def embedded_url(settings: Settings) -> str:
+    """serve 的内嵌 PostgreSQL 在数据目录下监听 Unix 套接字。"""
+    return f"postgresql://postgres:@/postgres?host={settings.data_dir / 'pg'}"
+
+
+def main() -> None:
+    app(prog_name="conductor", args=sys.argv[1:])

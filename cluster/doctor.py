@@ -1,0 +1,180 @@
+"""`conductor doctor`：一致性检查，可选地修复能安全修复的问题。供 cron 与监控使用。
+
+检查：PostgreSQL 与 Ray 可达、调度器存活、RUNNING 作业是否有存活的执行、
+已结束的作业是否仍占着 CPU。修复只做确定安全的事：节点已失联的作业判 NODE_FAIL，
+执行确已丢失的作业判 FAILED 或只释放资源；“代理存活但不认识”的 RUNNING 作业只报告，
+由调度器下次启动对账时处理（它可能正在派发途中）。
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import ray
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from cluster.agent import agent_name
+from cluster.bootstrap import connect_ray
+from cluster.nodes import alive_nodes
+from cluster.scheduler import SCHEDULER_NAME
+from conductor import transitions
+from conductor.db import make_engine, ping, session_scope
+from conductor.outcome import node_lost_message
+from conductor.settings import Settings
+from conductor.states import JobState
+
+
+@dataclass
+class Finding:
+    """一条检查结果。ok=False 为问题；fixed 表示已修复。"""
+
+    ok: bool
+    message: str
+    fixed: bool = False
+
+
+@dataclass(frozen=True)
+class Suspect:
+    job_id: int
+    state: JobState
+    node_id: str
+    node_name: str
+    agent_id: str | None
+    token: str | None
+
+
+LOST_REASON = "conductor doctor：作业的执行已随节点代理丢失（作业不会自动重试，请重新提交）"
+RECHECK_DELAY = 1.0
+
+
+def run_checks(settings: Settings, fix: bool) -> list[Finding]:
+    """执行全部检查；连接失败本身也是一条发现。"""
+    findings: list[Finding] = []
+    engine = make_engine(settings.database_url or "", pool_size=1)
+    try:
+        ping(engine)
+        findings.append(Finding(True, "PostgreSQL 可达"))
+    except Exception as exc:  # noqa: BLE001 - 把任何失败报告出来
+        findings.append(Finding(False, f"PostgreSQL 不可达：{exc}"))
+        return findings
+    try:
+        connect_ray(settings, timeout=15)
+        nodes = alive_nodes()
+        findings.append(Finding(True, f"Ray 集群可达，存活节点 {len(nodes)} 个"))
+    except Exception as exc:  # noqa: BLE001
+        findings.append(Finding(False, f"Ray 集群不可达：{exc}"))
+        return findings
+    try:
+        findings.append(_check_scheduler(settings))
+        findings += _check_jobs(engine, settings, {n.node_id for n in nodes}, fix)
+    finally:
+        ray.shutdown()
+        engine.dispose()
+    return findings
+
+
+def _check_scheduler(settings: Settings) -> Finding:
+    try:
+        handle = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
+        status = ray.get(handle.status.remote(), timeout=10)
+    except Exception as exc:  # noqa: BLE001
+        return Finding(False, f"调度器不可用：{type(exc).__name__}: {exc}")
+    if not status["ready"]:
+        return Finding(False, "调度器存活但尚未完成启动对账")
+    return Finding(
+        True, f"调度器存活（纪元 {status['epoch']}，已对账 {status['reconciliations']} 次）"
+    )
+
+
+def _held(engine: Engine) -> list[Suspect]:
+    with session_scope(engine) as session:
+        rows = session.execute(
+            text(
+                "SELECT id, state, node_id, node_name, agent_id, token FROM jobs "
+                "WHERE node_id IS NOT NULL AND released_at IS NULL"
+            )
+        )
+        return [
+            Suspect(r.id, JobState(r.state), r.node_id, r.node_name or "", r.agent_id, r.token)
+            for r in rows
+        ]
+
+
+def _agent_holdings(settings: Settings, node_ids: set[str]) -> dict[str, tuple[str, set[int]]]:
+    holdings = {}
+    for node_id in node_ids:
+        try:
+            handle = ray.get_actor(agent_name(node_id), namespace=settings.namespace)
+            agent_id, jobs = ray.get(handle.holding.remote(), timeout=10)
+            holdings[node_id] = (agent_id, set(jobs))
+        except Exception:  # noqa: BLE001 - 代理不存在或无响应：视为不持有任何作业
+            continue
+    return holdings
+
+
+def _problems(
+    engine: Engine, settings: Settings, alive: set[str]
+) -> dict[int, tuple[Suspect, str]]:
+    """作业 id → (作业, 问题类别)。"""
+    held = _held(engine)
+    holdings = _agent_holdings(settings, {j.node_id for j in held} & alive)
+    problems = {}
+    for job in held:
+        agent = holdings.get(job.node_id)
+        if job.node_id not in alive:
+            problems[job.job_id] = (job, "node_dead")
+        elif job.state.is_terminal and job.state is not JobState.CANCELLED:
+            problems[job.job_id] = (job, "finished_but_booked")
+        elif agent is None or agent[0] != job.agent_id:
+            problems[job.job_id] = (job, "agent_lost")
+        elif job.job_id not in agent[1]:
+            problems[job.job_id] = (job, "unknown_to_agent")
+    return problems
+
+
+def _check_jobs(engine: Engine, settings: Settings, alive: set[str], fix: bool) -> list[Finding]:
+    first = _problems(engine, settings, alive)
+    if first:
+        # 派发、结束上报可能正在进行：隔一会儿再看，只报告两次都在的问题
+        time.sleep(RECHECK_DELAY)
+        second = _problems(engine, settings, alive)
+        first = {k: v for k, v in second.items() if k in first and first[k][1] == v[1]}
+    if not first:
+        return [Finding(True, "所有占用资源的作业都有存活的执行")]
+    findings = []
+    for job, kind in first.values():
+        findings.append(_describe_and_fix(engine, job, kind, fix))
+    return findings
+
+
+MESSAGES = {
+    "node_dead": "作业 {id}（{state}）占用资源，但节点 {node} 已失联",
+    "finished_but_booked": "作业 {id} 已结束（{state}）却仍占用 CPU",
+    "agent_lost": "作业 {id}（{state}）的执行已随节点 {node} 上的旧代理丢失",
+    "unknown_to_agent": "作业 {id}（{state}）标为运行中，但节点 {node} 的代理没有它的执行",
+}
+
+
+def _describe_and_fix(engine: Engine, job: Suspect, kind: str, fix: bool) -> Finding:
+    message = MESSAGES[kind].format(id=job.job_id, state=job.state, node=job.node_name)
+    if not fix or kind == "unknown_to_agent":
+        if fix:
+            message += "（不自动修复：可能正在派发，调度器重启对账时会处理）"
+        return Finding(False, message)
+    with session_scope(engine) as session:
+        if kind == "node_dead":
+            transitions.settle_lost(
+                session,
+                [(job.job_id, job.token)],
+                JobState.NODE_FAIL,
+                node_lost_message(job.node_name),
+            )
+        elif kind == "agent_lost":
+            transitions.settle_lost(
+                session, [(job.job_id, job.token)], JobState.FAILED, LOST_REASON
+            )
+        else:
+            transitions.release(session, [job.job_id], tokens=[job.token])
+    return Finding(False, message + "——已修复", fixed=True)
