@@ -12,6 +12,8 @@ from sqlmodel import select
 
 from api.runtime import Runtime, get_runtime
 from api.schemas import (
+    BatchSubmitRequest,
+    BatchSubmitResponse,
     DashboardResponse,
     JobDetail,
     JobLog,
@@ -94,17 +96,40 @@ def _check_runnable(job: Job, rt: Runtime) -> None:
     )
 
 
+def _persist(rt: Runtime, jobs: list[Job]) -> list[str]:
+    """一个事务写入全部作业，提交后才唤醒调度器。"""
+    with session_scope(rt.engine) as session:
+        session.add_all(jobs)
+        session.flush()
+        ids = [str(job.id) for job in jobs]
+    rt.cluster.wake()
+    return ids
+
+
 @router.post("/jobs/submit", status_code=201, response_model=SubmitResponse)
 def submit(req: SubmitRequest, rt: Runtime = Depends(get_runtime)) -> SubmitResponse:
     """提交作业：校验、写入 PostgreSQL 并提交事务后才返回 201，然后唤醒调度器。"""
     job = _job_from_request(req, rt)
     _check_runnable(job, rt)
-    with session_scope(rt.engine) as session:
-        session.add(job)
-        session.flush()
-        job_id = job.id
-    rt.cluster.wake()
-    return SubmitResponse(job_id=str(job_id))
+    return SubmitResponse(job_id=_persist(rt, [job])[0])
+
+
+@router.post("/jobs/submit/batch", status_code=201, response_model=BatchSubmitResponse)
+def submit_batch(
+    req: BatchSubmitRequest, rt: Runtime = Depends(get_runtime)
+) -> BatchSubmitResponse:
+    """批量提交（新增接口）：任何一个作业无效则整批 422、什么也不保存。"""
+    jobs = []
+    for index, item in enumerate(req.jobs):
+        try:
+            job = _job_from_request(item, rt)
+            _check_runnable(job, rt)
+        except InvalidJobRequest as exc:
+            raise InvalidJobRequest(
+                f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}"
+            ) from exc
+        jobs.append(job)
+    return BatchSubmitResponse(job_ids=_persist(rt, jobs))
 
 
 def _load(rt: Runtime, job_id: int) -> Job:

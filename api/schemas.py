@@ -98,6 +98,19 @@ class SubmitResponse(BaseModel):
     job_id: str
 
 
+MAX_BATCH = 1000
+
+
+class BatchSubmitRequest(BaseModel):
+    """POST /jobs/submit/batch：一次提交多个作业，一个事务，要么全部保存要么全部拒绝。"""
+
+    jobs: list[SubmitRequest] = Field(min_length=1, max_length=MAX_BATCH, description="作业列表")
+
+
+class BatchSubmitResponse(BaseModel):
+    job_ids: list[str] = Field(description="与请求顺序一致的作业 ID")
+
+
 class JobTimes(BaseModel):
     submit_time: str | None
     start_time: str | None

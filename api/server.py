@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Annotated
 
 import typer
@@ -28,6 +29,8 @@ from conductor.settings import Settings, get_settings
 log = logging.getLogger("conductor.server")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0)
+# API 进程运行超过这么久才退出，视为新的故障，退避从头开始
+STABLE_SECONDS = 60.0
 
 
 class Supervisor:
@@ -71,10 +74,13 @@ class Supervisor:
         （新调度器启动对账时把旧集群上的作业判为 NODE_FAIL，排队作业在新集群上运行）。"""
         failures = 0
         while not self.stopping.is_set():
+            started = time.monotonic()
             self.api = subprocess.Popen(
                 [sys.executable, "-m", "api.worker"], env=self._api_env(), start_new_session=True
             )
             code = self._wait_api()
+            if time.monotonic() - started > STABLE_SECONDS:
+                failures = 0
             if self.stopping.is_set():
                 return
             if self.ray_head is not None and not self.ray_head.alive():

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -102,14 +103,19 @@ def _held(engine: Engine) -> list[Suspect]:
         ]
 
 
-def _agent_holdings(settings: Settings, node_ids: set[str]) -> dict[str, tuple[str, set[int]]]:
-    holdings = {}
+def _agent_holdings(
+    settings: Settings, node_ids: set[str]
+) -> dict[str, tuple[str, set[int]] | None]:
+    """节点 → (代理身份, 手中的作业)；代理不存在或已死为 None；无响应的节点不在结果里（不判定）。"""
+    holdings: dict[str, tuple[str, set[int]] | None] = {}
     for node_id in node_ids:
         try:
             handle = ray.get_actor(agent_name(node_id), namespace=settings.namespace)
             agent_id, jobs = ray.get(handle.holding.remote(), timeout=10)
             holdings[node_id] = (agent_id, set(jobs))
-        except Exception:  # noqa: BLE001 - 代理不存在或无响应：视为不持有任何作业
+        except (ValueError, RayActorError):
+            holdings[node_id] = None
+        except GetTimeoutError:
             continue
     return holdings
 
@@ -122,12 +128,13 @@ def _problems(
     holdings = _agent_holdings(settings, {j.node_id for j in held} & alive)
     problems = {}
     for job in held:
-        agent = holdings.get(job.node_id)
         if job.node_id not in alive:
             problems[job.job_id] = (job, "node_dead")
         elif job.state.is_terminal and job.state is not JobState.CANCELLED:
             problems[job.job_id] = (job, "finished_but_booked")
-        elif agent is None or agent[0] != job.agent_id:
+        elif job.node_id not in holdings:
+            continue  # 代理无响应：不判定，免得冤枉慢节点
+        elif (agent := holdings[job.node_id]) is None or agent[0] != job.agent_id:
             problems[job.job_id] = (job, "agent_lost")
         elif job.job_id not in agent[1]:
             problems[job.job_id] = (job, "unknown_to_agent")

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
@@ -71,6 +71,8 @@ class Scheduler:
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.launches: set[asyncio.Task[None]] = set()
         self.last_reconcile = ""
+        # 最近若干轮调度的耗时（秒），供观测与基准测试
+        self.pass_times: deque[float] = deque(maxlen=200)
         self.reconciliations = 0
         self.main = asyncio.get_running_loop().create_task(self._main())
 
@@ -92,6 +94,7 @@ class Scheduler:
             "nodes": sorted(n.node_id for n in self.nodes[1]),
             "last_reconcile": self.last_reconcile,
             "pid": os.getpid(),
+            "pass_ms_last": [round(t * 1000, 3) for t in self.pass_times],
         }
 
     async def wait_ready(self, timeout: float = 60.0) -> bool:
@@ -308,6 +311,13 @@ class Scheduler:
     # ---- 调度 ----
 
     async def _schedule_pass(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self._plan_and_launch()
+        finally:
+            self.pass_times.append(time.perf_counter() - started)
+
+    async def _plan_and_launch(self) -> None:
         self.passes += 1
         nodes = await self._alive_nodes(max_age=NODES_TTL)
         agents = self._ensure_agents(nodes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -50,7 +50,8 @@ class Job(JobBase, table=True):
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
-    state: JobState = Field(default=JobState.PENDING, max_length=16)
+    # 存为普通字符串列（与迁移一致），不用数据库枚举类型
+    state: JobState = Field(default=JobState.PENDING, sa_column=Column(String(16), nullable=False))
     error_msg: str | None = Field(default=None, sa_column=Column(Text))
     exit_code: str | None = Field(default=None, max_length=32)
     submit_time: datetime = Field(

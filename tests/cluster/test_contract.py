@@ -305,3 +305,28 @@ def test_dashboard_and_health_show_real_figures(service: Service, tmp_path: Path
     assert {"postgres", "ray", "scheduler"} <= set(health.json()["components"])
     service.client.post(f"/jobs/cancel/{job_id}")
     datetime.fromisoformat(dash["running_jobs"][0]["submit_time"].replace("Z", "+00:00"))
+
+
+def test_batch_submit_is_all_or_nothing(service: Service, tmp_path: Path) -> None:
+    wd = str(tmp_path)
+    good = [
+        job_payload(f"echo {i}", current_working_directory=wd, standard_output=f"{i}.out")
+        for i in range(3)
+    ]
+    resp = service.client.post("/jobs/submit/batch", json={"jobs": good})
+    assert resp.status_code == 201, resp.text
+    ids = resp.json()["job_ids"]
+    assert len(ids) == 3 and ids == sorted(ids, key=int)
+    for i, job_id in enumerate(ids):
+        assert service.wait_state(int(job_id), "COMPLETED")["job_log"]["stdout"] == f"{i}\n"
+
+    before = service.client.get("/dashboard").json()["job_stats"]["total"]
+    bad = [good[0], job_payload("echo x", time_limit="soon")]
+    resp = service.client.post("/jobs/submit/batch", json={"jobs": bad})
+    assert resp.status_code == 422
+    assert any(e["field"] == "jobs.1.job.time_limit" for e in resp.json()["errors"])
+    too_big = [good[0], job_payload("echo x", cpus_per_task=64)]
+    resp = service.client.post("/jobs/submit/batch", json={"jobs": too_big})
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["field"] == "jobs.1.job.cpus_per_task"
+    assert service.client.get("/dashboard").json()["job_stats"]["total"] == before
