@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Ray 2.60 的新集群默认开启令牌认证（令牌在 ~/.ray/auth_token），而连接已有集群的进程必须显式声明，
+# 且要在导入 ray 之前：这里明确开启，子进程（Ray 头节点、API 进程）继承；
+# 需要关闭时由用户显式设置 RAY_AUTH_MODE=disabled。
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 from typing import Annotated
 
 import typer
 
-from api.server import serve
+from api.server import serve  # noqa: E402 - 须在设置 RAY_AUTH_MODE 之后导入
 from cluster.doctor import run_checks
 from conductor.cli import app, err, out
 from conductor.settings import Settings, get_settings

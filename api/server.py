@@ -171,10 +171,6 @@ def serve(
         "database_url": database_url,
         "ray_address": ray_address,
     }
-    # Ray 2.60 的新集群默认开启令牌认证（令牌在 ~/.ray/auth_token）；连接已有集群的进程
-    # 必须显式声明，否则不带令牌。这里明确开启，子进程（Ray 头节点、API 进程）继承；
-    # 需要关闭时由用户显式设置 RAY_AUTH_MODE=disabled。
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     merged = {
         **get_settings().model_dump(),
         **{k: v for k, v in overrides.items() if v is not None},

@@ -38,8 +38,8 @@ from conductor.states import JobState
 log = logging.getLogger("conductor.scheduler")
 
 SCHEDULER_NAME = "conductor-scheduler"
-# 每轮最多考察的队首作业数：严格 FIFO 下队首放不下就停止，这足以填满集群
-QUEUE_WINDOW = 2000
+# 队首窗口的余量：跳过永远放不下的作业后仍能填满空闲 CPU
+QUEUE_SLACK = 50
 # 调度轮之间复用节点列表的秒数；节点变化最迟在下一次对账（idle_resync）时发现
 NODES_TTL = 1.0
 # 等待节点代理应答的秒数：超时的节点本轮不判定，不拖住调度循环
@@ -322,7 +322,7 @@ class Scheduler:
         nodes = await self._alive_nodes(max_age=NODES_TTL)
         agents = self._ensure_agents(nodes)
         usable = [n for n in nodes if n.node_id in agents]
-        pending, used = await asyncio.to_thread(self._snapshot)
+        used = await asyncio.to_thread(self._used)
         views = [
             NodeView(
                 n.node_id,
@@ -334,6 +334,11 @@ class Scheduler:
             )
             for n in usable
         ]
+        # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首
+        window = int(sum(max(0.0, v.free_cpus) for v in views))
+        if window == 0:
+            return
+        pending = await asyncio.to_thread(self._pending, window + QUEUE_SLACK)
         placements = plan_fifo(pending, views)
         if not placements:
             return
@@ -356,12 +361,13 @@ class Scheduler:
             task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, specs))
             self.launches.add(task)
             task.add_done_callback(self.launches.discard)
-        if len(pending) >= QUEUE_WINDOW:
-            self.wake_event.set()
+        if len(placements) == len(pending):
+            self.wake_event.set()  # 读到的都放下了：可能还有空闲，马上再来一轮
 
-    def _snapshot(self) -> tuple[list[PendingJob], dict[str, tuple[float, float]]]:
+    def _used(self) -> dict[str, tuple[float, float]]:
+        """各节点已占用的 CPU 与内存（从数据库推导，不在内存里记账）。"""
         with session_scope(self.engine) as session:
-            used = {
+            return {
                 r.node_id: (float(r.cpus), float(r.mem))
                 for r in session.execute(
                     text(
@@ -370,17 +376,19 @@ class Scheduler:
                     )
                 )
             }
-            pending = [
+
+    def _pending(self, limit: int) -> list[PendingJob]:
+        with session_scope(self.engine) as session:
+            return [
                 PendingJob(r.id, r.cpus, r.memory_bytes)
                 for r in session.execute(
                     text(
                         "SELECT id, cpus, memory_bytes FROM jobs WHERE state = 'PENDING' "
                         "ORDER BY id LIMIT :n"
                     ),
-                    {"n": QUEUE_WINDOW},
+                    {"n": limit},
                 )
             ]
-            return pending, used
 
     def _claim(self, placements, tokens, agent_ids, hosts) -> list[dict]:  # type: ignore[no-untyped-def]
         with session_scope(self.engine) as session:

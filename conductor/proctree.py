@@ -131,11 +131,14 @@ def _kill_plan(token: str, grace: float, pgid: int | None, poll: float) -> _Plan
     if grace < 0 or poll <= 0:
         raise ValueError("grace 不能为负，poll 必须为正")
     _marker(token)  # 先校验标记，避免在发出信号后才报错
+    # 一次扫描就发现已无进程（作业正常结束的常见情形）时不再等待，省掉第二次扫描
     if grace > 0:
-        signal_job(token, signal.SIGTERM, pgid)
+        if signal_job(token, signal.SIGTERM, pgid) == 0:
+            return True
         if (yield from _wait_gone(token, grace, poll, None)):
             return True
-    signal_job(token, signal.SIGKILL, pgid)
+    if signal_job(token, signal.SIGKILL, pgid) == 0:
+        return True
     return (yield from _wait_gone(token, _KILL_WAIT, poll, signal.SIGKILL))
 
 

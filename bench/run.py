@@ -1,0 +1,413 @@
+"""Conductor 基准测试：一条命令跑完全部项目，打印表格并写出 JSON。
+
+    .venv/bin/python -m bench.run                # 完整规模（约 10 分钟）
+    .venv/bin/python -m bench.run --quick        # 小规模冒烟（约 2 分钟）
+
+在同一次运行里、同一个 Ray 集群上（conductor serve 启动的本地集群，8 个逻辑 CPU）
+并排测量：Conductor 端到端吞吐与“每个任务跑一个子进程”的裸 Ray 任务（天花板）。
+只打印数字与比值，不做断言。
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# 连接已开启令牌认证的集群须在导入 ray 之前显式声明（与 conductor 命令相同）
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+import ray  # noqa: E402
+from sqlalchemy import create_engine, text
+
+from tests.e2e.serve_process import ServeProcess
+from tests.helpers import pid_alive, wait_for
+
+CPUS = 8
+ROOT = Path(__file__).resolve().parent
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def job(script: str, wd: str, **extra: object) -> dict:
+    body: dict[str, object] = {
+        "account": "bench",
+        "current_working_directory": wd,
+        "standard_output": "/dev/null",
+        "standard_error": "/dev/null",
+        "name": "bench",
+        "time_limit": "10",
+        "partition": "default",
+        "memory_per_node": "10M",
+    }
+    body.update(extra)
+    return {"job": body, "script": script}
+
+
+class Bench:
+    """一次基准运行：一个 conductor serve、一个数据库连接、一个 Ray driver。"""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.serve = ServeProcess(workdir, workdir / "data", "--num-cpus", str(CPUS))
+        try:
+            self.serve.wait_healthy()
+        except BaseException:
+            self.serve.cleanup()
+            raise
+        self.url = self.serve.url
+        self.db = create_engine(
+            f"postgresql+psycopg2://postgres:@/postgres?host={workdir / 'data' / 'pg'}",
+            pool_size=4,
+        )
+        ray.init(
+            address=f"127.0.0.1:{self.serve.ray_port}", namespace="conductor", log_to_driver=False
+        )
+        self.local = threading.local()
+        self.wd = str(workdir / "jobs")
+
+    # ---- 工具 ----
+
+    def client(self) -> httpx.Client:
+        if not hasattr(self.local, "client"):
+            self.local.client = httpx.Client(base_url=self.url, timeout=60)
+        return self.local.client
+
+    def submit(self, payload: dict) -> int:
+        resp = self.client().post("/jobs/submit", json=payload)
+        resp.raise_for_status()
+        return int(resp.json()["job_id"])
+
+    def submit_batch(self, payloads: list[dict]) -> list[int]:
+        resp = self.client().post("/jobs/submit/batch", json={"jobs": payloads})
+        resp.raise_for_status()
+        return [int(j) for j in resp.json()["job_ids"]]
+
+    def sql(self, query: str, **params: object) -> list:
+        with self.db.begin() as conn:
+            result = conn.execute(text(query), params)
+            return list(result) if result.returns_rows else []
+
+    def wait_terminal(self, ids: list[int], timeout: float = 600) -> None:
+        lo, hi = min(ids), max(ids)
+        wait_for(
+            lambda: (
+                self.sql(
+                    "SELECT COUNT(*) FROM jobs WHERE id BETWEEN :lo AND :hi AND end_time IS NULL",
+                    lo=lo,
+                    hi=hi,
+                )[0][0]
+                == 0
+            ),
+            timeout,
+            interval=0.2,
+            what="作业全部结束",
+        )
+
+    def scheduler_status(self) -> dict:
+        handle = ray.get_actor("conductor-scheduler", namespace="conductor")
+        return ray.get(handle.status.remote(), timeout=30)
+
+    def block_cluster(self) -> int:
+        """占满全部 CPU 的作业：其后提交的作业都保持 PENDING。"""
+        blocker = self.submit(
+            job("sleep 3600", self.wd, cpus_per_task=CPUS, time_limit="UNLIMITED")
+        )
+        wait_for(
+            lambda: self.sql("SELECT state FROM jobs WHERE id=:i", i=blocker)[0][0] == "RUNNING", 60
+        )
+        return blocker
+
+    def drain_pending(self) -> None:
+        """清理基准留下的排队作业（直接用带条件的 UPDATE，与 transitions.cancel 同一规则）。"""
+        self.sql(
+            "UPDATE jobs SET state='CANCELLED', end_time=clock_timestamp(), error_msg='基准清理' "
+            "WHERE state='PENDING'"
+        )
+
+    def cancel(self, job_id: int) -> None:
+        self.client().post(f"/jobs/cancel/{job_id}").raise_for_status()
+
+    # ---- 各项测量 ----
+
+    def ray_ceiling(self, n: int) -> dict:
+        @ray.remote(num_cpus=1)
+        def run_true() -> int:
+            return subprocess.run(["true"]).returncode
+
+        ray.get([run_true.remote() for _ in range(CPUS * 2)])  # 预热 worker
+        started = time.perf_counter()
+        ray.get([run_true.remote() for _ in range(n)])
+        elapsed = time.perf_counter() - started
+        return {"tasks": n, "seconds": round(elapsed, 2), "per_second": round(n / elapsed, 1)}
+
+    def end_to_end(self, n: int, clients: int = 32, batch: int = 0) -> dict:
+        """batch=0：clients 个并发客户端逐个提交；batch>0：经批量接口每次提交 batch 个。"""
+        payloads = [job("true", self.wd) for _ in range(n)]
+        started = time.time()
+        if batch:
+            chunks = [payloads[i : i + batch] for i in range(0, n, batch)]
+            ids = [j for chunk in chunks for j in self.submit_batch(chunk)]
+        else:
+            with ThreadPoolExecutor(clients) as pool:
+                ids = list(pool.map(self.submit, payloads))
+        submitted = time.time()
+        self.wait_terminal(ids)
+        last_end = self.sql(
+            "SELECT EXTRACT(EPOCH FROM MAX(end_time)) FROM jobs WHERE id BETWEEN :lo AND :hi",
+            lo=min(ids),
+            hi=max(ids),
+        )[0][0]
+        states = dict(
+            self.sql(
+                "SELECT state, COUNT(*) FROM jobs WHERE id BETWEEN :lo AND :hi GROUP BY state",
+                lo=min(ids),
+                hi=max(ids),
+            )
+        )
+        elapsed = float(last_end) - started
+        return {
+            "jobs": n,
+            "submission": f"batch of {batch}" if batch else f"{clients} clients",
+            "submit_seconds": round(submitted - started, 2),
+            "seconds": round(elapsed, 2),
+            "per_second": round(n / elapsed, 1),
+            "states": states,
+        }
+
+    def submission(self, per_client: int, client_counts: tuple[int, ...], batch: int) -> dict:
+        blocker = self.block_cluster()
+        results = {}
+        try:
+            for clients in client_counts:
+                n = per_client * clients
+                payloads = [job("true", self.wd, cpus_per_task=CPUS) for _ in range(n)]
+                started = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    list(pool.map(self.submit, payloads))
+                elapsed = time.perf_counter() - started
+                results[f"clients_{clients}"] = round(n / elapsed, 1)
+                self.drain_pending()
+            payloads = [job("true", self.wd, cpus_per_task=CPUS) for _ in range(batch)]
+            rounds = 5
+            started = time.perf_counter()
+            for _ in range(rounds):
+                self.submit_batch(payloads)
+            elapsed = time.perf_counter() - started
+            results[f"batch_{batch}"] = round(rounds * batch / elapsed, 1)
+            self.drain_pending()
+        finally:
+            self.cancel(blocker)
+        return results
+
+    def latency(self, n: int) -> dict:
+        to_running, to_recorded = [], []
+        for _ in range(n):
+            job_id = self.submit(job('date +%s.%N > "$SLURM_JOB_ID.exit"', self.wd))
+            wait_for(
+                lambda j=job_id: self.sql("SELECT end_time FROM jobs WHERE id=:i", i=j)[0][0],
+                30,
+                0.005,
+            )
+            submit_t, start_t, end_t = self.sql(
+                "SELECT EXTRACT(EPOCH FROM submit_time), EXTRACT(EPOCH FROM start_time), "
+                "EXTRACT(EPOCH FROM end_time) FROM jobs WHERE id=:i",
+                i=job_id,
+            )[0]
+            exited = float((Path(self.wd) / f"{job_id}.exit").read_text())
+            to_running.append((float(start_t) - float(submit_t)) * 1000)
+            to_recorded.append((float(end_t) - exited) * 1000)
+            time.sleep(0.05)
+        return {
+            "jobs": n,
+            "submit_to_running_ms": {
+                "p50": round(pct(to_running, 50), 1),
+                "p99": round(pct(to_running, 99), 1),
+            },
+            "exit_to_recorded_ms": {
+                "p50": round(pct(to_recorded, 50), 1),
+                "p99": round(pct(to_recorded, 99), 1),
+            },
+        }
+
+    def queue_scale(self, sizes: tuple[int, ...]) -> dict:
+        blocker = self.block_cluster()
+        results = {}
+        try:
+            sched_pid = self.scheduler_status()["pid"]
+            base_rss = psutil.Process(sched_pid).memory_info().rss
+            template = self.sql("SELECT * FROM jobs WHERE id=:i", i=blocker)[0]._mapping
+            inserted = 0
+            for size in sizes:
+                self.sql(
+                    """
+                    INSERT INTO jobs (name, account, partition, script, environment, work_dir,
+                        stdout_path, stderr_path, ntasks_per_node, cpus_per_task, cpus, memory_bytes,
+                        exclusive, state, submit_time, eligible_time, data_source)
+                    SELECT 'queued', 'bench', 'default', 'true', '{}', :wd, '/dev/null', '/dev/null',
+                        1, 1, 1, 10485760, false, 'PENDING', now(), now(), 'API'
+                    FROM generate_series(1, :n)
+                    """,
+                    wd=template["work_dir"],
+                    n=size - inserted,
+                )
+                inserted = size
+                ids = [
+                    r[0]
+                    for r in self.sql(
+                        "SELECT id FROM jobs WHERE state='PENDING' ORDER BY random() LIMIT 200"
+                    )
+                ]
+                # 每次提交都唤醒一轮调度：测量此时的调度轮耗时
+                for _ in range(20):
+                    self.submit(job("true", self.wd))
+                    time.sleep(0.05)
+                time.sleep(1)
+                passes = self.scheduler_status()["pass_ms_last"][-20:]
+                latencies = []
+                for job_id in ids:
+                    t = time.perf_counter()
+                    self.client().get(f"/jobs/query/{job_id}").raise_for_status()
+                    latencies.append((time.perf_counter() - t) * 1000)
+                rss = psutil.Process(sched_pid).memory_info().rss
+                results[f"pending_{size}"] = {
+                    "pass_ms_p50": round(statistics.median(passes), 2),
+                    "pass_ms_max": round(max(passes), 2),
+                    "query_ms_p50": round(pct(latencies, 50), 2),
+                    "query_ms_p99": round(pct(latencies, 99), 2),
+                    "scheduler_rss_mb": round(rss / 2**20, 1),
+                    "scheduler_rss_growth_mb": round((rss - base_rss) / 2**20, 1),
+                }
+        finally:
+            self.drain_pending()
+            self.cancel(blocker)
+        return results
+
+    def cancel_latency(self, n: int) -> dict:
+        times = []
+        script = "sleep 300 & echo $! > $SLURM_JOB_ID.pids\nsetsid sleep 300 & echo $! >> $SLURM_JOB_ID.pids\nsleep 300\n"
+        for _ in range(n):
+            job_id = self.submit(job(script, self.wd))
+            pids_file = Path(self.wd) / f"{job_id}.pids"
+            wait_for(lambda f=pids_file: f.exists() and len(f.read_text().split()) == 2, 30, 0.01)
+            pids = [int(p) for p in pids_file.read_text().split()]
+            started = time.perf_counter()
+            self.cancel(job_id)
+            wait_for(lambda p=pids: not any(pid_alive(x) for x in p), 30, 0.002)
+            times.append((time.perf_counter() - started) * 1000)
+        return {"jobs": n, "ms_p50": round(pct(times, 50), 1), "ms_max": round(max(times), 1)}
+
+    def recovery(self, pending: int) -> dict:
+        """集群占满（CPUS 个运行中作业）且有排队作业时杀调度器：到重新派发所需时间。"""
+        running = [self.submit(job("sleep 30", self.wd, time_limit="5")) for _ in range(CPUS)]
+        wait_for(
+            lambda: (
+                self.sql(
+                    "SELECT COUNT(*) FROM jobs WHERE state='RUNNING' AND id = ANY(:ids)",
+                    ids=running,
+                )[0][0]
+                == CPUS
+            ),
+            60,
+        )
+        queued = self.submit_batch([job("true", self.wd) for _ in range(pending)])
+        status = self.scheduler_status()
+        killed = time.time()
+        os.kill(status["pid"], 9)
+        # 调度器回来后：对账完成（纪元变大）并重新派发（取消一个运行中作业腾出 CPU，看排队作业何时开始）
+        wait_for(lambda: self._epoch() > status["epoch"], 60, 0.01)
+        reconciled = time.time()
+        self.cancel(running[0])
+        wait_for(
+            lambda: (
+                self.sql(
+                    "SELECT COUNT(*) FROM jobs WHERE id = ANY(:ids) AND start_time IS NOT NULL",
+                    ids=queued,
+                )[0][0]
+                > 0
+            ),
+            60,
+            0.01,
+        )
+        dispatching = time.time()
+        for job_id in running[1:]:
+            self.cancel(job_id)
+        self.wait_terminal(queued)
+        return {
+            "running_jobs": CPUS,
+            "pending_jobs": pending,
+            "kill_to_reconciled_s": round(reconciled - killed, 2),
+            "kill_to_dispatching_s": round(dispatching - killed, 2),
+        }
+
+    def _epoch(self) -> int:
+        try:
+            return self.scheduler_status()["epoch"] if self.scheduler_status()["ready"] else 0
+        except Exception:  # noqa: BLE001 - 重启中
+            return 0
+
+    def close(self) -> None:
+        ray.shutdown()
+        self.db.dispose()
+        self.serve.stop()
+        self.serve.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="小规模冒烟运行")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "latest.json")
+    parser.add_argument("--only", nargs="*", help="只运行这些项目")
+    args = parser.parse_args()
+    q = args.quick
+    plan: dict[str, Callable[[Bench], dict]] = {
+        "ray_ceiling": lambda b: b.ray_ceiling(300 if q else 2000),
+        "end_to_end": lambda b: b.end_to_end(300 if q else 2000),
+        "end_to_end_batch": lambda b: b.end_to_end(300 if q else 2000, batch=100),
+        "submission": lambda b: b.submission(50 if q else 200, (1, 8, 32), 500 if q else 1000),
+        "latency": lambda b: b.latency(20 if q else 100),
+        "cancel": lambda b: b.cancel_latency(5 if q else 20),
+        "recovery": lambda b: b.recovery(200 if q else 1000),
+        "queue_scale": lambda b: b.queue_scale((1000, 10_000) if q else (10_000, 100_000)),
+    }
+    selected = args.only or list(plan)
+    with tempfile.TemporaryDirectory(prefix="conductor-bench-") as tmp:
+        bench = Bench(Path(tmp))
+        results: dict[str, object] = {"cpus": CPUS, "quick": q, "python": sys.version.split()[0]}
+        try:
+            for name in selected:
+                print(f"== {name} ...", flush=True)
+                results[name] = plan[name](bench)
+                print(json.dumps(results[name], ensure_ascii=False), flush=True)
+        finally:
+            bench.close()
+    if "ray_ceiling" in results and "end_to_end" in results:
+        results["end_to_end_vs_ceiling"] = round(
+            results["end_to_end"]["per_second"] / results["ray_ceiling"]["per_second"],
+            3,  # type: ignore[index]
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2))
+    print(json.dumps(results, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    random.seed(0)
+    main()
