@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -30,6 +31,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 from sqlalchemy import create_engine, text
 
 from tests.e2e.serve_process import ServeProcess
@@ -154,6 +156,34 @@ class Bench:
         started = time.perf_counter()
         ray.get([run_true.remote() for _ in range(n)])
         elapsed = time.perf_counter() - started
+        return {"tasks": n, "seconds": round(elapsed, 2), "per_second": round(n / elapsed, 1)}
+
+    def ray_actor_owned(self, n: int) -> dict:
+        """对照：由一个异步 actor 拥有、带节点亲和与内存需求的任务（Conductor 节点代理的做法）。"""
+
+        @ray.remote(num_cpus=1)
+        def run_true() -> int:
+            return subprocess.run(["true"]).returncode
+
+        @ray.remote(num_cpus=0)
+        class Owner:
+            async def run(self, count: int) -> float:
+                node = ray.get_runtime_context().get_node_id()
+                strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+                refs = [
+                    run_true.options(
+                        memory=10 << 20, scheduling_strategy=strategy, name=f"job-{i}"
+                    ).remote()
+                    for i in range(count)
+                ]
+                started = time.perf_counter()
+                await asyncio.gather(*refs)
+                return time.perf_counter() - started
+
+        owner = Owner.remote()
+        ray.get(owner.run.remote(CPUS * 2))  # 预热
+        elapsed = ray.get(owner.run.remote(n))
+        ray.kill(owner)
         return {"tasks": n, "seconds": round(elapsed, 2), "per_second": round(n / elapsed, 1)}
 
     def end_to_end(self, n: int, clients: int = 32, batch: int = 0) -> dict:
@@ -391,6 +421,7 @@ def main() -> None:
     q = args.quick
     plan: dict[str, Callable[[Bench], dict]] = {
         "ray_ceiling": lambda b: b.ray_ceiling(300 if q else 2000),
+        "ray_actor_owned": lambda b: b.ray_actor_owned(300 if q else 2000),
         "end_to_end": lambda b: b.end_to_end(300 if q else 2000),
         "end_to_end_batch": lambda b: b.end_to_end(300 if q else 2000, batch=100),
         "submission": lambda b: b.submission(50 if q else 200, (1, 8, 32), 500 if q else 1000),
