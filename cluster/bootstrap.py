@@ -44,7 +44,7 @@ def stop_jobs(settings: Settings, reason: str, grace: float) -> int:
 
 def ensure_scheduler(settings: Settings, timeout: float = 120.0) -> ray.actor.ActorHandle:
     """取得或创建 detached 调度器，并等它完成启动对账。"""
-    handle = Scheduler.options(
+    handle = Scheduler.options(  # type: ignore[attr-defined]
         name=SCHEDULER_NAME,
         namespace=settings.namespace,
         lifetime="detached",

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from cluster.agent import agent_name
 from cluster.bootstrap import connect_ray
 from cluster.nodes import alive_nodes
+from cluster.reconcile import HeldJob, load_held_jobs
 from cluster.scheduler import SCHEDULER_NAME
 from conductor import transitions
 from conductor.db import make_engine, ping, session_scope
@@ -34,16 +34,6 @@ class Finding:
     ok: bool
     message: str
     fixed: bool = False
-
-
-@dataclass(frozen=True)
-class Suspect:
-    job_id: int
-    state: JobState
-    node_id: str
-    node_name: str
-    agent_id: str | None
-    token: str | None
 
 
 LOST_REASON = "conductor doctor：作业的执行已随节点代理丢失（作业不会自动重试，请重新提交）"
@@ -89,20 +79,6 @@ def _check_scheduler(settings: Settings) -> Finding:
     )
 
 
-def _held(engine: Engine) -> list[Suspect]:
-    with session_scope(engine) as session:
-        rows = session.execute(
-            text(
-                "SELECT id, state, node_id, node_name, agent_id, token FROM jobs "
-                "WHERE node_id IS NOT NULL AND released_at IS NULL"
-            )
-        )
-        return [
-            Suspect(r.id, JobState(r.state), r.node_id, r.node_name or "", r.agent_id, r.token)
-            for r in rows
-        ]
-
-
 def _agent_holdings(
     settings: Settings, node_ids: set[str]
 ) -> dict[str, tuple[str, set[int]] | None]:
@@ -122,9 +98,9 @@ def _agent_holdings(
 
 def _problems(
     engine: Engine, settings: Settings, alive: set[str]
-) -> dict[int, tuple[Suspect, str]]:
+) -> dict[int, tuple[HeldJob, str]]:
     """作业 id → (作业, 问题类别)。"""
-    held = _held(engine)
+    held = load_held_jobs(engine)
     holdings = _agent_holdings(settings, {j.node_id for j in held} & alive)
     problems = {}
     for job in held:
@@ -164,7 +140,7 @@ MESSAGES = {
 }
 
 
-def _describe_and_fix(engine: Engine, job: Suspect, kind: str, fix: bool) -> Finding:
+def _describe_and_fix(engine: Engine, job: HeldJob, kind: str, fix: bool) -> Finding:
     message = MESSAGES[kind].format(id=job.job_id, state=job.state, node=job.node_name)
     if not fix or kind == "unknown_to_agent":
         if fix:

@@ -14,6 +14,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from conductor.db import session_scope
 from conductor.states import JobState
 
 
@@ -28,6 +32,29 @@ class HeldJob:
     agent_id: str | None
     token: str | None
     node_host: str | None = None
+
+
+def load_held_jobs(engine: Engine) -> list[HeldJob]:
+    """数据库中仍占用资源的全部作业（调度器对账与 conductor doctor 共用）。"""
+    with session_scope(engine) as session:
+        rows = session.execute(
+            text(
+                "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
+                "WHERE node_id IS NOT NULL AND released_at IS NULL"
+            )
+        )
+        return [
+            HeldJob(
+                r.id,
+                JobState(r.state),
+                r.node_id,
+                r.node_name or "",
+                r.agent_id,
+                r.token,
+                r.node_host,
+            )
+            for r in rows
+        ]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from cluster.agent import NodeAgent, agent_name
 from cluster.nodes import RayNode, alive_nodes
-from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, decide
+from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
 from conductor import transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable
@@ -53,9 +53,7 @@ class Scheduler:
     """集群唯一的调度器（detached、具名；Ray 在它死亡后自动重启）。"""
 
     def __init__(self, settings: Settings) -> None:
-        logging.basicConfig(
-            level=logging.DEBUG if os.environ.get("CONDUCTOR_DEBUG") else logging.INFO
-        )
+        logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
         self.settings = settings
         self.engine = make_engine(settings.database_url or "", pool_size=3)
         self.epoch = 0
@@ -189,7 +187,7 @@ class Scheduler:
             self.wake_event.set()  # 新节点可以接活了
 
     async def _get_or_create_agent(self, node: RayNode) -> tuple[ray.actor.ActorHandle, str] | None:
-        handle = NodeAgent.options(
+        handle = NodeAgent.options(  # type: ignore[attr-defined]
             name=agent_name(node.node_id),
             namespace=self.settings.namespace,
             lifetime="detached",
@@ -210,7 +208,7 @@ class Scheduler:
         self._ensure_agents(nodes)
         if startup and self.creating:
             await asyncio.wait(list(self.creating.values()), timeout=AGENT_START_TIMEOUT)
-        held = await asyncio.to_thread(self._held_jobs)
+        held = await asyncio.to_thread(load_held_jobs, self.engine)
         if not held and not startup:
             return
         entries = list(self.agents.items())
@@ -250,27 +248,6 @@ class Scheduler:
             log.warning("节点 %s 的代理 %s 秒内无响应，本轮不判定其作业", node_id, AGENT_TIMEOUT)
             return None
         return AgentView(agent_id, frozenset(jobs))
-
-    def _held_jobs(self) -> list[HeldJob]:
-        with session_scope(self.engine) as session:
-            rows = session.execute(
-                text(
-                    "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
-                    "WHERE node_id IS NOT NULL AND released_at IS NULL"
-                )
-            )
-            return [
-                HeldJob(
-                    r.id,
-                    JobState(r.state),
-                    r.node_id,
-                    r.node_name or "",
-                    r.agent_id,
-                    r.token,
-                    r.node_host,
-                )
-                for r in rows
-            ]
 
     def _apply(self, plan: ReconcilePlan) -> list[int]:
         with session_scope(self.engine) as session:

@@ -26,10 +26,6 @@ class InvalidJobRequest(ConductorError):
         super().__init__(message)
 
 
-class InvalidTransition(ConductorError):
-    """作业状态不允许此转换。"""
-
-
 class DatabaseUnavailable(ConductorError):
     """PostgreSQL 不可用，请稍后重试。"""
 

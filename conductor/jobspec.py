@@ -37,7 +37,6 @@ class JobSpec:
     memory_bytes: int
     time_limit_seconds: int | None
     node_name: str
-    epoch: int
     token: str
     kill_wait: float
 
@@ -60,7 +59,6 @@ class JobSpec:
             memory_bytes=row["memory_bytes"],
             time_limit_seconds=row["time_limit_seconds"],
             node_name=row["node_name"] or "",
-            epoch=row["epoch"] or 0,
             token=token,
             kill_wait=kill_wait,
         )

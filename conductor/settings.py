@@ -30,6 +30,7 @@ class Settings(BaseSettings):
         30.0, ge=0, description="超时或取消时 SIGTERM 与 SIGKILL 之间的宽限秒数"
     )
     default_partition: str = Field("default", description="默认分区名")
+    debug: bool = Field(False, description="调度器输出调试日志（每轮的放置决定、节点列表）")
     idle_resync: float = Field(2.0, gt=0, description="调度器空闲时与数据库对账的间隔秒数")
 
     @field_validator("data_dir")

@@ -96,12 +96,15 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
     for o in outcomes:
         if o.state not in _TERMINAL_FROM_RUNNING:
             raise ValueError(f"不能以 {o.state} 结束作业")
+    ids = [o.job_id for o in outcomes]
+    codes = [o.exit_code for o in outcomes]
+    tokens = [o.token for o in outcomes]
     params = {
-        "ids": [o.job_id for o in outcomes],
+        "ids": ids,
         "states": [o.state.value for o in outcomes],
-        "codes": [o.exit_code for o in outcomes],
+        "codes": codes,
         "msgs": [o.error_msg for o in outcomes],
-        "tokens": [o.token for o in outcomes],
+        "tokens": tokens,
     }
     changed = session.execute(
         text(
@@ -118,9 +121,9 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
         ),
         params,
     )
-    ids = [r[0] for r in changed]
-    release(session, params["ids"], params["codes"], params["tokens"])
-    return ids
+    changed_ids = [r[0] for r in changed]
+    release(session, ids, codes, tokens)
+    return changed_ids
 
 
 def release(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,12 +19,27 @@ from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 
 
+@contextmanager
+def private_postgres(prefix: str) -> Iterator[EmbeddedPostgres]:
+    """一个真实的 PostgreSQL（pgserver），数据放在独立的临时目录，结束时停止并删除。
+
+    不放在 pytest 的 tmp_path 下：另一个 pytest 进程清理旧的 basetemp 时会改动目录权限，
+    以 pgserver 用户运行的 postgres 随之失去对数据目录的访问。
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server = EmbeddedPostgres(root)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """整个测试会话共用的真实 PostgreSQL（pgserver，数据放在临时目录）。"""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pgdata"))
-    yield server
-    server.stop()
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    """整个测试会话共用的真实 PostgreSQL。"""
+    with private_postgres("conductor-test-pg-") as server:
+        yield server
 
 
 def _module_db_name(request: pytest.FixtureRequest) -> str:

@@ -12,7 +12,7 @@ connectable = config.attributes.get("connection")
 
 if connectable is None:
     engine = create_engine(
-        normalize_url(config.get_main_option("sqlalchemy.url")), poolclass=pool.NullPool
+        normalize_url(config.get_main_option("sqlalchemy.url") or ""), poolclass=pool.NullPool
     )
     with engine.connect() as connection:
         context.configure(connection=connection)

@@ -12,15 +12,15 @@ from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from tests.cluster.conftest import Service, job_payload
+from tests.conftest import private_postgres
 from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
-def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def own_pg() -> Iterator[EmbeddedPostgres]:
     """本模块独占的 PostgreSQL：测试会把它停掉，不能影响其他模块。"""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("outage-pg"))
-    yield server
-    server.stop()
+    with private_postgres("conductor-outage-pg-") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.helpers import pid_alive, wait_for
+from tests.helpers import wait_for
 
 CONDUCTOR = str(Path(sys.executable).with_name("conductor"))
 
@@ -54,18 +55,32 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, env=base, start_new_session=True
         )
-        self.seen: set[int] = set()
+        # 记 psutil.Process 而不是裸 PID：它带着进程创建时间，PID 被复用后不会误认、误杀
+        self.seen: dict[int, psutil.Process] = {}
 
     def log_tail(self) -> str:
         return self.log_path.read_text()[-4000:]
 
     def note_descendants(self) -> set[int]:
         try:
-            pids = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
-            pids = set()
-        self.seen |= pids | {self.proc.pid}
-        return pids
+            return set()
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
+        return {p.pid for p in procs[1:]}
+
+    def alive_seen(self) -> list[psutil.Process]:
+        """见过的进程里仍然活着的（同一个进程，而不是复用了 PID 的别人）。"""
+        alive = []
+        for p in self.seen.values():
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
 
     def healthy(self) -> bool:
         self.note_descendants()
@@ -107,13 +122,15 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pid in self.seen:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for p in self.alive_seen():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         pidfile = self.data_dir / "pg" / "postmaster.pid"
         if pidfile.exists():
-            pg = int(pidfile.read_text().split()[0])
-            if pid_alive(pg):
-                os.kill(pg, signal.SIGTERM)
+            # 只结束确实是这个数据目录的 postmaster（PID 文件可能是崩溃后留下的旧文件）
+            with contextlib.suppress(psutil.NoSuchProcess, ValueError):
+                pg = psutil.Process(int(pidfile.read_text().split()[0]))
+                if str(self.data_dir / "pg") in " ".join(pg.cmdline()):
+                    pg.terminate()
         if not self._log.closed:
             self._log.close()

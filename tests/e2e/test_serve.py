@@ -58,7 +58,12 @@ def test_serve_submit_query_and_clean_shutdown(tmp_path: Path) -> None:
         assert len(serve.seen) > 3  # Ray 的各个进程都在本服务之下
 
         assert serve.stop() == 0, serve.log_tail()
-        for pid in [*serve.seen, pg_pid, gchild]:
+        wait_for(
+            lambda: not serve.alive_seen(),
+            15,
+            what=lambda: f"服务停止后仍有进程：{serve.alive_seen()}",
+        )
+        for pid in (pg_pid, gchild):
             wait_for(lambda p=pid: not pid_alive(p), 15, what=f"服务停止后进程 {pid} 已退出")
     finally:
         serve.cleanup()

@@ -27,7 +27,6 @@ def make_spec(**overrides: object) -> JobSpec:
         memory_bytes=1536 * MIB + 1,
         time_limit_seconds=600,
         node_name="node-7",
-        epoch=5,
         token="tok-abc",
         kill_wait=2.0,
     )
@@ -178,7 +177,7 @@ def test_build_env_does_not_mutate_inputs() -> None:
 
 
 def test_from_row_defaults() -> None:
-    """数据库行里 environment/node_name/epoch 为空时给出安全的默认值。"""
+    """数据库行里 environment/node_name 为空时给出安全的默认值。"""
     row = {
         "id": 7,
         "name": "n",
@@ -195,10 +194,8 @@ def test_from_row_defaults() -> None:
         "memory_bytes": MIB,
         "time_limit_seconds": None,
         "node_name": None,
-        "epoch": None,
     }
     spec = JobSpec.from_row(row, token="t", kill_wait=1.5)
     assert spec.environment == {}
     assert spec.node_name == ""
-    assert spec.epoch == 0
     assert (spec.job_id, spec.token, spec.kill_wait) == (7, "t", 1.5)
