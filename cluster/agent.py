@@ -164,14 +164,16 @@ class NodeAgent:
         try:
             result: ExecResult = await run.ref
             state, code, msg = classify(result, spec.time_limit_seconds)
-        except NodeDiedError:
-            state, code = JobState.NODE_FAIL, None
-            msg = node_lost_message(spec.node_name)
         except Exception as exc:  # noqa: BLE001 - 执行进程死亡的各种 Ray 异常一并处理
-            # 执行器所在的 worker 进程死了：脚本的子孙进程成了孤儿，由这里清理
+            # 执行器所在的 worker 进程（或整个 raylet）死了：代理与作业在同一台机器上，
+            # 脚本的子孙进程成了孤儿，由这里按标记清理
             await kill_job_tree_async(spec.token, grace=0)
-            state, code = JobState.FAILED, None
-            msg = f"执行作业的进程意外退出（{type(exc).__name__}）：{_first_line(exc)}"
+            code = None
+            if isinstance(exc, NodeDiedError):
+                state, msg = JobState.NODE_FAIL, node_lost_message(spec.node_name)
+            else:
+                state = JobState.FAILED
+                msg = f"执行作业的进程意外退出（{type(exc).__name__}）：{_first_line(exc)}"
         if run.stop_reason is not None and state is not JobState.COMPLETED:
             state, msg = JobState.NODE_FAIL, run.stop_reason
         cancel_marker(spec.token).unlink(missing_ok=True)
