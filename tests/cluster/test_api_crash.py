@@ -81,3 +81,39 @@ def test_api_killed_during_concurrent_submissions(
         assert serve.stop() == 0
     finally:
         serve.cleanup()
+
+
+def test_serve_restart_on_external_ray_reattaches_running_jobs(
+    service: Service, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """外部 Ray 集群上 `conductor serve` 停止再启动：调度器与作业都在集群里，运行中的作业照常结束。"""
+    args = (
+        "--database-url",
+        service.settings.database_url or "",
+        "--ray-address",
+        ray_cluster.address,
+    )
+    env = {"CONDUCTOR_NAMESPACE": service.settings.namespace}
+    first = ServeProcess(tmp_path, tmp_path / "data", *args, env=env)
+    try:
+        first.wait_healthy()
+        payload = job_payload(
+            "touch started; sleep 4; echo survived", current_working_directory=str(tmp_path)
+        )
+        job_id = int(httpx.post(first.url + "/jobs/submit", json=payload).json()["job_id"])
+        wait_for((tmp_path / "started").exists, 30)
+        assert first.stop() == 0
+    finally:
+        first.cleanup()
+    assert service.state(job_id) == "RUNNING"  # 服务停了，作业还在跑
+
+    second = ServeProcess(tmp_path, tmp_path / "data", *args, env=env)
+    try:
+        second.wait_healthy()
+        wait_for(
+            lambda: second.query(job_id)["state"] == "COMPLETED", 60, what="重新接管的作业完成"
+        )
+        assert second.query(job_id)["job_log"]["stdout"] == "survived\n"
+        assert second.stop() == 0
+    finally:
+        second.cleanup()
