@@ -53,8 +53,11 @@ def _open_output(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
 
-def execute(spec: JobSpec) -> ExecResult:
-    """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。"""
+def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
+    """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
+
+    node_id 为真正执行它的 Ray 节点，作为 CONDUCTOR_NODE_ID 交给脚本。
+    """
     spool = spool_dir()
     script = spool / f"job-{spec.job_id}-{spec.token[:8]}.sh"
     if cancel_marker(spec.token).exists():
@@ -76,7 +79,7 @@ def execute(spec: JobSpec) -> ExecResult:
             stdin=subprocess.DEVNULL,
             stdout=out_fd,
             stderr=err_fd,
-            env=build_env(spec, os.environ),
+            env={**build_env(spec, os.environ), "CONDUCTOR_NODE_ID": node_id},
             start_new_session=True,
         )
     except OSError as exc:
@@ -100,4 +103,4 @@ def execute(spec: JobSpec) -> ExecResult:
 @ray.remote(max_retries=0)
 def run_job(spec: JobSpec) -> ExecResult:
     """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。"""
-    return execute(spec)
+    return execute(spec, ray.get_runtime_context().get_node_id())
