@@ -29,9 +29,12 @@ def workers(service: Service, ray_cluster: Cluster) -> Iterator[list]:
             ray_cluster.remove_node(node)
 
 
-def _node_names(service: Service) -> dict[str, str]:
+def _alive_node_names(service: Service) -> dict[str, str]:
+    """存活节点 id → 名字（node_info 里也列出早先测试留下的死节点）。"""
     return {
-        n["node_id"]: n["node_name"] for n in service.client.get("/dashboard").json()["node_info"]
+        n["node_id"]: n["node_name"]
+        for n in service.client.get("/dashboard").json()["node_info"]
+        if n["available"]
     }
 
 
@@ -47,7 +50,7 @@ def test_jobs_spread_and_node_list_is_the_node_that_ran_them(
         )
         for i in range(total)
     ]
-    names = _node_names(service)
+    names = _alive_node_names(service)
     used = set()
     for job_id in ids:
         body = service.wait_state(job_id, "COMPLETED")
@@ -120,6 +123,12 @@ def test_a_node_added_while_jobs_wait_gets_work_at_once(
     service: Service, ray_cluster: Cluster, tmp_path: Path
 ) -> None:
     wait_for(lambda: service.held_cpus() == 0, 30)
+    # 调度器与 API 对存活节点的看法一致后再开始（前一个测试刚移除过节点）
+    wait_for(
+        lambda: set(service.scheduler_status()["nodes"]) == set(_alive_node_names(service)),
+        30,
+        what="调度器看到的存活节点与 /dashboard 一致",
+    )
     alive_cpus = service.client.get("/dashboard").json()["resource_stats"]["total_cpus"]
     blockers = [
         service.submit(
