@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import select
@@ -16,6 +17,8 @@ from api.schemas import (
     BatchSubmitResponse,
     DashboardResponse,
     JobDetail,
+    JobListItem,
+    JobListResponse,
     JobLog,
     JobQueryResponse,
     JobStats,
@@ -220,6 +223,45 @@ def _summary(job: Job) -> JobSummary:
         allocated_cpus=job.cpus,
         submit_time=iso_utc(job.submit_time),
         start_time=iso_utc(job.start_time),
+    )
+
+
+@router.get("/jobs", response_model=JobListResponse)
+def list_jobs(
+    rt: Runtime = Depends(get_runtime),
+    state: Annotated[list[JobState] | None, Query(description="按状态过滤，可重复")] = None,
+    account: Annotated[str | None, Query(max_length=255)] = None,
+    partition: Annotated[str | None, Query(max_length=100)] = None,
+    name: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[int | None, Query(ge=1, description="上一页返回的 next_cursor")] = None,
+) -> JobListResponse:
+    """作业列表（新增接口）：按过滤条件、最新在前；以作业 id 为游标分页，翻页期间新提交的作业不会打乱顺序。"""
+    query = select(Job).order_by(Job.id.desc()).limit(limit + 1)  # type: ignore[union-attr]
+    if state:
+        query = query.where(Job.state.in_([s.value for s in state]))  # type: ignore[attr-defined]
+    for column, value in ((Job.account, account), (Job.partition, partition), (Job.name, name)):
+        if value is not None:
+            query = query.where(column == value)
+    if cursor is not None:
+        query = query.where(Job.id < cursor)  # type: ignore[operator]
+    with session_scope(rt.engine) as session:
+        jobs = list(session.exec(query))
+    page = jobs[:limit]
+    next_cursor = str(page[-1].id) if len(jobs) > limit else None
+    return JobListResponse(
+        jobs=[
+            JobListItem(
+                **_summary(j).model_dump(),
+                partition=j.partition,
+                node_list=j.node_name or "",
+                end_time=iso_utc(j.end_time),
+                elapsed_time=_elapsed(j),
+                exit_code=j.exit_code,
+            )
+            for j in page
+        ],
+        next_cursor=next_cursor,
     )
 
 

@@ -190,6 +190,21 @@ class JobSummary(BaseModel):
     start_time: str | None
 
 
+class JobListItem(JobSummary):
+    """GET /jobs 的一行（新增接口）：在总览摘要之上加分区、节点、结束时间与退出码。"""
+
+    partition: str
+    node_list: str
+    end_time: str | None
+    elapsed_time: str
+    exit_code: str | None
+
+
+class JobListResponse(BaseModel):
+    jobs: list[JobListItem]
+    next_cursor: str | None = Field(description="下一页的游标；为空表示没有更多")
+
+
 class DashboardResponse(BaseModel):
     job_stats: JobStats
     resource_stats: ResourceStats

@@ -146,3 +146,42 @@ def cancel(
         out.print_json(json.dumps(body))
     else:
         out.print(body["msg"])
+
+
+STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "FAILED": "red"}
+
+
+@app.command()
+def queue(
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", "-t", help="状态，可重复；默认 PENDING 与 RUNNING"),
+    ] = None,
+    account: Annotated[str | None, typer.Option("--account", "-A", help="只看该账户")] = None,
+    partition: Annotated[str | None, typer.Option("--partition", "-p", help="只看该分区")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="最多显示多少行")] = 100,
+    url: UrlOption = "http://127.0.0.1:8000",
+    as_json: JsonOption = False,
+) -> None:
+    """列出作业（类似 squeue）：最新在前。"""
+    params: dict[str, Any] = {"state": [s.upper() for s in (state or ["PENDING", "RUNNING"])]}
+    params.update({k: v for k, v in (("account", account), ("partition", partition)) if v})
+    params["limit"] = limit
+    body = _request("GET", url, "/jobs", params=params)
+    if as_json:
+        out.print_json(json.dumps(body))
+        return
+    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "CPU", "节点")
+    for j in body["jobs"]:
+        style = STATE_STYLES.get(j["state"], "")
+        table.add_row(
+            str(j["job_id"]),
+            j["name"],
+            j["account"],
+            j["partition"],
+            f"[{style}]{j['state']}[/{style}]" if style else j["state"],
+            j["elapsed_time"],
+            str(j["allocated_cpus"]),
+            j["node_list"],
+        )
+    out.print(table)

@@ -330,3 +330,36 @@ def test_batch_submit_is_all_or_nothing(service: Service, tmp_path: Path) -> Non
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["field"] == "jobs.1.job.cpus_per_task"
     assert service.client.get("/dashboard").json()["job_stats"]["total"] == before
+
+
+def test_list_jobs_filters_newest_first_and_pages(service: Service, tmp_path: Path) -> None:
+    wd = str(tmp_path)
+    ids = [
+        service.submit("true", current_working_directory=wd, account="lister", name=f"n{i}")
+        for i in range(5)
+    ]
+    for job_id in ids:
+        service.wait_state(job_id, "COMPLETED")
+    failed = service.submit("exit 1", current_working_directory=wd, account="lister", name="bad")
+    service.wait_state(failed, "FAILED")
+
+    resp = service.client.get("/jobs", params={"account": "lister", "limit": 4})
+    assert resp.status_code == 200
+    page = resp.json()
+    assert [j["job_id"] for j in page["jobs"]] == [failed, *reversed(ids)][:4]  # 最新在前
+    rest = service.client.get(
+        "/jobs", params={"account": "lister", "limit": 4, "cursor": page["next_cursor"]}
+    ).json()
+    assert [j["job_id"] for j in rest["jobs"]] == ids[:2][::-1]
+    assert rest["next_cursor"] is None
+
+    only_failed = service.client.get(
+        "/jobs", params={"account": "lister", "state": "FAILED"}
+    ).json()
+    assert [j["job_id"] for j in only_failed["jobs"]] == [failed]
+    row = only_failed["jobs"][0]
+    assert row["exit_code"] == "1:0" and row["partition"] == "default" and row["node_list"]
+    by_name = service.client.get("/jobs", params={"name": "n3", "account": "lister"}).json()
+    assert [j["job_id"] for j in by_name["jobs"]] == [ids[3]]
+    bad = service.client.get("/jobs", params={"state": "SLEEPING"})
+    assert bad.status_code == 422 and "state" in bad.json()["detail"]
