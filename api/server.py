@@ -23,6 +23,7 @@ import typer
 from cluster.bootstrap import stop_jobs
 from cluster.local_ray import LocalRayHead
 from conductor.embedded_pg import EmbeddedPostgres
+from conductor.lifeline import die_with_parent
 from conductor.migrate import upgrade
 from conductor.settings import Settings, get_settings
 
@@ -76,7 +77,10 @@ class Supervisor:
         while not self.stopping.is_set():
             started = time.monotonic()
             self.api = subprocess.Popen(
-                [sys.executable, "-m", "api.worker"], env=self._api_env(), start_new_session=True
+                [sys.executable, "-m", "api.worker"],
+                env=self._api_env(),
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # 监督进程被 SIGKILL 时 API 进程也退出
             )
             code = self._wait_api()
             if time.monotonic() - started > STABLE_SECONDS:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conductor.lifeline import die_with_parent
 from conductor.settings import Settings
 
 log = logging.getLogger("conductor.local_ray")
@@ -42,8 +43,10 @@ class LocalRayHead:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            # 自己的会话：终端里的 Ctrl-C 只送到监督进程，由它按序停止
+            # 自己的会话：终端里的 Ctrl-C 只送到监督进程，由它按序停止；
+            # 监督进程若被 SIGKILL，它也随之收到 SIGTERM 而停止 Ray
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.info(
             "本地 Ray 头节点启动中：%s（pid %s，日志 %s）", self.address, self.process.pid, log_path

@@ -119,6 +119,7 @@ class ServeProcess:
 
     def cleanup(self) -> None:
         """测试失败时兜底：按记录下的 PID 逐个结束，不留下任何进程。"""
+        self.note_descendants()  # 先记下最新的后代（例如监督进程刚重启的 Ray 与 API）
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

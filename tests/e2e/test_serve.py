@@ -128,3 +128,21 @@ def test_ray_head_dies_under_the_service(tmp_path: Path) -> None:
         assert serve.stop() == 0
     finally:
         serve.cleanup()
+
+
+def test_supervisor_killed_takes_its_children_with_it(tmp_path: Path) -> None:
+    """监督进程被 SIGKILL：Ray 头节点与 API 进程随之退出，不作为孤儿占着端口。"""
+    serve = ServeProcess(tmp_path, tmp_path / "data", "--num-cpus", "1")
+    try:
+        serve.wait_healthy()
+        children = [p for p in serve.alive_seen() if p.pid != serve.proc.pid]
+        assert children
+        serve.proc.kill()
+        serve.proc.wait()
+        wait_for(
+            lambda: not [p for p in serve.alive_seen() if p.pid != serve.proc.pid],
+            60,
+            what=lambda: f"仍在运行：{serve.alive_seen()}",
+        )
+    finally:
+        serve.cleanup()
