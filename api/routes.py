@@ -273,15 +273,7 @@ def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
             r.state: r.n
             for r in session.execute(text("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"))
         }
-        used = {
-            r.node_id: int(r.cpus)
-            for r in session.execute(
-                text(
-                    "SELECT node_id, SUM(cpus) AS cpus FROM jobs "
-                    "WHERE node_id IS NOT NULL AND released_at IS NULL GROUP BY node_id"
-                )
-            )
-        }
+        used = {node: int(cpus) for node, (cpus, _) in transitions.held_by_node(session).items()}
         recent = {
             state: list(
                 session.exec(

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from conductor.db import session_scope
 from conductor.states import JobState
+from conductor.transitions import HOLDING
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def load_held_jobs(engine: Engine) -> list[HeldJob]:
         rows = session.execute(
             text(
                 "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
-                "WHERE node_id IS NOT NULL AND released_at IS NULL"
+                f"WHERE {HOLDING}"
             )
         )
         return [

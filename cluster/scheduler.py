@@ -344,15 +344,7 @@ class Scheduler:
     def _used(self) -> dict[str, tuple[float, float]]:
         """各节点已占用的 CPU 与内存（从数据库推导，不在内存里记账）。"""
         with session_scope(self.engine) as session:
-            return {
-                r.node_id: (float(r.cpus), float(r.mem))
-                for r in session.execute(
-                    text(
-                        "SELECT node_id, SUM(cpus) AS cpus, SUM(memory_bytes) AS mem FROM jobs "
-                        "WHERE node_id IS NOT NULL AND released_at IS NULL GROUP BY node_id"
-                    )
-                )
-            }
+            return transitions.held_by_node(session)
 
     def _pending(self, limit: int) -> list[PendingJob]:
         with session_scope(self.engine) as session:

@@ -157,6 +157,21 @@ def release(
     return [r[0] for r in rows]
 
 
+# “占用资源中”的定义：已派发到节点、资源尚未归还（与 release 的条件互为两面）
+HOLDING = "node_id IS NOT NULL AND released_at IS NULL"
+
+
+def held_by_node(session: Session) -> dict[str, tuple[float, float]]:
+    """各节点仍被占用的 (CPU, 内存字节)。调度器与 /dashboard 共用，资源账只从数据库推导。"""
+    rows = session.execute(
+        text(
+            "SELECT node_id, SUM(cpus) AS cpus, SUM(memory_bytes) AS mem FROM jobs "
+            f"WHERE {HOLDING} GROUP BY node_id"
+        )
+    )
+    return {r.node_id: (float(r.cpus), float(r.mem)) for r in rows}
+
+
 def cancel(session: Session, job_id: int) -> CancelResult | None:
     """PENDING/RUNNING → CANCELLED。作业不存在时返回 None。
 
