@@ -12,11 +12,13 @@ from conductor.errors import (
     DatabaseUnavailable,
     InvalidJobRequest,
     JobNotFound,
+    JobNotPending,
     SchedulerUnavailable,
 )
 
 STATUS = {
     JobNotFound: 404,
+    JobNotPending: 409,
     InvalidJobRequest: 422,
     DatabaseUnavailable: 503,
     SchedulerUnavailable: 503,

@@ -9,10 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from api.lookup import array_tasks, load_job, load_targets
 from api.runtime import Runtime, get_runtime
 from api.schemas import (
+    ArrayTask,
     BatchSubmitRequest,
     BatchSubmitResponse,
     DashboardResponse,
@@ -30,11 +32,14 @@ from api.schemas import (
     SubmitRequest,
     SubmitResponse,
 )
-from conductor import transitions
+from conductor import queue, transitions
+from conductor.arrays import expand_filename, parse_array
 from conductor.db import ping, session_scope
-from conductor.errors import ConductorError, InvalidJobRequest, JobNotFound
+from conductor.dependencies import DepState
+from conductor.errors import ConductorError, InvalidJobRequest
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
+from conductor.priority import queue_rank
 from conductor.states import JobState
 from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memory, parse_time_limit
 
@@ -48,17 +53,16 @@ def _resolve(work_dir: str, path: str) -> str:
 
 def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
     p = req.job
-    if p.partition != rt.settings.default_partition:
-        raise InvalidJobRequest(
-            "job.partition",
-            f"未知分区：{p.partition!r}（可用分区：{rt.settings.default_partition}）",
-        )
+    partitions = rt.settings.partition_table()
+    partition = partitions.get(p.partition)
+    requested = None if p.time_limit is None else parse_time_limit(p.time_limit)
+    time_limit = partitions.time_limit(partition, requested, given=p.time_limit is not None)
     work_dir = os.path.normpath(p.current_working_directory)
     now = datetime.now(UTC)
     return Job(
         name=p.name,
         account=p.account,
-        partition=p.partition,
+        partition=partition.name,
         script=req.script,
         environment=p.environment,
         work_dir=work_dir,
@@ -68,53 +72,115 @@ def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
         cpus_per_task=p.cpus_per_task,
         cpus=p.ntasks_per_node * p.cpus_per_task,
         memory_bytes=parse_memory(p.memory_per_node),
-        time_limit_seconds=parse_time_limit(p.time_limit),
+        time_limit_seconds=time_limit,
         exclusive=p.exclusive,
         submit_time=now,
         eligible_time=now,
+        priority=p.priority,
+        queue_rank=queue_rank(p.priority, now),
+        held=p.hold,
     )
 
 
 def _check_runnable(job: Job, rt: Runtime) -> None:
-    """永远无法运行的请求在提交时拒绝，而不是永远 PENDING。"""
+    """永远无法运行的请求在提交时拒绝，而不是永远 PENDING（只看该分区的存活节点）。"""
+    partitions = rt.settings.partition_table()
     nodes = [
-        NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory, 0, 0)
+        NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory)
         for n in rt.cluster.nodes()
-        if n.alive
+        if n.alive and job.partition in partitions.node_partitions(n.labels)
     ]
-    if can_ever_run(job.cpus, job.memory_bytes, nodes):
-        return
+    if not nodes or can_ever_run(job.cpus, job.memory_bytes, nodes):
+        return  # 分区暂无存活节点时接受：节点加入后即可运行
     max_cpus = max((n.total_cpus for n in nodes), default=0)
     if not can_ever_run(job.cpus, 0, nodes):
         raise InvalidJobRequest(
             "job.cpus_per_task",
             f"请求 {job.cpus} 个 CPU（ntasks_per_node × cpus_per_task），"
-            f"超过任何节点的容量（最大 {max_cpus:g} 个）",
+            f"超过分区 {job.partition} 中任何节点的容量（最大 {max_cpus:g} 个）",
         )
     max_mem = max((n.total_memory for n in nodes if n.total_cpus >= job.cpus), default=0)
     raise InvalidJobRequest(
         "job.memory_per_node",
-        f"请求内存 {job.memory_bytes // 2**20} MB，超过任何 CPU 足够的节点的可用内存"
-        f"（最大 {int(max_mem) // 2**20} MB）",
+        f"请求内存 {job.memory_bytes // 2**20} MB，超过分区 {job.partition} 中任何 CPU 足够的节点的"
+        f"可用内存（最大 {int(max_mem) // 2**20} MB）",
     )
 
 
-def _persist(rt: Runtime, jobs: list[Job]) -> list[str]:
-    """一个事务写入全部作业，提交后才唤醒调度器。"""
+def _expand(req: SubmitRequest, rt: Runtime, session: Session) -> list[Job]:
+    """一个提交请求 → 一个作业，或数组的每个任务一个作业（依赖在这里查被依赖作业是否存在）。"""
+    job = _job_from_request(req, rt)
+    _check_runnable(job, rt)
+    if req.job.dependency is not None:
+        try:
+            job.dependency = queue.checked_dependency(session, req.job.dependency)
+        except ValueError as exc:
+            raise InvalidJobRequest("job.dependency", str(exc)) from exc
+        job.dependency_state = DepState.WAITING.value
+    if req.job.array is None:
+        return [job]
+    try:
+        spec = parse_array(req.job.array, rt.settings.max_array_size)
+    except ValueError as exc:
+        raise InvalidJobRequest("job.array", str(exc)) from exc
+    template = job.model_dump(exclude={"id", "array_task_id", "array_spec", "array_max_running"})
+    return [
+        Job(
+            **template,
+            array_task_id=index,
+            array_spec=req.job.array.strip(),
+            array_max_running=spec.max_running,
+        )
+        for index in spec.indices
+    ]
+
+
+def _persist(rt: Runtime, requests: list[SubmitRequest]) -> list[str]:
+    """一个事务写入全部作业，提交后才唤醒调度器。返回每个请求的作业号（数组为主作业号）。
+
+    入库后才有作业号：数组主作业号与输出文件名中的 %j %A %a 在同一事务里补上。
+    """
     with session_scope(rt.engine) as session:
-        session.add_all(jobs)
+        groups = []
+        for index, req in enumerate(requests):
+            try:
+                groups.append(_expand(req, rt, session))
+            except InvalidJobRequest as exc:
+                if len(requests) == 1:
+                    raise
+                raise InvalidJobRequest(
+                    f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}"
+                ) from exc
+            session.add_all(groups[-1])
         session.flush()
-        ids = [str(job.id) for job in jobs]
+        for jobs in groups:
+            master = min(j.id for j in jobs if j.id is not None)
+            for j in jobs:
+                assert j.id is not None
+                if j.array_task_id is not None:
+                    j.array_job_id = master
+                names = {
+                    "job_id": j.id,
+                    "name": j.name,
+                    "account": j.account,
+                    "array_job_id": j.array_job_id,
+                    "array_task_id": j.array_task_id,
+                }
+                j.stdout_path = expand_filename(j.stdout_path, **names)  # type: ignore[arg-type]
+                j.stderr_path = expand_filename(j.stderr_path, **names)  # type: ignore[arg-type]
+        session.flush()
+        ids = [str(min(j.id for j in jobs if j.id is not None)) for jobs in groups]
     rt.cluster.wake()
     return ids
 
 
 @router.post("/jobs/submit", status_code=201, response_model=SubmitResponse)
 def submit(req: SubmitRequest, rt: Runtime = Depends(get_runtime)) -> SubmitResponse:
-    """提交作业：校验、写入 PostgreSQL 并提交事务后才返回 201，然后唤醒调度器。"""
-    job = _job_from_request(req, rt)
-    _check_runnable(job, rt)
-    return SubmitResponse(job_id=_persist(rt, [job])[0])
+    """提交作业：校验、写入 PostgreSQL 并提交事务后才返回 201，然后唤醒调度器。
+
+    数组作业返回主作业号（第一个任务的作业号）。
+    """
+    return SubmitResponse(job_id=_persist(rt, [req])[0])
 
 
 @router.post("/jobs/submit/batch", status_code=201, response_model=BatchSubmitResponse)
@@ -122,25 +188,7 @@ def submit_batch(
     req: BatchSubmitRequest, rt: Runtime = Depends(get_runtime)
 ) -> BatchSubmitResponse:
     """批量提交（新增接口）：任何一个作业无效则整批 422、什么也不保存。"""
-    jobs = []
-    for index, item in enumerate(req.jobs):
-        try:
-            job = _job_from_request(item, rt)
-            _check_runnable(job, rt)
-        except InvalidJobRequest as exc:
-            raise InvalidJobRequest(
-                f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}"
-            ) from exc
-        jobs.append(job)
-    return BatchSubmitResponse(job_ids=_persist(rt, jobs))
-
-
-def _load(rt: Runtime, job_id: int) -> Job:
-    with session_scope(rt.engine) as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise JobNotFound(f"作业 {job_id} 不存在")
-    return job
+    return BatchSubmitResponse(job_ids=_persist(rt, list(req.jobs)))
 
 
 def _logs(job: Job, rt: Runtime) -> JobLog:
@@ -167,10 +215,26 @@ def _elapsed(job: Job) -> str:
     return format_elapsed((end - job.start_time).total_seconds())
 
 
+def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
+    return queue.reasons_for(
+        session, jobs, rt.settings.partition_table(), rt.settings.account_limits
+    )
+
+
 @router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
-def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
-    """查询作业状态、时间、退出码与日志。"""
-    job = _load(rt, job_id)
+def query(job_id: str, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
+    """查询作业状态、时间、退出码与日志；排队中的作业给出等待原因。
+
+    job_id 可写作数组任务 12_3；查询数组主作业号时另列出全部任务的概况。
+    """
+    with session_scope(rt.engine) as session:
+        job = load_job(session, job_id)
+        tasks = (
+            array_tasks(session, job.array_job_id)
+            if job.array_job_id is not None and job.id == job.array_job_id and "_" not in job_id
+            else None
+        )
+        reasons = _reasons(session, [job, *(tasks or [])], rt)
     return JobQueryResponse(
         job_id=str(job.id),
         state=job.state,
@@ -195,22 +259,50 @@ def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
             work_dir=job.work_dir,
             data_source=job.data_source,
             account=job.account,
+            priority=job.priority,
+            dependency=job.dependency,
+            array_job_id=job.array_job_id,
+            array_task_id=job.array_task_id,
         ),
+        state_reason=reasons.get(job.id or 0),
+        array_tasks=None
+        if tasks is None
+        else [
+            ArrayTask(
+                job_id=t.id or 0,
+                array_task_id=t.array_task_id or 0,
+                state=t.state,
+                state_reason=reasons.get(t.id or 0),
+                exit_code=t.exit_code,
+                node_list=t.node_name or "",
+            )
+            for t in tasks
+        ],
     )
 
 
 @router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
-def cancel(job_id: int, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
-    """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。"""
+def cancel(job_id: str, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+    """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。
+
+    数组主作业号取消整个数组，12_3 只取消一个任务。
+    """
     with session_scope(rt.engine) as session:
-        result = transitions.cancel(session, job_id)
-    if result is None:
-        raise JobNotFound(f"作业 {job_id} 不存在")
+        targets = [(j.id or 0) for j in load_targets(session, job_id)]
+        results = {t: transitions.cancel(session, t) for t in targets}
+    changed = {t: r for t, r in results.items() if r is not None and r.changed}
+    for t, r in changed.items():
+        if r.previous is JobState.RUNNING and r.node_id:
+            rt.cluster.cancel(r.node_id, t)
+    rt.cluster.wake()
+    if len(targets) > 1:
+        return MessageResponse(
+            msg=f"作业数组 {job_id}：取消了 {len(changed)} / {len(targets)} 个任务"
+        )
+    result = results[targets[0]]
+    assert result is not None
     if not result.changed:
         return MessageResponse(msg=f"作业 {job_id} 已处于 {result.previous} 状态，无需取消")
-    if result.previous is JobState.RUNNING and result.node_id:
-        rt.cluster.cancel(result.node_id, job_id)
-    rt.cluster.wake()
     return MessageResponse(msg=f"作业 {job_id} 已取消（原状态 {result.previous}）")
 
 
@@ -233,6 +325,7 @@ def list_jobs(
     account: Annotated[str | None, Query(max_length=255)] = None,
     partition: Annotated[str | None, Query(max_length=100)] = None,
     name: Annotated[str | None, Query(max_length=255)] = None,
+    array_job_id: Annotated[int | None, Query(ge=1, description="只列某个作业数组的任务")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int | None, Query(ge=1, description="上一页返回的 next_cursor")] = None,
 ) -> JobListResponse:
@@ -240,13 +333,15 @@ def list_jobs(
     query = select(Job).order_by(Job.id.desc()).limit(limit + 1)  # type: ignore[union-attr]
     if state:
         query = query.where(Job.state.in_([s.value for s in state]))  # type: ignore[attr-defined]
-    for column, value in ((Job.account, account), (Job.partition, partition), (Job.name, name)):
+    filters = ((Job.account, account), (Job.partition, partition), (Job.name, name))
+    for column, value in (*filters, (Job.array_job_id, array_job_id)):
         if value is not None:
             query = query.where(column == value)
     if cursor is not None:
         query = query.where(Job.id < cursor)  # type: ignore[operator]
     with session_scope(rt.engine) as session:
         jobs = list(session.exec(query))
+        reasons = _reasons(session, jobs[:limit], rt)
     page = jobs[:limit]
     next_cursor = str(page[-1].id) if len(jobs) > limit else None
     return JobListResponse(
@@ -258,6 +353,10 @@ def list_jobs(
                 end_time=iso_utc(j.end_time),
                 elapsed_time=_elapsed(j),
                 exit_code=j.exit_code,
+                state_reason=reasons.get(j.id or 0),
+                priority=j.priority,
+                array_job_id=j.array_job_id,
+                array_task_id=j.array_task_id,
             )
             for j in page
         ],
@@ -284,6 +383,7 @@ def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
         }
     stats = JobStats(total=sum(counts.values()), **{s.lower(): n for s, n in counts.items()})
     nodes = []
+    partitions = rt.settings.partition_table()
     for n in rt.cluster.nodes():
         allocated = used.get(n.node_id, 0) if n.alive else 0
         total = int(n.total_cpus)
@@ -291,7 +391,7 @@ def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
             NodeInfo(
                 node_name=n.node_name,
                 node_id=n.node_id,
-                partition=rt.settings.default_partition,
+                partition=",".join(sorted(partitions.node_partitions(n.labels))),
                 total_cpus=total,
                 allocated_cpus=allocated,
                 available_cpus=max(0, total - allocated) if n.alive else 0,

@@ -7,6 +7,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from conductor.arrays import parse_array
+from conductor.dependencies import parse_dependency
+from conductor.priority import MAX_PRIORITY, MIN_PRIORITY
 from conductor.timefmt import parse_memory, parse_time_limit
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -33,9 +36,27 @@ class JobProperties(BaseModel):
     cpus_per_task: PositiveInt = Field(1, description="每任务 CPU 数")
     memory_per_node: str | int = Field("1G", description="每节点内存，如 32G；纯数字按 MB 计")
     name: str = Field(min_length=1, max_length=255, description="作业名")
-    time_limit: str | int = Field(description="时间限制：分钟数或 Slurm 格式，0/UNLIMITED 为不限")
+    time_limit: str | int | None = Field(
+        None,
+        description="时间限制：分钟数或 Slurm 格式，0/UNLIMITED 为不限；不给时取分区的默认时限",
+    )
     partition: str = Field(min_length=1, max_length=100, description="分区")
     exclusive: bool = Field(False, description="独占节点")
+    # ---- 以下为新增字段（docs/scheduling.md）----
+    priority: int = Field(
+        0,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        strict=True,
+        description="优先级（新增）：越高越先；每等待一分钟有效优先级加 1",
+    )
+    array: str | None = Field(
+        None, max_length=255, description="作业数组（新增），如 0-99%10、1,3,5-7"
+    )
+    dependency: str | None = Field(
+        None, max_length=1024, description="依赖（新增），如 afterok:12:13,afterany:14、singleton"
+    )
+    hold: bool = Field(False, description="提交后先挂起（新增），放行后才参与调度")
 
     @field_validator("current_working_directory")
     @classmethod
@@ -73,8 +94,23 @@ class JobProperties(BaseModel):
 
     @field_validator("time_limit")
     @classmethod
-    def _time_limit(cls, value: str | int) -> str | int:
-        parse_time_limit(value)
+    def _time_limit(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_time_limit(value)
+        return value
+
+    @field_validator("array")
+    @classmethod
+    def _array(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_array(value, max_tasks=100_000)  # 写法；数量上限在提交时按配置检查
+        return value
+
+    @field_validator("dependency")
+    @classmethod
+    def _dependency(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_dependency(value)  # 写法；被依赖的作业是否存在在提交时检查
         return value
 
 
@@ -136,6 +172,22 @@ class JobDetail(BaseModel):
     work_dir: str
     data_source: str
     account: str
+    # ---- 新增 ----
+    priority: int = 0
+    dependency: str | None = None
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+
+
+class ArrayTask(BaseModel):
+    """数组中的一个任务（查询数组主作业时列出）。"""
+
+    job_id: int
+    array_task_id: int
+    state: str
+    state_reason: str | None
+    exit_code: str | None
+    node_list: str
 
 
 class JobQueryResponse(BaseModel):
@@ -145,6 +197,28 @@ class JobQueryResponse(BaseModel):
     time: JobTimes
     job_log: JobLog
     detail: JobDetail
+    state_reason: str | None = Field(
+        None, description="排队原因（新增，Slurm 的 Reason）：Resources、Priority、Dependency …"
+    )
+    array_tasks: list[ArrayTask] | None = Field(
+        None, description="查询数组主作业时：全部任务的概况（新增）"
+    )
+
+
+class JobUpdateRequest(BaseModel):
+    """PATCH /jobs/{job_id}（新增）：修改排队中作业的优先级或时限。"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int | None = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, strict=True)
+    time_limit: str | int | None = Field(None, description="新时限；0/UNLIMITED 为不限")
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time_limit(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_time_limit(value)
+        return value
 
 
 class MessageResponse(BaseModel):
@@ -198,6 +272,10 @@ class JobListItem(JobSummary):
     end_time: str | None
     elapsed_time: str
     exit_code: str | None
+    state_reason: str | None = None
+    priority: int = 0
+    array_job_id: int | None = None
+    array_task_id: int | None = None
 
 
 class JobListResponse(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -21,6 +21,8 @@ class RayNode:
     alive: bool
     total_cpus: float
     total_memory: float
+    # Ray 节点标签：conductor.node-name 起名，conductor.partition 声明所属分区（partitions.py）
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def node_name(raw: dict[str, Any]) -> str:
@@ -43,6 +45,7 @@ def list_nodes() -> list[RayNode]:
                 alive=bool(raw.get("Alive")),
                 total_cpus=float(resources.get("CPU", 0.0)),
                 total_memory=float(resources.get("memory", 0.0)),
+                labels=dict(raw.get("Labels") or {}),
             )
         )
     return nodes

@@ -19,18 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from sqlalchemy import text
 
 from cluster.agent import NodeAgent, agent_name
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
-from conductor import transitions
+from conductor import queue, transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable
 from conductor.jobspec import JobSpec
+from conductor.limits import limit_for
 from conductor.models import SchedulerEpoch
 from conductor.outcome import node_lost_message
-from conductor.policy import NodeView, PendingJob, plan_fifo
+from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, plan
 from conductor.proctree import new_token
 from conductor.settings import Settings
 from conductor.states import JobState
@@ -38,8 +38,12 @@ from conductor.states import JobState
 log = logging.getLogger("conductor.scheduler")
 
 SCHEDULER_NAME = "conductor-scheduler"
-# 队首窗口的余量：跳过永远放不下的作业后仍能填满空闲 CPU
-QUEUE_SLACK = 50
+# 队首窗口的余量：跳过放不下的作业后仍能填满空闲 CPU，回填也能看到这么深
+QUEUE_SLACK = 100
+# 两次重新判定依赖的最短间隔秒数：大量作业等待依赖时不必每轮都读它们
+DEPENDENCY_INTERVAL = 0.25
+# 调度器记住的等待原因条数上限（只写变化了的原因）；超过即清空重来
+REASON_CACHE = 50_000
 # 调度轮之间复用节点列表的秒数；节点变化最迟在下一次对账（idle_resync）时发现
 NODES_TTL = 1.0
 # 等待节点代理应答的秒数：超时的节点本轮不判定，不拖住调度循环
@@ -72,6 +76,10 @@ class Scheduler:
         # 最近若干轮调度的耗时（秒），供观测与基准测试
         self.pass_times: deque[float] = deque(maxlen=200)
         self.reconciliations = 0
+        self.partitions = settings.partition_table()
+        self.reasons: dict[int, str] = {}
+        self.dependencies_checked = 0.0
+        self.dependency_timer: asyncio.TimerHandle | None = None
         self.main = asyncio.get_running_loop().create_task(self._main())
 
     # ---- 对外方法 ----
@@ -298,33 +306,62 @@ class Scheduler:
         self.passes += 1
         nodes = await self._alive_nodes(max_age=NODES_TTL)
         agents = self._ensure_agents(nodes)
-        usable = [n for n in nodes if n.node_id in agents]
-        used = await asyncio.to_thread(self._used)
         views = [
             NodeView(
                 n.node_id,
                 n.node_name,
                 n.total_cpus,
                 n.total_memory,
-                n.total_cpus - used.get(n.node_id, (0, 0))[0],
-                n.total_memory - used.get(n.node_id, (0, 0))[1],
+                self.partitions.node_partitions(n.labels),
             )
-            for n in usable
+            for n in nodes
+            if n.node_id in agents
         ]
-        # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首
-        window = int(sum(max(0.0, v.free_cpus) for v in views))
-        if window == 0:
+        check_dependencies = time.monotonic() - self.dependencies_checked >= DEPENDENCY_INTERVAL
+        if check_dependencies:
+            self.dependencies_checked = time.monotonic()
+        elif (
+            self.dependency_timer is None
+            or self.dependency_timer.when() < asyncio.get_running_loop().time()
+        ):
+            # 本轮跳过依赖判定：稍后补一轮，刚结束的作业的依赖者不必等到空闲对账
+            self.dependency_timer = asyncio.get_running_loop().call_later(
+                DEPENDENCY_INTERVAL, self.wake_event.set
+            )
+        running, pending, resolved = await asyncio.to_thread(
+            self._read_queue, views, check_dependencies
+        )
+        if resolved:
+            self.wake_event.set()  # 刚满足依赖的作业可能不在本轮窗口里
+        if not pending:
             return
-        pending = await asyncio.to_thread(self._pending, window + QUEUE_SLACK)
-        placements = plan_fifo(pending, views)
+        decision = plan(
+            Snapshot(
+                views,
+                running,
+                pending,
+                now=time.time(),
+                account_limits=lambda account: limit_for(self.settings.account_limits, account),
+                exceeds_partition_max=self.partitions.exceeds_max,
+            )
+        )
+        placements = decision.placements
+        reasons = self._changed_reasons(decision.reasons)
         if not placements:
+            if reasons:
+                await asyncio.to_thread(self._claim, [], [], [], [], reasons)
             return
-        log.debug("放置：%s；节点空闲：%s", placements, views)
+        log.debug("放置：%s；预留：%s", placements, decision.reservations)
         tokens = [new_token() for _ in placements]
         agent_ids = [agents[p.node_id][1] for p in placements]
-        hosts = {n.node_id: n.host for n in usable}
+        hosts = {n.node_id: n.host for n in nodes}
         rows = await asyncio.to_thread(
-            self._claim, placements, tokens, agent_ids, [hosts[p.node_id] for p in placements]
+            self._claim,
+            placements,
+            tokens,
+            agent_ids,
+            [hosts[p.node_id] for p in placements],
+            reasons,
         )
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
         for row in rows:
@@ -341,26 +378,41 @@ class Scheduler:
         if len(placements) == len(pending):
             self.wake_event.set()  # 读到的都放下了：可能还有空闲，马上再来一轮
 
-    def _used(self) -> dict[str, tuple[float, float]]:
-        """各节点已占用的 CPU 与内存（从数据库推导，不在内存里记账）。"""
+    def _read_queue(
+        self, views: list[NodeView], check_dependencies: bool
+    ) -> tuple[list[RunningJob], list[PendingJob], bool]:
+        """一次事务读出：依赖的新判定（写回）、占用资源的作业、队首窗口。"""
         with session_scope(self.engine) as session:
-            return transitions.held_by_node(session)
+            resolved = queue.resolve_dependencies(session) if check_dependencies else {}
+            transitions.set_dependency_states(session, resolved)
+            running = queue.load_running(session)
+            used: dict[str, float] = defaultdict(float)
+            for r in running:
+                used[r.node_id] += r.cpus
+            # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首（加余量）
+            free = sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views)
+            if int(free) == 0:
+                return running, [], bool(resolved)
+            running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
+            skip_accounts, skip_arrays = queue.saturated(
+                running, self.settings.account_limits, queue.array_limits(session, running_arrays)
+            )
+            pending = queue.load_pending(
+                session, int(free) + QUEUE_SLACK, skip_accounts, skip_arrays
+            )
+            return running, pending, bool(resolved)
 
-    def _pending(self, limit: int) -> list[PendingJob]:
-        with session_scope(self.engine) as session:
-            return [
-                PendingJob(r.id, r.cpus, r.memory_bytes)
-                for r in session.execute(
-                    text(
-                        "SELECT id, cpus, memory_bytes FROM jobs WHERE state = 'PENDING' "
-                        "ORDER BY id LIMIT :n"
-                    ),
-                    {"n": limit},
-                )
-            ]
+    def _changed_reasons(self, reasons: dict[int, str]) -> dict[int, str]:
+        """只写与上次不同的等待原因，避免每轮重写整个窗口。"""
+        if len(self.reasons) > REASON_CACHE:
+            self.reasons.clear()
+        changed = {j: r for j, r in reasons.items() if self.reasons.get(j) != r}
+        self.reasons.update(changed)
+        return changed
 
-    def _claim(self, placements, tokens, agent_ids, hosts) -> list[dict]:  # type: ignore[no-untyped-def]
+    def _claim(self, placements, tokens, agent_ids, hosts, reasons) -> list[dict]:  # type: ignore[no-untyped-def]
         with session_scope(self.engine) as session:
+            transitions.set_reasons(session, reasons)
             return transitions.claim(session, placements, tokens, agent_ids, self.epoch, hosts)
 
     async def _launch(

@@ -26,6 +26,10 @@ class InvalidJobRequest(ConductorError):
         super().__init__(message)
 
 
+class JobNotPending(ConductorError):
+    """作业已不在排队，不能挂起、放行或修改。"""
+
+
 class DatabaseUnavailable(ConductorError):
     """PostgreSQL 不可用，请稍后重试。"""
 

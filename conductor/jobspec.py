@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from conductor.arrays import parse_array
 from conductor.proctree import TOKEN_VAR
 from conductor.timefmt import slurm_mem_mb
 
@@ -39,6 +40,9 @@ class JobSpec:
     node_name: str
     token: str
     kill_wait: float
+    array_job_id: int | None = None
+    array_task_id: int | None = None
+    array_spec: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], token: str, kill_wait: float) -> JobSpec:
@@ -61,12 +65,29 @@ class JobSpec:
             node_name=row["node_name"] or "",
             token=token,
             kill_wait=kill_wait,
+            array_job_id=row.get("array_job_id"),
+            array_task_id=row.get("array_task_id"),
+            array_spec=row.get("array_spec"),
         )
+
+
+def array_vars(spec: JobSpec) -> dict[str, str]:
+    """数组任务的 SLURM_ARRAY_* 变量；不是数组任务时为空。"""
+    if spec.array_job_id is None or spec.array_task_id is None or spec.array_spec is None:
+        return {}
+    indices = parse_array(spec.array_spec, max_tasks=10**6).indices
+    return {
+        "SLURM_ARRAY_JOB_ID": str(spec.array_job_id),
+        "SLURM_ARRAY_TASK_ID": str(spec.array_task_id),
+        "SLURM_ARRAY_TASK_COUNT": str(len(indices)),
+        "SLURM_ARRAY_TASK_MIN": str(indices[0]),
+        "SLURM_ARRAY_TASK_MAX": str(indices[-1]),
+    }
 
 
 def slurm_vars(spec: JobSpec) -> dict[str, str]:
     """Slurm 作业变量；脚本无需修改即可沿用。"""
-    return {
+    return array_vars(spec) | {
         "SLURM_JOB_ID": str(spec.job_id),
         "SLURM_JOBID": str(spec.job_id),
         "SLURM_JOB_NAME": spec.name,

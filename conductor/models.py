@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from conductor.states import JobState
+
+# 可以参与调度的排队作业：未被挂起、依赖已满足（或没有依赖）。索引与调度器的查询共用这一条件
+RUNNABLE = "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED')"
 
 
 def utcnow() -> datetime:
@@ -47,6 +61,14 @@ class Job(JobBase, table=True):
         # 调度器每轮读取仍占用资源的作业
         Index("ix_jobs_holding", "node_id", postgresql_where=text("released_at IS NULL")),
         Index("ix_jobs_state", "state"),
+        # 队列顺序（有效优先级，见 priority.py）：调度器只读队首若干行
+        Index("ix_jobs_queue", "queue_rank", "id", postgresql_where=text(RUNNABLE)),
+        Index("ix_jobs_array", "array_job_id", postgresql_where=text("array_job_id IS NOT NULL")),
+        Index(
+            "ix_jobs_dependency_waiting",
+            "id",
+            postgresql_where=text("state = 'PENDING' AND dependency_state = 'WAITING'"),
+        ),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
@@ -73,6 +95,25 @@ class Job(JobBase, table=True):
     # 作业进程树的追踪标记（环境变量）；执行器丢失后据此清理孤儿进程，不对外暴露
     token: str | None = Field(default=None, max_length=64)
     data_source: str = Field(default="API", max_length=32)
+    # ---- 调度（docs/scheduling.md）----
+    priority: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    queue_rank: float = Field(
+        default=0.0, sa_column=Column(Float, nullable=False, server_default="0")
+    )
+    held: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+    )
+    dependency: str | None = Field(default=None, sa_column=Column(Text))
+    # NONE / WAITING / SATISFIED / NEVER（dependencies.DepState）
+    dependency_state: str = Field(
+        default="NONE", sa_column=Column(String(16), nullable=False, server_default="NONE")
+    )
+    # 调度器最近一次给出的等待原因（Resources / Priority …）；挂起、依赖等原因由 API 从列推导
+    state_reason: str | None = Field(default=None, max_length=32)
+    array_job_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    array_task_id: int | None = None
+    array_spec: str | None = Field(default=None, max_length=255)
+    array_max_running: int | None = None
 
 
 class SchedulerEpoch(SQLModel, table=True):

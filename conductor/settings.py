@@ -9,6 +9,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conductor.limits import AccountLimit
+from conductor.partitions import PartitionConfig, PartitionTable
+
 
 class Settings(BaseSettings):
     """Conductor 的全部可配置项；CLI 选项默认取这里的值。"""
@@ -32,6 +35,27 @@ class Settings(BaseSettings):
     default_partition: str = Field("default", description="默认分区名")
     debug: bool = Field(False, description="调度器输出调试日志（每轮的放置决定、节点列表）")
     idle_resync: float = Field(2.0, gt=0, description="调度器空闲时与数据库对账的间隔秒数")
+
+    partitions: dict[str, PartitionConfig] = Field(
+        default_factory=dict,
+        description='分区（JSON）：{"batch": {"default": true, "max_time": "1-00:00:00"}, ...}；'
+        "为空时只有一个不限时的默认分区 default_partition",
+    )
+    account_limits: dict[str, AccountLimit] = Field(
+        default_factory=dict,
+        description='账户上限（JSON）：{"alice": {"max_running_jobs": 10, "max_cpus": 64}, "*": {...}}',
+    )
+    max_array_size: int = Field(1001, ge=1, le=100_000, description="一个作业数组最多的任务数")
+
+    @field_validator("partitions")
+    @classmethod
+    def _one_default(cls, value: dict[str, PartitionConfig]) -> dict[str, PartitionConfig]:
+        if value:
+            PartitionTable.from_config(value, "")  # 恰好一个默认分区，否则启动即报错
+        return value
+
+    def partition_table(self) -> PartitionTable:
+        return PartitionTable.from_config(self.partitions, self.default_partition)
 
     @field_validator("data_dir")
     @classmethod

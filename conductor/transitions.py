@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlmodel import Session
 
+from conductor.models import RUNNABLE
 from conductor.policy import Placement
 from conductor.states import JobState, sources_of
 
@@ -56,20 +57,20 @@ def claim(
     epoch: int,
     hosts: Sequence[str | None] | None = None,
 ) -> list[dict]:
-    """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消的不会出现。"""
+    """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消、挂起的不会出现。"""
     if not placements:
         return []
     rows = session.execute(
         text(
-            """
+            f"""
             UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
                    node_id = v.node_id, node_name = v.node_name, token = v.token,
                    agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
-                   released_at = NULL
+                   released_at = NULL, state_reason = NULL
             FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
                         CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
                  AS v(id, node_id, node_name, token, agent_id, host)
-            WHERE jobs.id = v.id AND jobs.state = 'PENDING'
+            WHERE jobs.id = v.id AND {RUNNABLE}
             RETURNING jobs.*
             """
         ),
@@ -231,3 +232,79 @@ def settle_lost(
     已取消而进程随节点消失的作业只释放资源。返回状态真正改变的作业 id。
     """
     return finish(session, [Outcome(j, state, None, reason, token) for j, token in claims])
+
+
+def set_held(session: Session, job_ids: Sequence[int], held: bool) -> list[int]:
+    """挂起或放行排队中的作业；返回状态确实改变的作业 id（只有 PENDING 的作业能挂起）。"""
+    rows = session.execute(
+        text(
+            "UPDATE jobs SET held = :held WHERE id = ANY(:ids) AND state = 'PENDING' "
+            "AND held <> :held RETURNING id"
+        ),
+        {"ids": list(job_ids), "held": held},
+    )
+    return [r[0] for r in rows]
+
+
+def update_pending(
+    session: Session,
+    job_id: int,
+    priority: int | None,
+    queue_rank: float | None,
+    time_limit: tuple[int | None] | None,
+) -> bool:
+    """修改排队中作业的优先级（连同排序键）或时限；作业已不在排队返回 False。
+
+    time_limit 用一元组包装，以区分“不修改”（None）与“改为不限时”（(None,)）。
+    """
+    sets = []
+    params: dict[str, object] = {"id": job_id}
+    if priority is not None:
+        sets += ["priority = :priority", "queue_rank = :rank"]
+        params |= {"priority": priority, "rank": queue_rank}
+    if time_limit is not None:
+        sets.append("time_limit_seconds = :limit")
+        params["limit"] = time_limit[0]
+    if not sets:
+        return True
+    row = session.execute(
+        text(
+            f"UPDATE jobs SET {', '.join(sets)} WHERE id = :id AND state = 'PENDING' RETURNING id"
+        ),
+        params,
+    ).first()
+    return row is not None
+
+
+def set_reasons(session: Session, reasons: dict[int, str]) -> None:
+    """记录调度器给出的等待原因（只写仍在排队的作业）。"""
+    if not reasons:
+        return
+    session.execute(
+        text(
+            """
+            UPDATE jobs SET state_reason = v.reason
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS v(id, reason)
+            WHERE jobs.id = v.id AND jobs.state = 'PENDING'
+            """
+        ),
+        {"ids": list(reasons), "reasons": list(reasons.values())},
+    )
+
+
+def set_dependency_states(session: Session, states: dict[int, str]) -> None:
+    """记录依赖的判定结果（只改仍在等待依赖的排队作业）。"""
+    if not states:
+        return
+    session.execute(
+        text(
+            """
+            UPDATE jobs SET dependency_state = v.dep,
+                   eligible_time = CASE WHEN v.dep = 'SATISFIED' THEN clock_timestamp()
+                                        ELSE eligible_time END
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:deps AS text[])) AS v(id, dep)
+            WHERE jobs.id = v.id AND jobs.state = 'PENDING' AND jobs.dependency_state = 'WAITING'
+            """
+        ),
+        {"ids": list(states), "deps": list(states.values())},
+    )

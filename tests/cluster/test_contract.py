@@ -126,12 +126,12 @@ def test_submit_rejects_blank_script_and_missing_fields(service: Service) -> Non
     assert resp.status_code == 422
     assert "script" in resp.json()["detail"]
     payload = job_payload("echo hi")
-    del payload["job"]["time_limit"]
     del payload["job"]["account"]
+    del payload["job"]["name"]
     resp = service.client.post("/jobs/submit", json=payload)
     assert resp.status_code == 422
     fields = {e["field"] for e in resp.json()["errors"]}
-    assert {"job.time_limit", "job.account"} <= fields
+    assert {"job.name", "job.account"} <= fields
     assert "缺少必填字段" in resp.json()["detail"]
 
 

@@ -1,0 +1,72 @@
+"""排队作业的控制（新增接口）：挂起、放行、修改优先级与时限。数组主作业号作用于全部排队任务。"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from api.lookup import load_targets
+from api.runtime import Runtime, get_runtime
+from api.schemas import JobUpdateRequest, MessageResponse
+from conductor import transitions
+from conductor.db import session_scope
+from conductor.errors import JobNotPending
+from conductor.models import Job
+from conductor.priority import queue_rank
+from conductor.states import JobState
+from conductor.timefmt import format_limit, parse_time_limit
+
+router = APIRouter()
+
+
+def _pending(jobs: list[Job], ref: str, action: str) -> list[Job]:
+    pending = [j for j in jobs if j.state == JobState.PENDING]
+    if not pending:
+        states = "、".join(sorted({str(j.state) for j in jobs}))
+        raise JobNotPending(f"作业 {ref} 处于 {states} 状态，已不在排队，不能{action}")
+    return pending
+
+
+def _set_held(ref: str, held: bool, rt: Runtime) -> MessageResponse:
+    action = "挂起" if held else "放行"
+    with session_scope(rt.engine) as session:
+        jobs = _pending(load_targets(session, ref), ref, action)
+        changed = transitions.set_held(session, [j.id or 0 for j in jobs], held)
+    rt.cluster.wake()
+    return MessageResponse(msg=f"作业 {ref}：{action}了 {len(changed)} 个排队中的作业")
+
+
+@router.post("/jobs/{job_id}/hold", response_model=MessageResponse)
+def hold(job_id: str, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+    """挂起排队中的作业（scontrol hold）：放行前不会启动，等待原因 JobHeldUser。"""
+    return _set_held(job_id, True, rt)
+
+
+@router.post("/jobs/{job_id}/release", response_model=MessageResponse)
+def release(job_id: str, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+    """放行被挂起的作业（scontrol release），按原来的优先级与提交时间排队。"""
+    return _set_held(job_id, False, rt)
+
+
+@router.patch("/jobs/{job_id}", response_model=MessageResponse)
+def update(
+    job_id: str, req: JobUpdateRequest, rt: Runtime = Depends(get_runtime)
+) -> MessageResponse:
+    """修改排队中作业的优先级或时限（scontrol update）；时限不能超过分区上限。"""
+    partitions = rt.settings.partition_table()
+    limit = None if req.time_limit is None else (parse_time_limit(req.time_limit),)
+    with session_scope(rt.engine) as session:
+        jobs = _pending(load_targets(session, job_id), job_id, "修改")
+        for job in jobs:
+            if limit is not None:
+                partitions.time_limit(partitions.get(job.partition), limit[0], given=True)
+            rank = None if req.priority is None else queue_rank(req.priority, job.submit_time)
+            transitions.update_pending(session, job.id or 0, req.priority, rank, limit)
+    rt.cluster.wake()
+    changes = []
+    if req.priority is not None:
+        changes.append(f"优先级 {req.priority}")
+    if limit is not None:
+        changes.append(f"时限 {format_limit(limit[0])}")
+    return MessageResponse(
+        msg=f"作业 {job_id}：已修改 {len(jobs)} 个排队中的作业（{'，'.join(changes) or '无改动'}）"
+    )

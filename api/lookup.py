@@ -1,0 +1,46 @@
+"""按作业引用（“12” 或数组任务 “12_3”）取作业；数组主作业号指整个数组。"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from conductor.arrays import parse_job_ref
+from conductor.errors import InvalidJobRequest, JobNotFound
+from conductor.models import Job
+
+
+def job_ref(value: str) -> tuple[int, int | None]:
+    try:
+        return parse_job_ref(value)
+    except ValueError as exc:
+        raise InvalidJobRequest("job_id", str(exc)) from exc
+
+
+def load_job(session: Session, value: str) -> Job:
+    """引用所指的那一个作业（数组主作业号即第一个任务）；不存在 404。"""
+    job_id, task = job_ref(value)
+    if task is None:
+        job = session.get(Job, job_id)
+    else:
+        job = session.exec(
+            select(Job).where(Job.array_job_id == job_id, Job.array_task_id == task)
+        ).first()
+    if job is None:
+        raise JobNotFound(f"作业 {value} 不存在")
+    return job
+
+
+def load_targets(session: Session, value: str) -> list[Job]:
+    """操作（取消、挂起、放行、修改）的对象：数组主作业号为全部任务，否则为那一个作业。"""
+    job = load_job(session, value)
+    if job.array_job_id is not None and job.id == job.array_job_id and "_" not in value:
+        return array_tasks(session, job.array_job_id)
+    return [job]
+
+
+def array_tasks(session: Session, array_job_id: int) -> list[Job]:
+    return list(
+        session.exec(
+            select(Job).where(Job.array_job_id == array_job_id).order_by(Job.array_task_id)  # type: ignore[arg-type]
+        )
+    )
