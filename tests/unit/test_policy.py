@@ -10,7 +10,6 @@ from conductor.limits import NO_LIMIT, AccountLimit
 from conductor.policy import (
     NodeView,
     PendingJob,
-    Placement,
     Plan,
     RunningJob,
     Snapshot,
