@@ -325,3 +325,25 @@ def test_account_limits(service: Service, tmp_path: Path) -> None:
     wait_reason(service, over, "AssocGrpCpuLimit")
     post(service, f"/jobs/cancel/{first}")
     service.wait_state(second, "RUNNING")
+
+
+def test_scheduler_restart_keeps_holds_dependencies_and_throttles(
+    service: Service, tmp_path: Path
+) -> None:
+    """调度状态都在作业行里：调度器被杀重启后，挂起仍挂起、依赖仍等待、数组 %N 仍生效。"""
+    first = submit(service, "sleep 2", tmp_path)
+    waiting = submit(service, "true", tmp_path, dependency=f"afterok:{first}")
+    held = submit(service, "true", tmp_path, hold=True)
+    array_id = submit(service, "sleep 1", tmp_path, array="0-3%1")
+    wait_reason(service, waiting, "Dependency")
+    service.wait_scheduler_restarted(service.kill_scheduler())
+    service.wait_state(waiting, "COMPLETED")
+    assert times(service, waiting)["start"] >= times(service, first)["end"]
+    assert service.state(held) == "PENDING" and reason(service, held) == "JobHeldUser"
+    tasks = [t["job_id"] for t in service.query(array_id)["array_tasks"]]
+    for job_id in tasks:
+        service.wait_state(job_id, "COMPLETED")
+    spans = sorted((times(service, j)["start"], times(service, j)["end"]) for j in tasks)
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), "%1：一次只跑一个"
+    post(service, f"/jobs/{held}/release")
+    service.wait_state(held, "COMPLETED")
