@@ -43,6 +43,7 @@ class JobSpec:
     array_job_id: int | None = None
     array_task_id: int | None = None
     array_spec: str | None = None
+    exclusive: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], token: str, kill_wait: float) -> JobSpec:
@@ -68,6 +69,7 @@ class JobSpec:
             array_job_id=row.get("array_job_id"),
             array_task_id=row.get("array_task_id"),
             array_spec=row.get("array_spec"),
+            exclusive=bool(row.get("exclusive", False)),
         )
 
 
