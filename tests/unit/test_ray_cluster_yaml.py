@@ -36,9 +36,7 @@ def test_cloud_config_declares_partitions_as_custom_resources() -> None:
     assert config["provider"]["type"] == "aws"
     types = config["available_node_types"]
     assert types[config["head_node_type"]]["resources"] == {"CPU": 0}  # 头节点不跑作业
-    partitions = {
-        r for t in types.values() for r in t["resources"] if r.startswith("partition:")
-    }
+    partitions = {r for t in types.values() for r in t["resources"] if r.startswith("partition:")}
     assert partitions == {"partition:batch", "partition:spot"}
 
 
