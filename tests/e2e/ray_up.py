@@ -154,9 +154,12 @@ class Node:
 
     def survivors(self) -> list[psutil.Process]:
         """stop() 结束过的进程中仍然活着的（psutil.Process 带创建时间，PID 复用不会误认）。"""
-        return [
-            p for p in self.seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = []
+        for p in self.seen.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        return alive
 
     def log_tail(self) -> str:
         return self.log_path.read_text()[-4000:] if self.log_path.exists() else ""
