@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from tests.e2e.ray_up import (
     veth_netns,
     wait_http,
 )
-from tests.e2e.serve_process import free_port
+from tests.e2e.serve_process import CONDUCTOR, free_port
 from tests.helpers import wait_for
 
 HEAD_NAME, WORKER_NAME = "yaml-head", "yaml-worker"
@@ -91,18 +92,30 @@ class Deployment:
 
         return wait_for(found, 60, interval=0.5, what="API 看到工作节点")
 
-    def run_job(self, script: str) -> dict:
-        """经 API 提交一个作业并等它结束，返回查询结果。"""
-        body = job_payload(script, current_working_directory=str(self.workdir / "jobs"))
+    def submit(self, script: str, **job: object) -> str:
+        body = job_payload(script, current_working_directory=str(self.workdir / "jobs"), **job)
         resp = httpx.post(self.url + "/jobs/submit", json=body, timeout=30)
         assert resp.status_code == 201, resp.text
-        job_id = resp.json()["job_id"]
+        return str(resp.json()["job_id"])
 
+    def wait_done(self, job_id: str) -> dict:
         def done() -> dict | None:
             got = httpx.get(f"{self.url}/jobs/query/{job_id}", timeout=30).json()
             return got if got["state"] not in ("PENDING", "RUNNING") else None
 
         return wait_for(done, 90, interval=0.3, what=lambda: f"作业 {job_id} 结束\n{self.logs()}")
+
+    def run_job(self, script: str, **job: object) -> dict:
+        """经 API 提交一个作业并等它结束，返回查询结果。"""
+        return self.wait_done(self.submit(script, **job))
+
+    def scheduler_epoch(self) -> int | None:
+        """健康时调度器的纪元；API 正在重启或不健康时为 None。"""
+        try:
+            resp = httpx.get(self.url + "/health", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return resp.json()["components"]["scheduler"]["epoch"] if resp.status_code == 200 else None
 
     def logs(self) -> str:
         """失败时的线索：Conductor 的日志与各节点启动命令的输出。"""
@@ -139,10 +152,53 @@ def test_yaml_start_commands_bring_up_head_and_worker(tmp_path: Path, short_tmp:
             assert result["state"] == "COMPLETED", result
             assert result["detail"]["node_list"] == WORKER_NAME
             assert result["job_log"]["stdout"].strip() == worker_id  # 执行器报告的真实节点
+
+            upgrade_in_place(deploy, worker_id)
         finally:
             deploy.stop()
         assert len(deploy.nodes[0].seen) > 3 and len(deploy.nodes[1].seen) > 3  # Ray 的各个进程
         assert not [p for n in deploy.nodes for p in n.survivors()]
+
+
+def upgrade_in_place(deploy: Deployment, worker_id: str) -> None:
+    """docs/deployment.md 的升级第 2、3 步，对着按 yaml 起的集群原样执行：运行中的作业不受影响。"""
+    jobs = deploy.workdir / "jobs"
+    running = deploy.submit(
+        "touch started; while [ ! -f go ]; do sleep 0.1; done; echo done", standard_output="up.out"
+    )
+    wait_for((jobs / "started").exists, 60, what=lambda: f"作业启动\n{deploy.logs()}")
+    epoch = deploy.scheduler_epoch()
+    assert epoch is not None
+
+    retire = subprocess.run(
+        [CONDUCTOR, "retire-actors", "--ray-address", f"127.0.0.1:{deploy.ray_port}"],
+        env=clean_env(
+            RAY_TMPDIR=str(deploy.ray_tmp / "head"), CONDUCTOR_DATABASE_URL=deploy.database_url
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert retire.returncode == 0, retire.stderr
+    said = "".join(retire.stdout.split())  # rich 会按终端宽度折行
+    assert "调度器已永久停止" in said and "已停止1个空闲的节点代理" in said  # 头节点的代理
+    assert f"保留节点{worker_id}的代理（仍有作业[{running}]" in said
+    data = deploy.workdir / "conductor-data"
+    subprocess.run(["bash", "-c", f"pkill -TERM -P $(cat {data}/serve.pid)"], check=True)
+
+    # 外层循环拉起新的 conductor serve：新 API 进程建出新调度器（新纪元），接管作业
+    wait_for(
+        lambda: (deploy.scheduler_epoch() or 0) > epoch,
+        120,
+        interval=0.5,
+        what=lambda: f"新调度器就绪\n{deploy.logs()}",
+    )
+    assert "收到信号 SIGTERM" in (data / "serve.log").read_text()
+    (jobs / "go").touch()
+    result = deploy.wait_done(running)
+    assert result["state"] == "COMPLETED" and result["job_log"]["stdout"] == "done\n", result
+    # 新调度器照常调度：新作业在工作节点上运行
+    assert deploy.run_job("true", standard_output="after.out")["state"] == "COMPLETED"
 
 
 @pytest.fixture
