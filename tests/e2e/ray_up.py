@@ -79,44 +79,44 @@ def tcp_postgres(listen: list[str], clients: list[str]) -> Iterator[str]:
     以 TCP 重新启动它；pgserver 自己只开 Unix 套接字。
     """
     root = Path(tempfile.mkdtemp(prefix="conductor-tcp-pg-"))
-    password = secrets.token_hex(12)
+    pgdata = root / "pg"
     embedded = EmbeddedPostgres(root)
     server = embedded._server
-    admin = create_engine(normalize_url(embedded.url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE ROLE conductor LOGIN PASSWORD '{password}'"))
-        conn.execute(text("CREATE DATABASE conductor OWNER conductor"))
-    admin.dispose()
-    embedded.stop()
-    pgdata = root / "pg"
-    hba = ["local all all trust"] + [f"host all all {ip}/32 scram-sha-256" for ip in clients]
-    (pgdata / "pg_hba.conf").write_text("\n".join(hba) + "\n")
-    port = free_port()
     pg_ctl = [str(server.bin_path / "pg_ctl"), "-D", str(pgdata)]
-    subprocess.run(
-        [
-            *pg_ctl,
-            "-w",
-            "-l",
-            str(pgdata / "tcp.log"),
-            "-o",
-            f"-h {','.join(listen)} -p {port} -k {pgdata}",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-        user=server.system_user,
-    )
+    started = False
     try:
-        yield f"postgresql://conductor:{password}@{listen[0]}:{port}/conductor"
-    finally:
-        subprocess.run(
-            [*pg_ctl, "-m", "immediate", "stop"],
+        password = secrets.token_hex(12)
+        admin = create_engine(normalize_url(embedded.url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE ROLE conductor LOGIN PASSWORD '{password}'"))
+            conn.execute(text("CREATE DATABASE conductor OWNER conductor"))
+        admin.dispose()
+        embedded.stop()
+        hba = ["local all all trust"] + [f"host all all {ip}/32 scram-sha-256" for ip in clients]
+        (pgdata / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        port = free_port()
+        options = f"-h {','.join(listen)} -p {port} -k {pgdata}"
+        log = pgdata / "tcp.log"
+        done = subprocess.run(
+            [*pg_ctl, "-w", "-l", str(log), "-o", options, "start"],
             capture_output=True,
+            text=True,
             timeout=60,
             user=server.system_user,
         )
+        started = True  # 即使报错也可能已在运行：结束时总是 stop
+        assert done.returncode == 0, f"PostgreSQL 启动失败：{done.stderr}\n{log.read_text()}"
+        yield f"postgresql://conductor:{password}@{listen[0]}:{port}/conductor"
+    finally:
+        if started:
+            subprocess.run(
+                [*pg_ctl, "-m", "immediate", "stop"],
+                capture_output=True,
+                timeout=60,
+                user=server.system_user,
+            )
+        else:
+            embedded.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
