@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 
 from api.server import serve  # noqa: E402 - 须在设置 RAY_AUTH_MODE 之后导入
+from cluster.bootstrap import connect_ray
 from cluster.doctor import run_checks
+from cluster.upgrade import retire_actors
 from conductor.cli import app, err, out
 from conductor.settings import Settings, get_settings
 
@@ -48,6 +50,34 @@ def doctor(
         err.print(f"[red]发现 {len(remaining)} 个未解决的问题[/red]")
         raise typer.Exit(1)
     out.print("未发现未解决的问题")
+
+
+@app.command("retire-actors")
+def retire_actors_command(
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray 集群地址，默认同 serve")
+    ] = None,
+) -> None:
+    """升级用：永久停止调度器并停止空闲的节点代理，运行中的作业不受影响。
+
+    之后重启 conductor serve，新的 API 进程以新安装的代码重建调度器与代理（见 docs/deployment.md）。
+    """
+    base = get_settings()
+    settings = base.model_copy(
+        update={
+            "database_url": database_url or base.database_url or embedded_url(base),
+            "ray_address": ray_address or base.ray_address or f"127.0.0.1:{base.ray_port}",
+        }
+    )
+    connect_ray(settings, timeout=15)
+    report = retire_actors(settings)
+    out.print("调度器已永久停止" if report.scheduler_stopped else "没有运行中的调度器")
+    out.print(f"已停止 {len(report.retired)} 个空闲的节点代理")
+    for node_id, jobs in sorted(report.kept.items()):
+        out.print(f"保留节点 {node_id} 的代理（仍有作业 {jobs}，继续以旧代码运行到结束）")
 
 
 def embedded_url(settings: Settings) -> str:
