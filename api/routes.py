@@ -88,7 +88,7 @@ def _check_runnable(job: Job, rt: Runtime) -> None:
     nodes = [
         NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory)
         for n in rt.cluster.nodes()
-        if n.alive and job.partition in partitions.node_partitions(n.labels)
+        if n.alive and job.partition in partitions.node_partitions(n.labels, n.resources)
     ]
     if not nodes or can_ever_run(job.cpus, job.memory_bytes, nodes):
         return  # 分区暂无存活节点时接受：节点加入后即可运行
@@ -391,7 +391,7 @@ def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
             NodeInfo(
                 node_name=n.node_name,
                 node_id=n.node_id,
-                partition=",".join(sorted(partitions.node_partitions(n.labels))),
+                partition=",".join(sorted(partitions.node_partitions(n.labels, n.resources))),
                 total_cpus=total,
                 allocated_cpus=allocated,
                 available_cpus=max(0, total - allocated) if n.alive else 0,

@@ -23,6 +23,8 @@ class RayNode:
     total_memory: float
     # Ray 节点标签：conductor.node-name 起名，conductor.partition 声明所属分区（partitions.py）
     labels: dict[str, str] = field(default_factory=dict, compare=False)
+    # 自定义资源名（partition:<名> 声明所属分区）
+    resources: tuple[str, ...] = field(default=(), compare=False)
 
 
 def node_name(raw: dict[str, Any]) -> str:
@@ -46,6 +48,7 @@ def list_nodes() -> list[RayNode]:
                 total_cpus=float(resources.get("CPU", 0.0)),
                 total_memory=float(resources.get("memory", 0.0)),
                 labels=dict(raw.get("Labels") or {}),
+                resources=tuple(resources),
             )
         )
     return nodes

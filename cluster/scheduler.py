@@ -320,7 +320,7 @@ class Scheduler:
                 n.node_name,
                 n.total_cpus,
                 n.total_memory,
-                self.partitions.node_partitions(n.labels),
+                self.partitions.node_partitions(n.labels, n.resources),
             )
             for n in nodes
             if n.node_id in agents

@@ -1,12 +1,14 @@
-"""分区：由配置给出（名称、默认与最大时限、是否默认分区），节点经 Ray 标签归入分区。
+"""分区：由配置给出（名称、默认与最大时限、是否默认分区），节点经 Ray 标签或自定义资源归入分区。
 
-节点在 `ray start --labels '{"conductor.partition": "gpu,debug"}'` 中声明所属分区（可多个，逗号分隔）；
-未声明的节点属于默认分区。没有配置任何分区时只有一个不限时的默认分区。
+节点声明所属分区（可多个）的两种写法，效果相同：
+- 标签：`ray start --labels '{"conductor.partition": "gpu,debug"}'`（逗号分隔）；
+- 自定义资源：`ray start --resources '{"partition:gpu": 1}'`（ray up 的节点类型里写 resources 更方便）。
+都没有声明的节点属于默认分区。没有配置任何分区时只有一个不限时的默认分区。
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -15,6 +17,7 @@ from conductor.errors import InvalidJobRequest
 from conductor.timefmt import format_limit, parse_time_limit
 
 PARTITION_LABEL = "conductor.partition"
+PARTITION_RESOURCE = "partition:"
 
 
 class PartitionConfig(BaseModel):
@@ -101,10 +104,17 @@ class PartitionTable:
             )
         return requested
 
-    def node_partitions(self, labels: Mapping[str, str]) -> frozenset[str]:
-        """节点所属的分区：标签里列出的已配置分区；没有标签时为默认分区。"""
+    def node_partitions(
+        self, labels: Mapping[str, str], resources: Iterable[str] = ()
+    ) -> frozenset[str]:
+        """节点所属的分区：标签或自定义资源里列出的已配置分区；都没有时为默认分区。"""
         raw = labels.get(PARTITION_LABEL, "")
         named = {p.strip() for p in raw.split(",") if p.strip()}
+        named |= {
+            r.removeprefix(PARTITION_RESOURCE)
+            for r in resources
+            if r.startswith(PARTITION_RESOURCE)
+        }
         if not named:
             return frozenset({self.default.name})
         return frozenset(named & set(self.by_name))

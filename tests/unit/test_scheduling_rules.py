@@ -144,6 +144,10 @@ def test_node_partitions_from_labels() -> None:
     assert table.node_partitions({}) == {"batch"}
     assert table.node_partitions({"conductor.partition": "debug, long"}) == {"debug", "long"}
     assert table.node_partitions({"conductor.partition": "nope"}) == frozenset()
+    # ray up 配置里常用自定义资源 partition:<名> 声明
+    assert table.node_partitions({}, ["CPU", "partition:debug", "memory"]) == {"debug"}
+    both = table.node_partitions({"conductor.partition": "long"}, ["partition:debug"])
+    assert both == {"debug", "long"}
 
 
 def test_default_partition_without_config() -> None:
