@@ -35,6 +35,7 @@ from conductor.db import ping, session_scope
 from conductor.errors import ConductorError, InvalidJobRequest, JobNotFound
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
+from conductor.sbatch import expand_filename
 from conductor.states import JobState
 from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memory, parse_time_limit
 
@@ -104,6 +105,10 @@ def _persist(rt: Runtime, jobs: list[Job]) -> list[str]:
     with session_scope(rt.engine) as session:
         session.add_all(jobs)
         session.flush()
+        for job in jobs:
+            # Slurm 的 %j/%x/%u 等文件名模式要等有了作业号才能展开，仍在同一事务里
+            job.stdout_path = expand_filename(job.stdout_path, job.id or 0, job.name, job.account)
+            job.stderr_path = expand_filename(job.stderr_path, job.id or 0, job.name, job.account)
         ids = [str(job.id) for job in jobs]
     rt.cluster.wake()
     return ids
