@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, logs, metrics, ui
 from api.routes import router
 from api.runtime import Runtime
 
@@ -17,4 +17,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(router)
+    app.include_router(logs.router)
+    app.include_router(metrics.router)
+    ui.install(app)
     return app

@@ -22,6 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import text
 
 from cluster.agent import NodeAgent, agent_name
+from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
 from conductor import transitions
@@ -72,6 +73,9 @@ class Scheduler:
         # 最近若干轮调度的耗时（秒），供观测与基准测试
         self.pass_times: deque[float] = deque(maxlen=200)
         self.reconciliations = 0
+        # 同一批数字也作为 Ray 指标导出；figures 为本轮的 (CPU 总数, 已分配, 读到的排队数, 派发数)
+        self.metrics = SchedulerMetrics(settings.namespace)
+        self.figures: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
         self.main = asyncio.get_running_loop().create_task(self._main())
 
     # ---- 对外方法 ----
@@ -113,6 +117,7 @@ class Scheduler:
     async def _main(self) -> None:
         self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
         log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
+        self.metrics.started(self.epoch)
         await self._retrying(lambda: self._reconcile(startup=True))
         self.ready.set()
         last_resync = time.monotonic()
@@ -218,6 +223,7 @@ class Scheduler:
             held, {n.node_id for n in nodes}, views, startup=startup, in_flight=self.in_flight
         )
         self.reconciliations += 1
+        self.metrics.reconciled()
         log.debug(
             "对账：持有 %s；计划 %s", [(j.job_id, j.node_id[:8]) for j in held], plan.summary()
         )
@@ -293,6 +299,7 @@ class Scheduler:
             await self._plan_and_launch()
         finally:
             self.pass_times.append(time.perf_counter() - started)
+            self.metrics.scheduled(self.pass_times[-1], *self.figures)
 
     async def _plan_and_launch(self) -> None:
         self.passes += 1
@@ -313,10 +320,13 @@ class Scheduler:
         ]
         # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首
         window = int(sum(max(0.0, v.free_cpus) for v in views))
+        total = sum(v.total_cpus for v in views)
+        self.figures = (total, total - sum(v.free_cpus for v in views), 0, 0)
         if window == 0:
             return
         pending = await asyncio.to_thread(self._pending, window + QUEUE_SLACK)
         placements = plan_fifo(pending, views)
+        self.figures = (*self.figures[:2], len(pending), len(placements))
         if not placements:
             return
         log.debug("放置：%s；节点空闲：%s", placements, views)
