@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import docs, errors, logs, metrics, ui
+from api import docs, errors, logs, metrics, openapi, ui
 from api.routes import router
 from api.runtime import Runtime
 
@@ -26,4 +26,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(metrics.router)
     ui.install(app)
     docs.install(app)
+    openapi.install(app)
     return app

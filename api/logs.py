@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from api.runtime import Runtime, get_runtime
@@ -72,7 +72,7 @@ LOG_RESPONSES: dict[int | str, dict] = {
     summary="读取或跟随作业日志",
 )
 async def job_logs(
-    job_id: int,
+    job_id: Annotated[int, Path(description="作业 ID")],
     rt: Runtime = Depends(get_runtime),
     stream: Annotated[LogStream, Query(description="读取哪个输出：stdout 或 stderr")] = (
         LogStream.stdout

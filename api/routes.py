@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import select
@@ -41,6 +41,7 @@ from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memor
 
 router = APIRouter()
 RECENT = 20
+JobId = Annotated[int, Path(description="作业 ID")]
 
 
 def _resolve(work_dir: str, path: str) -> str:
@@ -173,7 +174,7 @@ def _elapsed(job: Job) -> str:
 
 
 @router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
-def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
+def query(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
     """查询作业状态、时间、退出码与日志。"""
     job = _load(rt, job_id)
     return JobQueryResponse(
@@ -205,7 +206,7 @@ def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
 
 
 @router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
-def cancel(job_id: int, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+def cancel(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
     """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。"""
     with session_scope(rt.engine) as session:
         result = transitions.cancel(session, job_id)
@@ -235,10 +236,10 @@ def _summary(job: Job) -> JobSummary:
 def list_jobs(
     rt: Runtime = Depends(get_runtime),
     state: Annotated[list[JobState] | None, Query(description="按状态过滤，可重复")] = None,
-    account: Annotated[str | None, Query(max_length=255)] = None,
-    partition: Annotated[str | None, Query(max_length=100)] = None,
-    name: Annotated[str | None, Query(max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    account: Annotated[str | None, Query(max_length=255, description="只看该账户")] = None,
+    partition: Annotated[str | None, Query(max_length=100, description="只看该分区")] = None,
+    name: Annotated[str | None, Query(max_length=255, description="只看该作业名")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="每页最多多少个")] = 100,
     cursor: Annotated[int | None, Query(ge=1, description="上一页返回的 next_cursor")] = None,
 ) -> JobListResponse:
     """作业列表（新增接口）：按过滤条件、最新在前；以作业 id 为游标分页，翻页期间新提交的作业不会打乱顺序。"""
