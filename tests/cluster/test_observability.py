@@ -60,9 +60,13 @@ def test_prometheus_metrics(service: Service, tmp_path: Path) -> None:
     service.client.post(f"/jobs/cancel/{running}")
 
 
-def test_scheduler_exports_ray_metrics(service: Service) -> None:
-    """调度器的 ray.util.metrics 出现在 Ray 节点的指标端口上（与 Ray 自己的指标在一起）。"""
-    service.scheduler_status()
+def test_scheduler_exports_ray_metrics_and_job_tasks_are_named(
+    service: Service, tmp_path: Path
+) -> None:
+    """调度器的 ray.util.metrics 出现在 Ray 节点的指标端口上（与 Ray 自己的指标在一起）；
+    作业的 Ray 任务名为 job-<id>:<作业名>，在 Ray 的任务指标与仪表盘里认得出是哪个作业。"""
+    job_id = service.submit("true", name="probe", current_working_directory=str(tmp_path))
+    service.wait_state(job_id, "COMPLETED")
     ports = {n["MetricsExportPort"] for n in ray.nodes() if n["Alive"]}
     namespace = f'namespace="{service.settings.namespace}"'
 
@@ -72,12 +76,12 @@ def test_scheduler_exports_ray_metrics(service: Service) -> None:
                 body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             except httpx.HTTPError:
                 continue
-            lines = [ln for ln in body.splitlines() if "conductor_scheduler_passes" in ln]
-            if any(namespace in ln for ln in lines):
+            passes = [ln for ln in body.splitlines() if "conductor_scheduler_passes" in ln]
+            if any(namespace in ln for ln in passes) and f'Name="job-{job_id}:probe"' in body:
                 return body
         return None
 
-    body = wait_for(exported, 60, interval=1, what="Ray 指标端口导出调度器指标")
+    body = wait_for(exported, 60, interval=1, what="Ray 指标端口导出调度器指标与作业任务名")
     assert "conductor_cpus_total" in body and "conductor_reconciliations" in body
 
 
