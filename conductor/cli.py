@@ -265,7 +265,7 @@ def queue(
     if as_json:
         out.print_json(json.dumps(body))
         return
-    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "CPU", "节点")
+    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "CPU", "节点/原因")
     for j in body["jobs"]:
         style = STATE_STYLES.get(j["state"], "")
         table.add_row(
@@ -276,7 +276,7 @@ def queue(
             f"[{style}]{j['state']}[/{style}]" if style else j["state"],
             j["elapsed_time"],
             str(j["allocated_cpus"]),
-            j["node_list"],
+            j["node_list"] or j.get("state_reason") or "",  # 排队时显示原因（若服务端提供）
         )
     out.print(table)
 
@@ -356,6 +356,8 @@ def logs(
         _check(resp, url)
         sys.stdout.buffer.write(resp.content)
         sys.stdout.flush()
+        if not resp.content and resp.headers.get("X-Job-State") == "PENDING":
+            err.print(f"作业 {job_id} 仍在排队，还没有日志；用 -f 等待并跟随输出")
         return
     params["follow"] = "true"
     try:

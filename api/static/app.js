@@ -19,9 +19,10 @@ function el(tag, text, cls) {
   return e;
 }
 
-async function api(path, options) {
+// allow503：/health 在组件故障时以 503 返回正文，页面要显示它
+async function api(path, options, allow503 = false) {
   const resp = await fetch(path, options);
-  if (!resp.ok && resp.status !== 503) {
+  if (!resp.ok && !(allow503 && resp.status === 503)) {
     let detail = resp.statusText;
     try { detail = (await resp.json()).detail || detail; } catch (_) { /* 非 JSON */ }
     throw new Error(`HTTP ${resp.status}：${detail}`);
@@ -46,7 +47,7 @@ async function refreshCluster() {
       el("td", `${(n.utilization_rate * 100).toFixed(0)}%`));
     body.append(tr);
   }
-  const health = await (await api("/health")).json();
+  const health = await (await api("/health", undefined, true)).json();
   $("#health").textContent = health.status === "healthy" ? "服务正常" : `服务异常：${health.detail || ""}`;
   const link = $("#ray-dashboard");
   if (health.dashboard_url) {
@@ -154,7 +155,13 @@ async function loadDetail(job) {
 
 async function tailLog(job, stream) {
   // 按偏移增量读取：每次只取上次之后的新内容
-  const resp = await api(`/jobs/${job.id}/logs?stream=${stream}&offset=${job.offsets[stream]}`);
+  let resp;
+  try {
+    resp = await api(`/jobs/${job.id}/logs?stream=${stream}&offset=${job.offsets[stream]}`);
+  } catch (e) {
+    if (current === job) $("#d-msg").textContent = `无法读取日志：${e.message}`;
+    return;
+  }
   const text = await resp.text();
   if (current !== job) return;
   job.offsets[stream] = Number(resp.headers.get("X-Log-Offset") || job.offsets[stream]);

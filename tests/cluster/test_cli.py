@@ -234,3 +234,31 @@ def test_logs_api_offsets_and_follow(service: Service, api: LiveApi, tmp_path: P
     resp = httpx.get(f"{api.url}/jobs/{queued}/logs", params={"follow": "true"}, timeout=30)
     assert resp.status_code == 200 and resp.text == ""
     service.client.post(f"/jobs/cancel/{blocker}")
+
+
+def test_logs_follow_waits_while_pending(service: Service, api: LiveApi, tmp_path: Path) -> None:
+    wait_for(lambda: service.held_cpus() == 0, 30)
+    blocker = service.submit("sleep 300", cpus_per_task=CLUSTER_CPUS)
+    service.wait_state(blocker, "RUNNING")
+    queued = service.submit(
+        "echo ran-after-wait", current_working_directory=str(tmp_path), standard_output="q.out"
+    )
+    proc = cli(api.url, "logs", str(queued))
+    assert proc.returncode == 0 and proc.stdout == "" and "仍在排队" in proc.stderr
+    follower = subprocess.Popen(
+        [CONDUCTOR, "logs", str(queued), "-f", "--url", api.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert service.state(queued) == "PENDING"
+        service.client.post(f"/jobs/cancel/{blocker}")
+        out, errors = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, errors
+    assert out == "ran-after-wait\n"
+    assert f"作业 {queued} 已结束：COMPLETED" in errors
