@@ -384,6 +384,8 @@ def logs(
                     waiting.stop()
     except httpx.HTTPError as exc:
         _fail(f"与 Conductor 服务的连接中断 {url}：{exc}", EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # Ctrl-C 只停止跟随，作业照常运行
     final = _request("GET", url, f"/jobs/query/{job_id}")
     err.print(f"作业 {job_id} 已结束：{final['state']}（退出码 {final['detail']['exit_code']}）")
 

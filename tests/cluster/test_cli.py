@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +263,29 @@ def test_logs_follow_waits_while_pending(service: Service, api: LiveApi, tmp_pat
     assert follower.returncode == 0, errors
     assert out == "ran-after-wait\n"
     assert f"作业 {queued} 已结束：COMPLETED" in errors
+
+
+def test_ctrl_c_stops_following_but_not_the_job(
+    service: Service, api: LiveApi, tmp_path: Path
+) -> None:
+    job_id = service.submit(
+        "echo started; sleep 300", current_working_directory=str(tmp_path), standard_output="c.out"
+    )
+    follower = subprocess.Popen(
+        [CONDUCTOR, "logs", str(job_id), "-f", "--url", api.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "started\n"
+        follower.send_signal(signal.SIGINT)
+        follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 130
+    assert service.state(job_id) == "RUNNING"
+    service.client.post(f"/jobs/cancel/{job_id}")
