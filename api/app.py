@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import control, errors
+from api import control, docs, errors, logs, metrics, openapi, ui
 from api.routes import router
 from api.runtime import Runtime
 
@@ -12,10 +12,20 @@ from api.runtime import Runtime
 def create_app(runtime: Runtime) -> FastAPI:
     """用给定的运行时依赖构造应用（服务与测试共用）。"""
     app = FastAPI(
-        title="Conductor", description="Ray 集群上的 Slurm 风格批处理调度器", version="0.1.0"
+        title="Conductor",
+        description="Ray 集群上的 Slurm 风格批处理调度器",
+        version="0.1.0",
+        # /docs、/redoc 由 api/docs.py 用本地静态文件提供（离线可用）
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(router)
     app.include_router(control.router)
+    app.include_router(logs.router)
+    app.include_router(metrics.router)
+    ui.install(app)
+    docs.install(app)
+    openapi.install(app)
     return app

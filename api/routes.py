@@ -6,7 +6,7 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -45,6 +45,9 @@ from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memor
 
 router = APIRouter()
 RECENT = 20
+JobId = Annotated[
+    str, Path(description="作业 ID；数组任务写作 主作业号_下标（如 12_3），数组主作业号指整个数组")
+]
 
 
 def _resolve(work_dir: str, path: str) -> str:
@@ -222,7 +225,7 @@ def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
 
 
 @router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
-def query(job_id: str, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
+def query(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
     """查询作业状态、时间、退出码与日志；排队中的作业给出等待原因。
 
     job_id 可写作数组任务 12_3；查询数组主作业号时另列出全部任务的概况。
@@ -282,7 +285,7 @@ def query(job_id: str, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
 
 
 @router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
-def cancel(job_id: str, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+def cancel(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
     """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。
 
     数组主作业号取消整个数组，12_3 只取消一个任务。
@@ -322,11 +325,11 @@ def _summary(job: Job) -> JobSummary:
 def list_jobs(
     rt: Runtime = Depends(get_runtime),
     state: Annotated[list[JobState] | None, Query(description="按状态过滤，可重复")] = None,
-    account: Annotated[str | None, Query(max_length=255)] = None,
-    partition: Annotated[str | None, Query(max_length=100)] = None,
-    name: Annotated[str | None, Query(max_length=255)] = None,
+    account: Annotated[str | None, Query(max_length=255, description="只看该账户")] = None,
+    partition: Annotated[str | None, Query(max_length=100, description="只看该分区")] = None,
+    name: Annotated[str | None, Query(max_length=255, description="只看该作业名")] = None,
     array_job_id: Annotated[int | None, Query(ge=1, description="只列某个作业数组的任务")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="每页最多多少个")] = 100,
     cursor: Annotated[int | None, Query(ge=1, description="上一页返回的 next_cursor")] = None,
 ) -> JobListResponse:
     """作业列表（新增接口）：按过滤条件、最新在前；以作业 id 为游标分页，翻页期间新提交的作业不会打乱顺序。"""

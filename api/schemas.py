@@ -117,7 +117,7 @@ class JobProperties(BaseModel):
 class SubmitRequest(BaseModel):
     """POST /jobs/submit 的请求体。"""
 
-    job: JobProperties
+    job: JobProperties = Field(description="作业属性")
     script: str = Field(description="bash 脚本内容")
 
     @field_validator("script")
@@ -131,7 +131,7 @@ class SubmitRequest(BaseModel):
 
 
 class SubmitResponse(BaseModel):
-    job_id: str
+    job_id: str = Field(description="新作业的 ID（字符串形式的整数）")
 
 
 MAX_BATCH = 1000
@@ -148,60 +148,76 @@ class BatchSubmitResponse(BaseModel):
 
 
 class JobTimes(BaseModel):
-    submit_time: str | None
-    start_time: str | None
-    end_time: str | None
-    eligible_time: str | None
-    elapsed_time: str
-    limit_time: str
+    """作业的各个时间点（ISO 8601，UTC，带时区）。"""
+
+    submit_time: str | None = Field(description="提交时间")
+    start_time: str | None = Field(description="开始运行时间；尚未开始为 null")
+    end_time: str | None = Field(description="结束时间；尚未结束为 null")
+    eligible_time: str | None = Field(description="可以开始调度的时间")
+    elapsed_time: str = Field(description="已运行时长，格式 D-HH:MM:SS")
+    limit_time: str = Field(description="时间限制，格式 H:MM:SS、D-HH:MM:SS 或 UNLIMITED")
 
 
 class JobLog(BaseModel):
-    stdout: str
-    stderr: str
+    """作业自己的输出文件内容：1 MB 以内整份，否则最后 1000 行并注明已截断。"""
+
+    stdout: str = Field(description="标准输出文件的内容")
+    stderr: str = Field(description="标准错误文件的内容")
 
 
 class JobDetail(BaseModel):
-    job_name: str
-    user: str
-    partition: str
-    allocated_cpus: int
-    allocated_nodes: int
-    node_list: str
-    exit_code: str | None
-    work_dir: str
-    data_source: str
-    account: str
-    # ---- 新增 ----
-    priority: int = 0
-    dependency: str | None = None
-    array_job_id: int | None = None
-    array_task_id: int | None = None
+    """作业的详细信息（字段名沿用旧系统）。"""
+
+    job_name: str = Field(description="作业名")
+    user: str = Field(description="提交用户（即记账账户）")
+    partition: str = Field(description="分区")
+    allocated_cpus: int = Field(description="分配的 CPU 数（ntasks_per_node × cpus_per_task）")
+    allocated_nodes: int = Field(description="分配的节点数；尚未运行为 0")
+    node_list: str = Field(description="真正运行该作业的节点名；尚未运行为空串")
+    exit_code: str | None = Field(
+        description="Slurm 格式的退出码 code:signal，如 3:0、0:9；尚未结束为 null"
+    )
+    work_dir: str = Field(description="工作目录")
+    data_source: str = Field(description="数据来源，固定为 API")
+    account: str = Field(description="记账账户")
+    # ---- 新增（docs/scheduling.md）----
+    priority: int = Field(0, description="优先级（新增）；有效优先级还要加上等待的分钟数")
+    dependency: str | None = Field(None, description="依赖（新增），规范写法；没有依赖为 null")
+    array_job_id: int | None = Field(
+        None, description="所属作业数组的主作业号（新增）；不是数组为 null"
+    )
+    array_task_id: int | None = Field(None, description="数组下标（新增）；不是数组为 null")
 
 
 class ArrayTask(BaseModel):
     """数组中的一个任务（查询数组主作业时列出）。"""
 
-    job_id: int
-    array_task_id: int
-    state: str
-    state_reason: str | None
-    exit_code: str | None
-    node_list: str
+    job_id: int = Field(description="该任务的作业 ID")
+    array_task_id: int = Field(description="数组下标")
+    state: str = Field(description="状态")
+    state_reason: str | None = Field(description="排队原因；不在排队为 null")
+    exit_code: str | None = Field(description="Slurm 格式的退出码；尚未结束为 null")
+    node_list: str = Field(description="运行它的节点名；尚未运行为空串")
 
 
 class JobQueryResponse(BaseModel):
-    job_id: str
-    state: str
-    error_msg: str | None
-    time: JobTimes
-    job_log: JobLog
-    detail: JobDetail
+    """GET /jobs/query/{job_id} 的响应。"""
+
+    job_id: str = Field(description="作业 ID")
+    state: str = Field(
+        description="状态：PENDING、RUNNING、COMPLETED、FAILED、CANCELLED、TIMEOUT、NODE_FAIL"
+    )
+    error_msg: str | None = Field(description="失败、超时或丢失的原因；正常时为 null")
+    time: JobTimes = Field(description="时间信息")
+    job_log: JobLog = Field(description="作业的 stdout 与 stderr")
+    detail: JobDetail = Field(description="作业详情")
     state_reason: str | None = Field(
-        None, description="排队原因（新增，Slurm 的 Reason）：Resources、Priority、Dependency …"
+        None,
+        description="排队原因（新增，Slurm 的 Reason）：Resources、Priority、Dependency、"
+        "JobHeldUser 等；不在排队为 null",
     )
     array_tasks: list[ArrayTask] | None = Field(
-        None, description="查询数组主作业时：全部任务的概况（新增）"
+        None, description="查询数组主作业时：全部任务的概况（新增）；否则为 null"
     )
 
 
@@ -210,8 +226,12 @@ class JobUpdateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    priority: int | None = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, strict=True)
-    time_limit: str | int | None = Field(None, description="新时限；0/UNLIMITED 为不限")
+    priority: int | None = Field(
+        None, ge=MIN_PRIORITY, le=MAX_PRIORITY, strict=True, description="新优先级；不改为 null"
+    )
+    time_limit: str | int | None = Field(
+        None, description="新时限（写法同提交）；0/UNLIMITED 为不限；不改为 null"
+    )
 
     @field_validator("time_limit")
     @classmethod
@@ -222,70 +242,78 @@ class JobUpdateRequest(BaseModel):
 
 
 class MessageResponse(BaseModel):
-    msg: str
+    msg: str = Field(description="结果说明")
 
 
 class JobStats(BaseModel):
-    total: int = 0
-    running: int = 0
-    pending: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    timeout: int = 0
-    node_fail: int = 0
+    """各状态的作业数。"""
+
+    total: int = Field(0, description="作业总数")
+    running: int = Field(0, description="运行中")
+    pending: int = Field(0, description="排队中")
+    completed: int = Field(0, description="已完成")
+    failed: int = Field(0, description="失败")
+    cancelled: int = Field(0, description="已取消")
+    timeout: int = Field(0, description="超时")
+    node_fail: int = Field(0, description="节点失联")
 
 
 class ResourceStats(BaseModel):
-    total_cpus: int
-    allocated_cpus: int
-    available_cpus: int
-    utilization_rate: float
+    """存活节点的 CPU 使用合计。"""
+
+    total_cpus: int = Field(description="CPU 总数")
+    allocated_cpus: int = Field(description="已分配给作业的 CPU 数")
+    available_cpus: int = Field(description="空闲 CPU 数")
+    utilization_rate: float = Field(description="使用率，0 到 1")
 
 
 class NodeInfo(BaseModel):
-    node_name: str
-    partition: str
-    total_cpus: int
-    allocated_cpus: int
-    available_cpus: int
-    available: bool
-    utilization_rate: float
-    node_id: str
+    """一个 Ray 节点的容量与占用。"""
+
+    node_name: str = Field(description="节点名")
+    partition: str = Field(description="所属分区")
+    total_cpus: int = Field(description="CPU 总数")
+    allocated_cpus: int = Field(description="已分配给作业的 CPU 数")
+    available_cpus: int = Field(description="空闲 CPU 数；节点不可用时为 0")
+    available: bool = Field(description="节点是否存活")
+    utilization_rate: float = Field(description="使用率，0 到 1")
+    node_id: str = Field(description="Ray 节点 ID")
 
 
 class JobSummary(BaseModel):
-    job_id: int
-    name: str
-    account: str
-    state: str
-    allocated_cpus: int
-    submit_time: str | None
-    start_time: str | None
+    """作业摘要。"""
+
+    job_id: int = Field(description="作业 ID")
+    name: str = Field(description="作业名")
+    account: str = Field(description="记账账户")
+    state: str = Field(description="状态")
+    allocated_cpus: int = Field(description="请求/分配的 CPU 数")
+    submit_time: str | None = Field(description="提交时间（ISO 8601，UTC）")
+    start_time: str | None = Field(description="开始时间；尚未开始为 null")
 
 
 class JobListItem(JobSummary):
     """GET /jobs 的一行（新增接口）：在总览摘要之上加分区、节点、结束时间与退出码。"""
 
-    partition: str
-    node_list: str
-    end_time: str | None
-    elapsed_time: str
-    exit_code: str | None
-    state_reason: str | None = None
-    priority: int = 0
-    array_job_id: int | None = None
-    array_task_id: int | None = None
+    partition: str = Field(description="分区")
+    node_list: str = Field(description="运行作业的节点名；尚未运行为空串")
+    end_time: str | None = Field(description="结束时间；尚未结束为 null")
+    elapsed_time: str = Field(description="已运行时长，格式 D-HH:MM:SS")
+    exit_code: str | None = Field(description="Slurm 格式的退出码 code:signal；尚未结束为 null")
+    state_reason: str | None = Field(None, description="排队原因（新增）；不在排队为 null")
+    priority: int = Field(0, description="优先级（新增）")
+    array_job_id: int | None = Field(None, description="数组主作业号（新增）；不是数组为 null")
+    array_task_id: int | None = Field(None, description="数组下标（新增）；不是数组为 null")
 
 
 class JobListResponse(BaseModel):
-    jobs: list[JobListItem]
+    jobs: list[JobListItem] = Field(description="本页的作业，最新在前")
     next_cursor: str | None = Field(description="下一页的游标；为空表示没有更多")
 
 
 class DashboardResponse(BaseModel):
-    job_stats: JobStats
-    resource_stats: ResourceStats
-    node_info: list[NodeInfo]
-    running_jobs: list[JobSummary]
-    pending_jobs: list[JobSummary]
+    job_stats: JobStats = Field(description="各状态的作业数")
+    resource_stats: ResourceStats = Field(description="存活节点的 CPU 使用合计")
+    node_info: list[NodeInfo] = Field(description="各节点的容量与占用")
+    running_jobs: list[JobSummary] = Field(description="最新的 20 个运行中作业")
+    pending_jobs: list[JobSummary] = Field(description="最新的 20 个排队作业")

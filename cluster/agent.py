@@ -25,7 +25,7 @@ from cluster.executor import cancel_marker, run_job
 from conductor import transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.jobspec import JobSpec
-from conductor.logtail import read_tail
+from conductor.logtail import read_range, read_tail
 from conductor.outcome import ExecResult, classify, node_lost_message
 from conductor.proctree import kill_job_tree_async
 from conductor.settings import Settings
@@ -239,6 +239,10 @@ class NodeAgent:
         return await asyncio.to_thread(
             lambda: {"stdout": read_tail(Path(stdout_path)), "stderr": read_tail(Path(stderr_path))}
         )
+
+    async def read_log_range(self, path: str, offset: int | None, limit: int) -> dict:
+        """按偏移读取一段日志（跟随输出用）。offset 为 None 时读最后 limit 字节。"""
+        return await asyncio.to_thread(read_range, Path(path), offset, limit)
 
     async def _watch(self, run: Run) -> None:
         spec = run.spec

@@ -96,3 +96,13 @@ class ClusterClient:
             return ray.get(agent.read_logs.remote(stdout_path, stderr_path), timeout=timeout)
         except (ValueError, RayActorError, GetTimeoutError) as exc:
             raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc
+
+    def read_log_range(
+        self, node_id: str, path: str, offset: int | None, limit: int, timeout: float = 10.0
+    ) -> dict:
+        """经作业所在节点的代理按偏移读取日志：{"data": bytes|None, "offset": int, "size": int}。"""
+        try:
+            agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
+            return ray.get(agent.read_log_range.remote(path, offset, limit), timeout=timeout)
+        except (ValueError, RayActorError, GetTimeoutError) as exc:
+            raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc

@@ -21,6 +21,7 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.agent import NodeAgent, agent_name
+from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import (
     AgentView,
@@ -86,6 +87,9 @@ class Scheduler:
         self.reasons: dict[int, str] = {}
         self.dependencies_checked = 0.0
         self.dependency_timer: asyncio.TimerHandle | None = None
+        # 同一批数字也作为 Ray 指标导出；figures 为本轮的 (CPU 总数, 已分配, 读到的排队数, 派发数)
+        self.metrics = SchedulerMetrics(settings.namespace)
+        self.figures: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
         self.main = asyncio.get_running_loop().create_task(self._main())
 
     # ---- 对外方法 ----
@@ -127,6 +131,7 @@ class Scheduler:
     async def _main(self) -> None:
         self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
         log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
+        self.metrics.started(self.epoch)
         await self._retrying(lambda: self._reconcile(startup=True))
         self.ready.set()
         last_resync = time.monotonic()
@@ -233,6 +238,7 @@ class Scheduler:
         plan = decide(held, alive, views, startup=startup, in_flight=self.in_flight)
         plan.unassign = decide_assigned(assigned, alive, views, self.in_flight)
         self.reconciliations += 1
+        self.metrics.reconciled()
         log.debug(
             "对账：持有 %s；计划 %s", [(j.job_id, j.node_id[:8]) for j in held], plan.summary()
         )
@@ -309,6 +315,7 @@ class Scheduler:
             await self._plan_and_launch()
         finally:
             self.pass_times.append(time.perf_counter() - started)
+            self.metrics.scheduled(self.pass_times[-1], *self.figures)
 
     async def _plan_and_launch(self) -> None:
         self.passes += 1
@@ -341,6 +348,9 @@ class Scheduler:
         )
         if resolved:
             self.wake_event.set()  # 刚满足依赖的作业可能不在本轮窗口里
+        total = sum(v.total_cpus for v in views)
+        allocated = sum(r.cpus for r in running if r.started)
+        self.figures = (total, allocated, len(pending), 0)
         if not pending:
             return
         decision = plan(
@@ -355,6 +365,7 @@ class Scheduler:
         )
         placements = decision.placements
         reasons = self._changed_reasons(decision.reasons)
+        self.figures = (total, allocated, len(pending), len(placements))
         if not placements:
             if reasons:
                 await asyncio.to_thread(self._claim, [], [], [], [], reasons)

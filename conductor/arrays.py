@@ -59,11 +59,15 @@ def expand_filename(
     array_job_id: int | None = None,
     array_task_id: int | None = None,
 ) -> str:
-    """展开 Slurm 文件名模式：%j 作业号、%x 作业名、%u 用户（账户）、%A 数组主作业号、%a 数组下标、%% 百分号。
+    """展开 Slurm 文件名模式：%j 作业号、%x 作业名、%u 用户（账户）、%A 数组主作业号、%a 数组下标、
+    %% 百分号；数字可带宽度，如 %5j 补零（同 Slurm）。
 
-    不是数组的作业：%A 为作业号，%a 为 Slurm 的 NO_VAL（4294967294）。其他 %X 原样保留。
+    不是数组的作业：%A 为作业号，%a 为 Slurm 的 NO_VAL（4294967294）。其他模式（如 %N 节点名，
+    提交时未知）原样保留。
     """
-    values = {
+    if "%" not in pattern:
+        return pattern
+    table = {
         "j": str(job_id),
         "x": name,
         "u": account,
@@ -71,7 +75,14 @@ def expand_filename(
         "a": str(array_task_id) if array_task_id is not None else "4294967294",
         "%": "%",
     }
-    return re.sub(r"%([jxuAa%])", lambda m: values[m[1]], pattern)
+
+    def sub(m: re.Match[str]) -> str:
+        value = table.get(m[2])
+        if value is None:
+            return m[0]
+        return value.zfill(int(m[1])) if m[1] and value.isdigit() else value
+
+    return re.sub(r"%(\d*)([a-zA-Z%])", sub, pattern)
 
 
 _REF = re.compile(r"(\d{1,18})(?:_(\d{1,7}))?", re.ASCII)

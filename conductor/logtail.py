@@ -30,3 +30,21 @@ def read_tail(path: Path) -> str | None:
     tail = "\n".join(lines[-TAIL_LINES:]) + ("\n" if ends_with_newline else "")
     note = f"[日志共 {size} 字节，超过 1 MB，以下仅为最后 {TAIL_LINES} 行]\n"
     return note + tail
+
+
+def read_range(path: Path, offset: int | None, limit: int) -> dict:
+    """从 offset 起读至多 limit 字节；offset 为 None 时读最后 limit 字节。
+
+    返回 {"data": 字节或 None（文件不存在）, "offset": 实际起点, "size": 文件当前大小}。
+    offset 超过文件大小（文件被截断重写）时从头读。
+    """
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            start = max(0, size - limit) if offset is None else offset
+            if start > size:
+                start = 0
+            f.seek(start)
+            return {"data": f.read(limit), "offset": start, "size": size}
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return {"data": None, "offset": offset or 0, "size": 0}

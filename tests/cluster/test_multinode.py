@@ -96,6 +96,7 @@ def test_logs_are_read_on_the_node_that_ran_the_job(
             text("SELECT node_id FROM jobs WHERE id=:i"), {"i": job_id}
         ).scalar_one()
     assert body["job_log"]["stdout"] == "from-the-node\n"
+    assert service.client.get(f"/jobs/{job_id}/logs").text == "from-the-node\n"
     target = next((n for n in workers if n.node_id == node_id), None)
     if target is None:
         pytest.skip("作业落在头节点上，无法通过移除节点来证明读取路径")
@@ -116,6 +117,11 @@ def test_logs_are_read_on_the_node_that_ran_the_job(
         what="节点消失后日志读不到（文件虽在，读取必须经过那个节点）",
     )
     assert "节点" in service.query(job_id)["job_log"]["stdout"]
+    # 日志接口同样经过那个节点：不跟随时 503，跟随时说明原因后结束
+    resp = service.client.get(f"/jobs/{job_id}/logs")
+    assert resp.status_code == 503 and "节点不可达" in resp.json()["detail"]
+    followed = service.client.get(f"/jobs/{job_id}/logs", params={"follow": "true"})
+    assert "无法继续读取日志" in followed.text
     assert worker  # 夹具在模块结束时移除剩余节点
 
 

@@ -47,6 +47,8 @@ def test_serve_submit_query_and_clean_shutdown(tmp_path: Path) -> None:
         assert (
             queried.returncode == 0 and json.loads(queried.stdout)["detail"]["exit_code"] == "0:0"
         )
+        info = cli(serve.url, "info")  # sinfo 式概览里有 Ray 仪表盘地址
+        assert info.returncode == 0 and f":{serve.dashboard}" in info.stdout, info.stderr
 
         # 一个运行中的作业（带脱离会话的孙进程）：服务停止时也必须被清理
         long = tmp_path / "long.sh"

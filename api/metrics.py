@@ -1,0 +1,148 @@
+"""GET /metrics：Prometheus 文本格式的指标（新增接口）。
+
+每次抓取时现算：作业按状态计数、排队深度、提交→开始延迟直方图、CPU 占用与
+调度器重启次数来自 PostgreSQL 的一次聚合查询（数据库是唯一的事实来源，API 重启也不丢）；
+总 CPU 来自存活的 Ray 节点；调度轮与对账次数来自调度器 actor 的 status()。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+
+from api.runtime import Runtime, get_runtime
+from conductor import transitions
+from conductor.db import session_scope
+from conductor.states import JobState
+
+router = APIRouter()
+
+# 提交→开始延迟的桶（秒）：批处理作业从亚秒到数小时
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+
+
+def _latency_sql() -> str:
+    buckets = ", ".join(
+        f"COUNT(*) FILTER (WHERE lat <= {b}) AS b{i}" for i, b in enumerate(LATENCY_BUCKETS)
+    )
+    return (
+        f"SELECT {buckets}, COUNT(*) AS n, COALESCE(SUM(lat), 0) AS total FROM ("
+        "SELECT EXTRACT(EPOCH FROM (start_time - submit_time)) AS lat FROM jobs "
+        "WHERE start_time IS NOT NULL AND submit_time IS NOT NULL) AS t"
+    )
+
+
+class ConductorCollector(Collector):
+    """抓取时从数据库与调度器读取数字。"""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self.rt
+        with session_scope(rt.engine) as session:
+            counts = {
+                r.state: r.n
+                for r in session.execute(
+                    text("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+                )
+            }
+            lat = session.execute(text(_latency_sql())).one()
+            held = transitions.held_by_node(session)
+            starts = session.execute(text("SELECT COUNT(*) FROM scheduler_epochs")).scalar_one()
+
+        jobs = GaugeMetricFamily("conductor_jobs", "各状态的作业数", labels=["state"])
+        for state in JobState:
+            jobs.add_metric([state.value], counts.get(state.value, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "conductor_queue_depth", "排队（PENDING）的作业数", value=counts.get("PENDING", 0)
+        )
+        cumulative = [(str(b), getattr(lat, f"b{i}")) for i, b in enumerate(LATENCY_BUCKETS)]
+        yield HistogramMetricFamily(
+            "conductor_submit_to_start_seconds",
+            "作业从提交到开始运行的秒数",
+            buckets=[*cumulative, ("+Inf", lat.n)],
+            sum_value=float(lat.total),
+        )
+        try:
+            alive = [n for n in rt.cluster.nodes() if n.alive]
+        except Exception:  # noqa: BLE001 - Ray 不可达时仍输出数据库里的指标
+            alive = []
+        alive_ids = {n.node_id for n in alive}
+        yield GaugeMetricFamily(
+            "conductor_cpus_total", "存活节点的 CPU 总数", value=sum(n.total_cpus for n in alive)
+        )
+        yield GaugeMetricFamily(
+            "conductor_cpus_allocated",
+            "存活节点上已分配给作业的 CPU 数",
+            value=sum(cpus for node, (cpus, _) in held.items() if node in alive_ids),
+        )
+        yield GaugeMetricFamily("conductor_nodes_alive", "存活的 Ray 节点数", value=len(alive))
+        yield CounterMetricFamily(
+            "conductor_scheduler_restarts",
+            "调度器重启次数（首次启动不计；每次启动领取一个纪元）",
+            value=max(0, int(starts) - 1),
+        )
+        try:
+            status = rt.cluster.scheduler_status(timeout=2.0)
+        except Exception:  # noqa: BLE001 - 调度器不可用本身就是要报告的指标
+            status = None
+        yield GaugeMetricFamily(
+            "conductor_scheduler_up", "调度器 actor 是否应答（1/0）", value=1 if status else 0
+        )
+        if status:
+            yield GaugeMetricFamily(
+                "conductor_scheduler_epoch", "当前调度器的纪元", value=status["epoch"]
+            )
+            yield CounterMetricFamily(
+                "conductor_reconciliations",
+                "当前调度器实例完成的对账次数（调度器重启后从零开始）",
+                value=status.get("reconciliations", 0),
+            )
+            yield CounterMetricFamily(
+                "conductor_scheduler_passes",
+                "当前调度器实例完成的调度轮数（调度器重启后从零开始）",
+                value=status.get("passes", 0),
+            )
+
+
+def registry_for(request: Request, rt: Runtime) -> CollectorRegistry:
+    """每个应用一个注册表（测试里同一进程有多个应用，不能共用全局注册表）。"""
+    registry = getattr(request.app.state, "metrics_registry", None)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ConductorCollector(rt))
+        request.app.state.metrics_registry = registry
+    return registry
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus 指标",
+    responses={
+        200: {
+            "description": "Prometheus 文本格式",
+            "content": {
+                CONTENT_TYPE_LATEST: {
+                    "example": '# HELP conductor_jobs 各状态的作业数\n# TYPE conductor_jobs gauge\nconductor_jobs{state="RUNNING"} 3.0\n'
+                }
+            },
+        }
+    },
+)
+def metrics(request: Request, rt: Runtime = Depends(get_runtime)) -> Response:
+    """Prometheus 抓取端点：作业、队列、延迟、CPU、对账与调度器重启。"""
+    return Response(generate_latest(registry_for(request, rt)), media_type=CONTENT_TYPE_LATEST)

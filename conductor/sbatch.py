@@ -1,0 +1,254 @@
+"""解析 Slurm 作业脚本里的 #SBATCH 指令与 sbatch 风格的选项（纯函数，不访问网络）。
+
+规则同 sbatch：指令只在脚本开头的注释块里有效（遇到第一条命令即停止）；
+一行可以写多个选项，支持 `--opt=值`、`--opt 值`、`-J名`、`-J 名` 与引号；
+命令行选项覆盖脚本里的同名指令。
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from conductor.errors import ConductorError
+
+
+class SbatchError(ConductorError):
+    """#SBATCH 指令或 sbatch 选项无效。"""
+
+
+@dataclass(frozen=True)
+class SbatchOptions:
+    """sbatch 选项；None 表示未指定（留给下一层：命令行 → 脚本指令 → 默认值）。"""
+
+    job_name: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    cpus_per_task: int | None = None
+    ntasks_per_node: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    output: str | None = None
+    error: str | None = None
+    chdir: str | None = None
+    export: str | None = None
+    exclusive: bool | None = None
+    array: str | None = None
+    dependency: str | None = None
+    priority: int | None = None
+    hold: bool | None = None
+    # 认得但 Conductor 不支持、被忽略的选项（给用户的提示）
+    ignored: tuple[str, ...] = field(default=(), compare=False)
+
+    def merged_over(self, base: SbatchOptions) -> SbatchOptions:
+        """self 中已指定的值覆盖 base（命令行覆盖脚本指令）。"""
+        updates = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "ignored" and getattr(self, f.name) is not None
+        }
+        return replace(base, **updates, ignored=base.ignored + self.ignored)
+
+
+# 选项名 → (字段, 类型)。类型：str、int，或 flag（不带值）
+_VALUE_OPTIONS: dict[str, tuple[str, type]] = {
+    "-J": ("job_name", str),
+    "--job-name": ("job_name", str),
+    "-A": ("account", str),
+    "--account": ("account", str),
+    "-p": ("partition", str),
+    "--partition": ("partition", str),
+    "-c": ("cpus_per_task", int),
+    "--cpus-per-task": ("cpus_per_task", int),
+    "--ntasks-per-node": ("ntasks_per_node", int),
+    "--mem": ("mem", str),
+    "-t": ("time", str),
+    "--time": ("time", str),
+    "-o": ("output", str),
+    "--output": ("output", str),
+    "-e": ("error", str),
+    "--error": ("error", str),
+    "-D": ("chdir", str),
+    "--chdir": ("chdir", str),
+    "--export": ("export", str),
+    "-a": ("array", str),
+    "--array": ("array", str),
+    "-d": ("dependency", str),
+    "--dependency": ("dependency", str),
+    "--priority": ("priority", int),
+}
+_FLAG_OPTIONS = {"--exclusive": "exclusive", "-H": "hold", "--hold": "hold"}
+# sbatch 允许 --exclusive[=user|mcs|topo]：任何取值都按独占处理
+_OPTIONAL_VALUE_FLAGS = {"--exclusive"}
+
+# 常见但 Conductor 不支持的选项：忽略并提示，使现有 Slurm 脚本不经修改即可提交
+_IGNORED_WITH_VALUE = {
+    "-N", "--nodes", "-n", "--ntasks", "--mail-type", "--mail-user", "-q", "--qos",
+    "--gres", "--gpus", "-G", "-C", "--constraint", "--mem-per-cpu", "--ntasks-per-core",
+    "-w", "--nodelist", "-x", "--exclude", "--comment", "--signal", "-M", "--clusters",
+    "--reservation", "--licenses", "-L", "--begin", "-b", "--open-mode", "--nice",
+    "--distribution", "-m", "--cpu-freq", "--threads-per-core", "--hint", "--wckey",
+    "--gpus-per-node", "--gpus-per-task", "--tmp", "--mincpus",
+}  # fmt: skip
+_IGNORED_FLAGS = {
+    "--requeue", "--no-requeue", "-Q", "--quiet", "-v", "--verbose", "--parsable",
+    "--contiguous", "--overcommit", "-O", "--oversubscribe", "-s", "--share", "-W", "--wait",
+    "--get-user-env", "-k", "--no-kill", "--spread-job", "--use-min-nodes",
+}  # fmt: skip
+
+ARRAY_RE = re.compile(r"^\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?$")
+DEPENDENCY_RE = re.compile(
+    r"^(singleton|[a-z]+(:\d+(\+\d+)?)+)([,?](singleton|[a-z]+(:\d+(\+\d+)?)+))*$"
+)
+DIRECTIVE = re.compile(r"^#SBATCH(\s|$)")
+
+
+def _convert(option: str, kind: type, raw: str) -> Any:
+    if kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SbatchError(f"{option} 应为整数：{raw!r}") from None
+        if option != "--priority" and value < 1:
+            raise SbatchError(f"{option} 不能小于 1：{raw!r}")
+        if value < 0:
+            raise SbatchError(f"{option} 不能为负数：{raw!r}")
+        return value
+    if not raw.strip():
+        raise SbatchError(f"{option} 的值不能为空")
+    if option in ("-a", "--array") and not ARRAY_RE.match(raw):
+        raise SbatchError(f"{option} 格式无效：{raw!r}（应如 0-99、1,3,5、0-15:4 或 0-99%10）")
+    if option in ("-d", "--dependency") and not DEPENDENCY_RE.match(raw):
+        raise SbatchError(f"{option} 格式无效：{raw!r}（应如 afterok:12:13 或 afterany:7）")
+    return raw
+
+
+def parse_args(tokens: list[str]) -> SbatchOptions:
+    """解析 sbatch 选项列表（已按 shell 规则切分）。未知选项报错，只有认得的不支持选项被忽略。"""
+    values: dict[str, Any] = {}
+    ignored: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
+        if not token.startswith("--") and len(token) > 2 and token.startswith("-"):
+            name, eq, inline = token[:2], "=", token[2:]  # -Jname 形式
+        if name in _FLAG_OPTIONS:
+            if eq and name not in _OPTIONAL_VALUE_FLAGS:
+                raise SbatchError(f"{name} 不带取值：{token!r}")
+            values[_FLAG_OPTIONS[name]] = True
+            continue
+        if name in _VALUE_OPTIONS or name in _IGNORED_WITH_VALUE:
+            if eq:
+                raw = inline
+            elif i < len(tokens):
+                raw, i = tokens[i], i + 1
+            else:
+                raise SbatchError(f"{name} 缺少取值")
+            if name in _IGNORED_WITH_VALUE:
+                ignored.append(f"{name}={raw}")
+                continue
+            target, kind = _VALUE_OPTIONS[name]
+            values[target] = _convert(name, kind, raw)
+            continue
+        if name in _IGNORED_FLAGS:
+            ignored.append(name)
+            continue
+        raise SbatchError(f"不认识的选项：{token!r}")
+    return SbatchOptions(**values, ignored=tuple(ignored))
+
+
+def parse_directives(script: str) -> SbatchOptions:
+    """读取脚本开头注释块中的 #SBATCH 指令（第一条命令之后的 #SBATCH 不再生效，同 sbatch）。"""
+    tokens: list[str] = []
+    for lineno, line in enumerate(script.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("#"):
+            break  # 第一条命令：指令块结束
+        if not DIRECTIVE.match(stripped):
+            continue
+        try:
+            tokens.extend(shlex.split(stripped[len("#SBATCH") :], comments=True))
+        except ValueError as exc:
+            raise SbatchError(f"第 {lineno} 行的 #SBATCH 指令无法解析：{exc}") from None
+    try:
+        return parse_args(tokens)
+    except SbatchError as exc:
+        raise SbatchError(f"脚本中的 #SBATCH 指令无效：{exc}") from None
+
+
+def parse_export(value: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """--export：ALL/NONE 加上逗号分隔的 NAME 或 NAME=值。
+
+    作业总是从节点的干净基础环境启动（不把提交者的整个环境搬过去），
+    ALL 与 NONE 因此等价；单独列出的 NAME 取提交者环境中的值。
+    """
+    env: dict[str, str] = {}
+    if not value:
+        return env
+    for item in value.split(","):
+        item = item.strip()
+        if not item or item.upper() in ("ALL", "NONE", "NIL"):
+            continue
+        key, sep, val = item.partition("=")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise SbatchError(f"--export 中的变量名无效：{key!r}")
+        if sep:
+            env[key] = val
+        elif key in environ:
+            env[key] = environ[key]
+        else:
+            raise SbatchError(f"--export 列出的变量 {key} 在当前环境中不存在")
+    return env
+
+
+DEFAULT_OUTPUT = "slurm-%j.out"
+
+
+def build_payload(
+    opts: SbatchOptions,
+    script: str,
+    script_name: str,
+    cwd: Path,
+    default_account: str,
+    environ: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """由合并后的选项构造 POST /jobs/submit 的请求体。
+
+    默认值同 sbatch：作业名取脚本文件名，stdout 与 stderr 都写 slurm-%j.out（%j 由服务端展开），
+    工作目录为提交时的当前目录。array/dependency/priority/hold 只在指定时发送。
+    """
+    chdir = Path(opts.chdir).expanduser() if opts.chdir else cwd
+    if not chdir.is_absolute():
+        chdir = cwd / chdir
+    output = opts.output or DEFAULT_OUTPUT
+    job: dict[str, Any] = {
+        "account": opts.account or default_account,
+        "environment": {**parse_export(opts.export, environ), **(extra_env or {})},
+        "current_working_directory": str(chdir.resolve()),
+        "standard_output": output,
+        # sbatch：未指定 --error 时 stderr 与 stdout 写同一个文件
+        "standard_error": opts.error or output,
+        "ntasks_per_node": opts.ntasks_per_node or 1,
+        "cpus_per_task": opts.cpus_per_task or 1,
+        "memory_per_node": opts.mem or "1G",
+        "name": opts.job_name or script_name,
+        "time_limit": opts.time or "UNLIMITED",
+        "partition": opts.partition or "default",
+        "exclusive": bool(opts.exclusive),
+    }
+    for key in ("array", "dependency", "priority"):
+        value = getattr(opts, key)
+        if value is not None:
+            job[key] = value
+    if opts.hold:
+        job["hold"] = True
+    return {"job": job, "script": script}

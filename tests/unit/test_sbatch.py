@@ -1,0 +1,197 @@
+"""#SBATCH 指令与 sbatch 选项的解析（纯函数）。"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conductor.arrays import expand_filename
+from conductor.sbatch import (
+    SbatchError,
+    SbatchOptions,
+    build_payload,
+    parse_args,
+    parse_directives,
+    parse_export,
+)
+
+SLURM_SCRIPT = """#!/bin/bash
+#SBATCH --job-name=sim_run
+#SBATCH -A proj_alpha
+#SBATCH -p default
+#SBATCH --cpus-per-task=2 --ntasks-per-node 1   # 行尾注释
+#SBATCH --mem=2G
+#SBATCH -t 0-01:30:00
+#SBATCH -o logs/%x-%j.out
+#SBATCH -e logs/%x-%j.err
+#SBATCH -D /data/run001
+#SBATCH --export=ALL,OMP_NUM_THREADS=8
+#SBATCH --exclusive
+#SBATCH --nodes=1
+#SBATCH --mail-type=END
+
+module load foo
+#SBATCH --job-name=too_late
+srun ./sim
+"""
+
+
+def test_directives_of_a_typical_slurm_script() -> None:
+    opts = parse_directives(SLURM_SCRIPT)
+    assert opts == SbatchOptions(
+        job_name="sim_run",
+        account="proj_alpha",
+        partition="default",
+        cpus_per_task=2,
+        ntasks_per_node=1,
+        mem="2G",
+        time="0-01:30:00",
+        output="logs/%x-%j.out",
+        error="logs/%x-%j.err",
+        chdir="/data/run001",
+        export="ALL,OMP_NUM_THREADS=8",
+        exclusive=True,
+    )
+    # 认得但不支持的选项被忽略并报告；第一条命令之后的 #SBATCH 不生效（同 sbatch）
+    assert opts.ignored == ("--nodes=1", "--mail-type=END")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("#SBATCH -J name", {"job_name": "name"}),
+        ("#SBATCH -Jname", {"job_name": "name"}),
+        ("#SBATCH --job-name name", {"job_name": "name"}),
+        ('#SBATCH --job-name="two words"', {"job_name": "two words"}),
+        ("#SBATCH -c4", {"cpus_per_task": 4}),
+        ("#SBATCH -c 4 -t 30", {"cpus_per_task": 4, "time": "30"}),
+        ("#SBATCH --array=0-99%10", {"array": "0-99%10"}),
+        ("#SBATCH -a 1,3,5-7", {"array": "1,3,5-7"}),
+        ("#SBATCH --dependency=afterok:12:13", {"dependency": "afterok:12:13"}),
+        ("#SBATCH -d afterany:7,afterok:8", {"dependency": "afterany:7,afterok:8"}),
+        ("#SBATCH --priority=100", {"priority": 100}),
+        ("#SBATCH --priority 0", {"priority": 0}),
+        ("#SBATCH --hold", {"hold": True}),
+        ("#SBATCH -H", {"hold": True}),
+        ("#SBATCH --exclusive=user", {"exclusive": True}),
+        ("#SBATCH", {}),
+        ("#SBATCH   # 只有注释", {}),
+    ],
+)
+def test_directive_forms(line: str, expected: dict) -> None:
+    assert parse_directives(f"#!/bin/bash\n{line}\necho hi\n") == SbatchOptions(**expected)
+
+
+def test_lookalike_comments_are_not_directives() -> None:
+    script = "#!/bin/bash\n# SBATCH -J no\n#SBATCHX -J no\n##SBATCH -J no\necho\n"
+    assert parse_directives(script) == SbatchOptions()
+
+
+def test_blank_lines_and_comments_do_not_end_the_directive_block() -> None:
+    script = "#!/bin/bash\n\n# 说明\n#SBATCH -J a\n\n#SBATCH -p default\n"
+    assert parse_directives(script) == SbatchOptions(job_name="a", partition="default")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("#SBATCH --cpus-per-task=two", "--cpus-per-task 应为整数"),
+        ("#SBATCH -c 0", "-c 不能小于 1"),
+        ("#SBATCH --priority=-1", "--priority 不能为负数"),
+        ("#SBATCH --job-name", "--job-name 缺少取值"),
+        ("#SBATCH --frobnicate=3", "不认识的选项：'--frobnicate=3'"),
+        ("#SBATCH --array=0-x", "--array 格式无效"),
+        ("#SBATCH --dependency=after", "--dependency 格式无效"),
+        ("#SBATCH --hold=yes", "--hold 不带取值"),
+        ('#SBATCH -J "unclosed', "第 2 行的 #SBATCH 指令无法解析"),
+        ("#SBATCH --output=", "--output 的值不能为空"),
+    ],
+)
+def test_bad_directives_name_the_problem(line: str, message: str) -> None:
+    with pytest.raises(SbatchError, match="#SBATCH") as info:
+        parse_directives(f"#!/bin/bash\n{line}\n")
+    assert message in info.value.message
+
+
+def test_command_line_overrides_directives() -> None:
+    directives = parse_directives("#!/bin/bash\n#SBATCH -J a -c 2 --mem=4G --hold\n")
+    cli = parse_args(["-J", "b", "--mem=1G"])
+    merged = cli.merged_over(directives)
+    assert (merged.job_name, merged.cpus_per_task, merged.mem, merged.hold) == ("b", 2, "1G", True)
+    # 未在命令行给出的值（None）不覆盖
+    assert SbatchOptions().merged_over(directives) == directives
+
+
+def test_export() -> None:
+    environ = {"HOME": "/home/u", "FOO": "bar"}
+    assert parse_export(None, environ) == {}
+    assert parse_export("ALL", environ) == {}
+    assert parse_export("NONE", environ) == {}
+    assert parse_export("ALL,A=1,FOO", environ) == {"A": "1", "FOO": "bar"}
+    assert parse_export("B=x=y", environ) == {"B": "x=y"}
+    with pytest.raises(SbatchError, match="MISSING 在当前环境中不存在"):
+        parse_export("MISSING", environ)
+    with pytest.raises(SbatchError, match="变量名无效"):
+        parse_export("1BAD=2", environ)
+
+
+def test_payload_defaults_follow_sbatch(tmp_path: Path) -> None:
+    payload = build_payload(SbatchOptions(), "echo\n", "job.sh", tmp_path, "alice", {})
+    job = payload["job"]
+    assert job == {
+        "account": "alice",
+        "environment": {},
+        "current_working_directory": str(tmp_path.resolve()),
+        "standard_output": "slurm-%j.out",
+        "standard_error": "slurm-%j.out",
+        "ntasks_per_node": 1,
+        "cpus_per_task": 1,
+        "memory_per_node": "1G",
+        "name": "job.sh",
+        "time_limit": "UNLIMITED",
+        "partition": "default",
+        "exclusive": False,
+    }
+    # 调度相关的新字段只在指定时发送，现有 API 不受影响
+    assert not {"array", "dependency", "priority", "hold"} & job.keys()
+    assert payload["script"] == "echo\n"
+
+
+def test_payload_from_options(tmp_path: Path) -> None:
+    opts = parse_directives(SLURM_SCRIPT).merged_over(SbatchOptions())
+    opts = parse_args(
+        ["-D", "sub", "--array=0-3", "-d", "afterok:5", "--priority=7", "-H"]
+    ).merged_over(opts)
+    job = build_payload(opts, SLURM_SCRIPT, "x.sh", tmp_path, "alice", {}, {"EXTRA": "1"})["job"]
+    assert job["current_working_directory"] == str((tmp_path / "sub").resolve())
+    assert job["environment"] == {"OMP_NUM_THREADS": "8", "EXTRA": "1"}
+    assert (job["standard_output"], job["standard_error"]) == ("logs/%x-%j.out", "logs/%x-%j.err")
+    assert (job["cpus_per_task"], job["memory_per_node"], job["time_limit"]) == (
+        2,
+        "2G",
+        "0-01:30:00",
+    )
+    assert (job["name"], job["account"], job["exclusive"]) == ("sim_run", "proj_alpha", True)
+    assert (job["array"], job["dependency"], job["priority"], job["hold"]) == (
+        "0-3",
+        "afterok:5",
+        7,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("slurm-%j.out", "slurm-42.out"),
+        ("%x_%A.log", "sim_42.log"),
+        ("/home/%u/%j/out", "/home/alice/42/out"),
+        ("100%%-%j", "100%-42"),
+        ("job-%5j.out", "job-00042.out"),
+        ("%N.out", "%N.out"),  # 节点名提交时未知：原样保留
+        ("plain.out", "plain.out"),
+    ],
+)
+def test_expand_filename(pattern: str, expected: str) -> None:
+    assert expand_filename(pattern, job_id=42, name="sim", account="alice") == expected
