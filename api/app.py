@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
+from api.auth import announce
+from api.limits import BodyLimit
 from api.routes import router
 from api.runtime import Runtime
 
@@ -14,7 +16,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="Conductor", description="Ray 集群上的 Slurm 风格批处理调度器", version="0.1.0"
     )
+    announce(runtime.settings)  # 不安全的配置（非回环地址上关闭认证）在这里拒绝
     app.state.runtime = runtime
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     app.include_router(router)
     return app

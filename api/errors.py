@@ -6,16 +6,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from conductor.admission import PayloadTooLarge
 from conductor.errors import (
     ClusterUnavailable,
     ConductorError,
     DatabaseUnavailable,
+    Forbidden,
     InvalidJobRequest,
     JobNotFound,
     SchedulerUnavailable,
+    Unauthorized,
 )
 
-STATUS = {
+STATUS: dict[type[ConductorError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    PayloadTooLarge: 413,
     JobNotFound: 404,
     InvalidJobRequest: 422,
     DatabaseUnavailable: 503,
@@ -66,11 +72,13 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 async def conductor_error(request: Request, exc: ConductorError) -> JSONResponse:
-    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
+    # 取最具体的类：PayloadTooLarge 是 InvalidJobRequest 的子类，应得 413 而非 422
+    status = next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)
     content: dict = {"detail": exc.message}
     if isinstance(exc, InvalidJobRequest):
         content["errors"] = [{"field": exc.field, "msg": exc.message}]
-    return JSONResponse(status_code=status, content=content)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 def install(app: FastAPI) -> None:

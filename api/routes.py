@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import select
 
+from api.auth import CurrentPrincipal, load_visible_job
 from api.runtime import Runtime, get_runtime
 from api.schemas import (
     BatchSubmitRequest,
@@ -31,8 +32,10 @@ from api.schemas import (
     SubmitResponse,
 )
 from conductor import transitions
+from conductor.admission import check_limits, confine, resolve_run_as
+from conductor.auth import Principal
 from conductor.db import ping, session_scope
-from conductor.errors import ConductorError, InvalidJobRequest, JobNotFound
+from conductor.errors import ConductorError, Forbidden, InvalidJobRequest, JobNotFound
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.states import JobState
@@ -46,14 +49,25 @@ def _resolve(work_dir: str, path: str) -> str:
     return os.path.normpath(os.path.join(work_dir, path))
 
 
-def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
+def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> Job:
     p = req.job
+    if not principal.can_access(p.account):
+        raise Forbidden(f"令牌属于账户 {principal.account}，不能以账户 {p.account} 提交作业")
+    check_limits(req.script, p.environment, rt.settings)
     if p.partition != rt.settings.default_partition:
         raise InvalidJobRequest(
             "job.partition",
             f"未知分区：{p.partition!r}（可用分区：{rt.settings.default_partition}）",
         )
     work_dir = os.path.normpath(p.current_working_directory)
+    stdout_path = _resolve(work_dir, p.standard_output)
+    stderr_path = _resolve(work_dir, p.standard_error)
+    root = rt.settings.work_root
+    if root is not None:
+        confine(work_dir, root, "job.current_working_directory")
+        stdout_path = confine(stdout_path, root, "job.standard_output")
+        stderr_path = confine(stderr_path, root, "job.standard_error")
+    run_as_user = resolve_run_as(p.account, rt.settings)
     now = datetime.now(UTC)
     return Job(
         name=p.name,
@@ -62,8 +76,9 @@ def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
         script=req.script,
         environment=p.environment,
         work_dir=work_dir,
-        stdout_path=_resolve(work_dir, p.standard_output),
-        stderr_path=_resolve(work_dir, p.standard_error),
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        run_as_user=run_as_user,
         ntasks_per_node=p.ntasks_per_node,
         cpus_per_task=p.cpus_per_task,
         cpus=p.ntasks_per_node * p.cpus_per_task,
@@ -110,44 +125,40 @@ def _persist(rt: Runtime, jobs: list[Job]) -> list[str]:
 
 
 @router.post("/jobs/submit", status_code=201, response_model=SubmitResponse)
-def submit(req: SubmitRequest, rt: Runtime = Depends(get_runtime)) -> SubmitResponse:
+def submit(
+    req: SubmitRequest, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> SubmitResponse:
     """提交作业：校验、写入 PostgreSQL 并提交事务后才返回 201，然后唤醒调度器。"""
-    job = _job_from_request(req, rt)
+    job = _job_from_request(req, rt, principal)
     _check_runnable(job, rt)
     return SubmitResponse(job_id=_persist(rt, [job])[0])
 
 
 @router.post("/jobs/submit/batch", status_code=201, response_model=BatchSubmitResponse)
 def submit_batch(
-    req: BatchSubmitRequest, rt: Runtime = Depends(get_runtime)
+    req: BatchSubmitRequest, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
 ) -> BatchSubmitResponse:
     """批量提交（新增接口）：任何一个作业无效则整批 422、什么也不保存。"""
     jobs = []
     for index, item in enumerate(req.jobs):
         try:
-            job = _job_from_request(item, rt)
+            job = _job_from_request(item, rt, principal)
             _check_runnable(job, rt)
         except InvalidJobRequest as exc:
-            raise InvalidJobRequest(
-                f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}"
-            ) from exc
+            raise type(exc)(f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}") from exc
+        except Forbidden as exc:
+            raise Forbidden(f"第 {index} 个作业：{exc}") from exc
         jobs.append(job)
     return BatchSubmitResponse(job_ids=_persist(rt, jobs))
-
-
-def _load(rt: Runtime, job_id: int) -> Job:
-    with session_scope(rt.engine) as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise JobNotFound(f"作业 {job_id} 不存在")
-    return job
 
 
 def _logs(job: Job, rt: Runtime) -> JobLog:
     if job.node_id is None:
         return JobLog(stdout="", stderr="")
     try:
-        logs = rt.cluster.read_logs(job.node_id, job.stdout_path, job.stderr_path)
+        logs = rt.cluster.read_logs(
+            job.node_id, job.stdout_path, job.stderr_path, owner=job.run_as_user
+        )
     except ConductorError as exc:
         note = f"[无法读取日志：{exc.message}]"
         return JobLog(stdout=note, stderr=note)
@@ -168,9 +179,11 @@ def _elapsed(job: Job) -> str:
 
 
 @router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
-def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
-    """查询作业状态、时间、退出码与日志。"""
-    job = _load(rt, job_id)
+def query(
+    job_id: int, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> JobQueryResponse:
+    """查询作业状态、时间、退出码与日志。别的账户的作业视同不存在（404）。"""
+    job = load_visible_job(rt, principal, job_id)
     return JobQueryResponse(
         job_id=str(job.id),
         state=job.state,
@@ -200,8 +213,11 @@ def query(job_id: int, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
 
 
 @router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
-def cancel(job_id: int, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+def cancel(
+    job_id: int, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> MessageResponse:
     """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。"""
+    load_visible_job(rt, principal, job_id)  # 账户不会改变：先确认可见再取消
     with session_scope(rt.engine) as session:
         result = transitions.cancel(session, job_id)
     if result is None:
@@ -228,6 +244,7 @@ def _summary(job: Job) -> JobSummary:
 
 @router.get("/jobs", response_model=JobListResponse)
 def list_jobs(
+    principal: CurrentPrincipal,
     rt: Runtime = Depends(get_runtime),
     state: Annotated[list[JobState] | None, Query(description="按状态过滤，可重复")] = None,
     account: Annotated[str | None, Query(max_length=255)] = None,
@@ -245,6 +262,8 @@ def list_jobs(
             query = query.where(column == value)
     if cursor is not None:
         query = query.where(Job.id < cursor)  # type: ignore[operator]
+    if not principal.admin:
+        query = query.where(Job.account == principal.account)  # 账户令牌只看到自己的作业
     with session_scope(rt.engine) as session:
         jobs = list(session.exec(query))
     page = jobs[:limit]
@@ -266,18 +285,30 @@ def list_jobs(
 
 
 @router.get("/dashboard", response_model=DashboardResponse)
-def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
-    """作业统计、资源使用与节点信息：数字来自 PostgreSQL 与存活的 Ray 集群。"""
+def dashboard(principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
+    """作业统计、资源使用与节点信息：数字来自 PostgreSQL 与存活的 Ray 集群。
+
+    账户令牌看到的作业统计与作业列表只含自己的作业；资源与节点是整个集群的（同 sinfo）。"""
+    mine = None if principal.admin else principal.account
     with session_scope(rt.engine) as session:
         counts = {
             r.state: r.n
-            for r in session.execute(text("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"))
+            for r in session.execute(
+                text(
+                    "SELECT state, COUNT(*) AS n FROM jobs"
+                    " WHERE CAST(:account AS text) IS NULL OR account = :account GROUP BY state"
+                ),
+                {"account": mine},
+            )
         }
         used = {node: int(cpus) for node, (cpus, _) in transitions.held_by_node(session).items()}
         recent = {
             state: list(
                 session.exec(
-                    select(Job).where(Job.state == state).order_by(Job.id.desc()).limit(RECENT)  # type: ignore[union-attr]
+                    select(Job)
+                    .where(Job.state == state, *([Job.account == mine] if mine else []))
+                    .order_by(Job.id.desc())  # type: ignore[union-attr]
+                    .limit(RECENT)
                 )
             )
             for state in (JobState.RUNNING, JobState.PENDING)

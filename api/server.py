@@ -179,7 +179,13 @@ def serve(
         **get_settings().model_dump(),
         **{k: v for k, v in overrides.items() if v is not None},
     }
-    supervisor = Supervisor(Settings(**merged))
+    settings = Settings(**merged)
+    try:
+        settings.check_security()  # 在启动任何东西之前拒绝不安全的配置
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from exc
+    supervisor = Supervisor(settings)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.run()

@@ -20,8 +20,23 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="CONDUCTOR_URL", help="C
 JsonOption = Annotated[bool, typer.Option("--json", help="输出 JSON，便于脚本处理")]
 
 
+def api_token() -> str | None:
+    """API 令牌：环境变量 CONDUCTOR_TOKEN 优先，其次 ~/.config/conductor/token（首行）。"""
+    token = os.environ.get("CONDUCTOR_TOKEN", "").strip()
+    if token:
+        return token
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    try:
+        return (config / "conductor" / "token").read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+
+
 def _request(method: str, url: str, path: str, **kwargs: Any) -> dict:
     """发请求；失败时打印一行中文错误并以非零码退出。"""
+    token = api_token()
+    if token:
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {token}"}
     try:
         resp = httpx.request(method, url.rstrip("/") + path, timeout=30, **kwargs)
     except httpx.HTTPError as exc:

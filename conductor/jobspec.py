@@ -39,6 +39,8 @@ class JobSpec:
     node_name: str
     token: str
     kill_wait: float
+    # 以哪个 Unix 用户运行；None 为服务自身的用户
+    run_as_user: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], token: str, kill_wait: float) -> JobSpec:
@@ -61,6 +63,7 @@ class JobSpec:
             node_name=row["node_name"] or "",
             token=token,
             kill_wait=kill_wait,
+            run_as_user=row.get("run_as_user"),
         )
 
 
