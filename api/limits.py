@@ -7,10 +7,6 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """按 Content-Length 预先拒绝；没有 Content-Length（分块传输）时边读边计数。"""
 
@@ -31,30 +27,33 @@ class BodyLimit:
                 if declared > self.max_bytes:
                     await self._reject(send, declared)
                     return
+        # 先把请求体读完（最多 max_bytes）再交给应用：超限时应用根本看不到这个请求。
+        # 不能在应用读取途中抛异常——FastAPI 会把读取中的任何异常变成 400。
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                break  # 客户端断开：交给应用按断开处理
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._reject(send, received)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if started:
-                raise
-            await self._reject(send, received)
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send, size: int) -> None:
         body = json.dumps(
