@@ -20,5 +20,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
-    app.include_router(router)
+    app.include_router(router, responses=errors.ERROR_RESPONSES)
     return app

@@ -1,4 +1,5 @@
-"""请求体大小限制（ASGI 中间件）：超过上限即 413，不把超大请求读入内存。"""
+"""请求的硬性限制（ASGI 中间件）：请求体超过上限即 413，不把超大请求读入内存；
+查询参数含 NUL 字符即 422（PostgreSQL 的字符串不能含 NUL，且没有正当用途）。"""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b""):
+            await _respond(send, 422, "请求无效：查询参数不能包含 NUL 字符")
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -56,21 +60,23 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Send, size: int) -> None:
-        body = json.dumps(
-            {
-                "detail": f"请求体过大：至少 {size} 字节，上限 {self.max_bytes} 字节"
-                "（CONDUCTOR_MAX_BODY_BYTES）"
-            },
-            ensure_ascii=False,
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await _respond(
+            send,
+            413,
+            f"请求体过大：至少 {size} 字节，上限 {self.max_bytes} 字节（CONDUCTOR_MAX_BODY_BYTES）",
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def _respond(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
