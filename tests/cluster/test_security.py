@@ -305,11 +305,15 @@ def test_health_and_errors_leak_no_secrets(secure: Service) -> None:
     assert secure.settings.database_url not in client.get("/health").text
 
 
-def test_auth_off_refused_beyond_loopback(secure: Service) -> None:
+def test_auth_off_refused_beyond_loopback(
+    secure: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     with pytest.raises(ValueError, match="认证已关闭"):
         client_for(secure, host="0.0.0.0", auth="off")
-    # 回环地址上 auto 即关闭认证；监听其他地址时 auto 即开启
-    open_client = client_for(secure, auth="auto")
+    # 回环地址上 auto 即关闭认证，并在启动时明说；监听其他地址时 auto 即开启
+    with caplog.at_level("INFO", logger="conductor.api"):
+        open_client = client_for(secure, auth="auto")
+    assert "API 认证已关闭" in caplog.text and "127.0.0.1" in caplog.text
     assert open_client.get("/jobs").status_code == 200
     assert client_for(secure, auth="auto", host="0.0.0.0").get("/jobs").status_code == 401
 
