@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import select
+import stat
 import subprocess
 import tempfile
 import time
@@ -42,6 +43,20 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
 def spool_dir() -> Path:
     """节点本地的临时目录：脚本文件与取消标记放在这里。"""
     return Path(tempfile.gettempdir()) / "conductor-spool"
+
+
+def prepare_spool() -> Path:
+    """建立（或核对）临时目录：必须归本服务用户所有、别人不可写。
+
+    它在共享的 /tmp 下：若别的本地用户抢先建了它，就能替换脚本文件，让作业（甚至 root）执行他的代码。"""
+    spool = spool_dir()
+    spool.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = os.lstat(spool)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise OSError(f"临时目录 {spool} 不属于服务用户，拒绝使用")
+    if st.st_mode & 0o022:
+        os.chmod(spool, 0o755)
+    return spool
 
 
 def cancel_marker(token: str) -> Path:
@@ -136,7 +151,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     fds: list[int] = []
     env = {**build_env(spec, os.environ), "CONDUCTOR_NODE_ID": node_id}
     try:
-        spool.mkdir(parents=True, exist_ok=True)
+        prepare_spool()
         script.write_text(spec.script)
         script.chmod(0o700)
         if spec.run_as_user is not None:

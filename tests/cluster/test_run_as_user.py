@@ -19,6 +19,7 @@ from sqlalchemy import text
 from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
+from cluster.executor import prepare_spool
 from conductor.proctree import find_job_pids
 from tests.cluster.conftest import Service, job_payload
 from tests.helpers import wait_for
@@ -171,3 +172,18 @@ def test_unmapped_or_unknown_user_refused(service: Service, mapped: TestClient) 
     assert "no-such-user-x" in resp.json()["detail"]
     with service.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar() == before
+
+
+def test_spool_owned_by_someone_else_is_refused(
+    tmp_path: Path, users: Users, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spool = tmp_path / "conductor-spool"
+    spool.mkdir(mode=0o777)
+    spool.chmod(0o777)
+    assert prepare_spool() == spool
+    assert spool.stat().st_mode & 0o777 == 0o755  # 别人可写的权限被收回
+    b = pwd.getpwnam(users.b)
+    os.chown(spool, b.pw_uid, b.pw_gid)  # 别的用户抢先建好的目录
+    with pytest.raises(OSError, match="不属于服务用户"):
+        prepare_spool()
