@@ -16,6 +16,7 @@ from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
 from conductor.auth import create_token, revoke_token
+from conductor.db import make_engine
 from conductor.settings import Settings
 from tests.cluster.conftest import Service, job_payload
 from tests.helpers import wait_for
@@ -291,8 +292,19 @@ def test_size_limits_refuse_and_store_nothing(secure: Service, tmp_path: Path) -
 def test_health_and_errors_leak_no_secrets(secure: Service) -> None:
     marker = "S3cretPassw0rd"
     row, token = create_token(secure.engine, account="leak", admin=False)
-    client = client_for(secure, token, database_url=f"postgresql://u:{marker}@db.invalid/x")
+    client = client_for(secure, token)
+    # 一个连不上的数据库，地址里带密码：/health 报告 postgres 不可用，但不带出地址与密码
+    bad_url = f"postgresql://u:{marker}@db.invalid/x"
+    bad = secure.settings.model_copy(update={"database_url": bad_url})
+    broken = TestClient(
+        create_app(Runtime(bad, make_engine(bad_url), ClusterClient(bad))),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    health = broken.get("/health")
+    assert health.status_code == 503 and health.json()["components"]["postgres"]["status"] == "down"
     texts = [
+        health.text,
+        broken.get("/jobs").text,
         client.get("/health").text,
         client.get("/jobs/query/123456789").text,
         client_for(secure, token + "x").get("/jobs").text,
@@ -302,7 +314,7 @@ def test_health_and_errors_leak_no_secrets(secure: Service) -> None:
         assert marker not in t
         assert token not in t
         assert row.token_hash not in t
-    assert secure.settings.database_url not in client.get("/health").text
+    assert (secure.settings.database_url or "") not in client.get("/health").text
 
 
 def test_auth_off_refused_beyond_loopback(
