@@ -191,3 +191,22 @@ def test_job_env_never_holds_service_settings() -> None:
     env = build_env(spec, node_env)
     assert marker not in "".join(env.values())
     assert "CONDUCTOR_DATABASE_URL" not in env and "CONDUCTOR_TOKEN" not in env
+
+
+def test_supervisor_passes_security_settings_to_api_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from api.server import Supervisor
+
+    s = Settings(
+        data_dir=tmp_path,
+        account_users={"alice": "alice", "proj": "svc"},
+        require_user_mapping=True,
+        work_root=tmp_path / "jobs",
+        auth="on",
+        max_script_bytes=1234,
+    )
+    for key, value in Supervisor(s)._api_env().items():
+        if key.startswith("CONDUCTOR_"):
+            monkeypatch.setenv(key, value)
+    assert Settings() == s
