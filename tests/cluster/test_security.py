@@ -364,3 +364,37 @@ def test_cli_token_commands(secure: Service, tmp_path: Path) -> None:
     assert "cli-acct" not in run("list").stdout
     assert run("create").returncode == 2
     assert run("revoke", "987654").returncode == 1
+
+
+def test_logs_come_only_from_recorded_paths(secure: Service, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "real")
+    client = account_client(secure, "paths", work_root=root)
+    resp = client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "echo from-job",
+            account="paths",
+            current_working_directory=str(root / "alias"),
+            standard_output="o.txt",
+            standard_error="e.txt",
+        ),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    body = secure.wait_state(job_id, "COMPLETED")
+    assert body["job_log"]["stdout"] == "from-job\n"
+    with secure.engine.connect() as conn:
+        paths = conn.execute(
+            text("SELECT stdout_path, stderr_path FROM jobs WHERE id = :id"), {"id": job_id}
+        ).one()
+    # 记录的是提交时解析后的绝对路径；查询只读这两个文件（改动文件内容，查询随之改变）
+    assert tuple(paths) == (str(root / "real" / "o.txt"), str(root / "real" / "e.txt"))
+    (root / "real" / "o.txt").write_text("rewritten\n")
+    assert client.get(f"/jobs/query/{job_id}").json()["job_log"]["stdout"] == "rewritten\n"
+    # 请求里夹带的路径参数不起作用
+    resp = client.get(
+        f"/jobs/query/{job_id}", params={"path": "/etc/passwd", "stdout": "/etc/passwd"}
+    )
+    assert "root:" not in resp.text
