@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import control, docs, errors, logs, metrics, openapi, ui
+from api.auth import announce
+from api.limits import BodyLimit
 from api.routes import router
 from api.runtime import Runtime
 
@@ -19,11 +21,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    announce(runtime.settings)  # 不安全的配置（非回环地址上关闭认证）在这里拒绝
     app.state.runtime = runtime
     errors.install(app)
-    app.include_router(router)
-    app.include_router(control.router)
-    app.include_router(logs.router)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    for api_router in (router, control.router, logs.router):
+        app.include_router(api_router, responses=errors.ERROR_RESPONSES)
     app.include_router(metrics.router)
     ui.install(app)
     docs.install(app)

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from api.server import serve  # noqa: E402 - 须在设置 RAY_AUTH_MODE 之后导入
+from api.token_cli import token_app
 from cluster.bootstrap import connect_ray
 from cluster.doctor import run_checks
 from cluster.upgrade import retire_actors
@@ -21,6 +22,7 @@ from conductor.cli import app, err, out
 from conductor.settings import Settings, get_settings
 
 app.command()(serve)
+app.add_typer(token_app, name="token")
 
 
 @app.command()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from api.auth import CurrentPrincipal
 from api.lookup import load_targets
+from api.routes import JobId
 from api.runtime import Runtime, get_runtime
 from api.schemas import JobUpdateRequest, MessageResponse
 from conductor import transitions
+from conductor.auth import Principal
 from conductor.db import session_scope
 from conductor.errors import JobNotPending
 from conductor.models import Job
@@ -26,36 +29,43 @@ def _pending(jobs: list[Job], ref: str, action: str) -> list[Job]:
     return pending
 
 
-def _set_held(ref: str, held: bool, rt: Runtime) -> MessageResponse:
+def _set_held(ref: str, held: bool, principal: Principal, rt: Runtime) -> MessageResponse:
     action = "挂起" if held else "放行"
     with session_scope(rt.engine) as session:
-        jobs = _pending(load_targets(session, ref), ref, action)
+        jobs = _pending(load_targets(session, ref, principal), ref, action)
         changed = transitions.set_held(session, [j.id or 0 for j in jobs], held)
     rt.cluster.wake()
     return MessageResponse(msg=f"作业 {ref}：{action}了 {len(changed)} 个排队中的作业")
 
 
 @router.post("/jobs/{job_id}/hold", response_model=MessageResponse)
-def hold(job_id: str, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+def hold(
+    job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> MessageResponse:
     """挂起排队中的作业（scontrol hold）：放行前不会启动，等待原因 JobHeldUser。"""
-    return _set_held(job_id, True, rt)
+    return _set_held(job_id, True, principal, rt)
 
 
 @router.post("/jobs/{job_id}/release", response_model=MessageResponse)
-def release(job_id: str, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+def release(
+    job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> MessageResponse:
     """放行被挂起的作业（scontrol release），按原来的优先级与提交时间排队。"""
-    return _set_held(job_id, False, rt)
+    return _set_held(job_id, False, principal, rt)
 
 
 @router.patch("/jobs/{job_id}", response_model=MessageResponse)
 def update(
-    job_id: str, req: JobUpdateRequest, rt: Runtime = Depends(get_runtime)
+    job_id: JobId,
+    req: JobUpdateRequest,
+    principal: CurrentPrincipal,
+    rt: Runtime = Depends(get_runtime),
 ) -> MessageResponse:
     """修改排队中作业的优先级或时限（scontrol update）；时限不能超过分区上限。"""
     partitions = rt.settings.partition_table()
     limit = None if req.time_limit is None else (parse_time_limit(req.time_limit),)
     with session_scope(rt.engine) as session:
-        jobs = _pending(load_targets(session, job_id), job_id, "修改")
+        jobs = _pending(load_targets(session, job_id, principal), job_id, "修改")
         for job in jobs:
             if limit is not None:
                 partitions.time_limit(partitions.get(job.partition), limit[0], given=True)

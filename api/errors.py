@@ -5,24 +5,55 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
+from conductor.admission import PayloadTooLarge
 from conductor.errors import (
     ClusterUnavailable,
     ConductorError,
     DatabaseUnavailable,
+    Forbidden,
     InvalidJobRequest,
     JobNotFound,
     JobNotPending,
     SchedulerUnavailable,
+    Unauthorized,
 )
 
-STATUS = {
+STATUS: dict[type[ConductorError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    PayloadTooLarge: 413,
     JobNotFound: 404,
     JobNotPending: 409,
     InvalidJobRequest: 422,
     DatabaseUnavailable: 503,
     SchedulerUnavailable: 503,
     ClusterUnavailable: 503,
+}
+
+
+class ErrorItem(BaseModel):
+    field: str
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    """所有错误响应的形状：detail 是给人看的中文说明，errors 指明出错的字段。"""
+
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+# 写进 OpenAPI 文档（客户端与模糊测试据此校验错误响应）
+ERROR_RESPONSES: dict[int | str, dict] = {
+    401: {"model": ErrorResponse, "description": "缺少或无效的 API 令牌"},
+    403: {"model": ErrorResponse, "description": "令牌无权执行该操作（如以别的账户提交）"},
+    404: {"model": ErrorResponse, "description": "作业不存在（或属于别的账户）"},
+    413: {"model": ErrorResponse, "description": "请求体或脚本过大"},
+    422: {"model": ErrorResponse, "description": "请求无效，errors 指明字段"},
+    503: {"model": ErrorResponse, "description": "PostgreSQL、Ray 或调度器不可用"},
 }
 
 
@@ -68,13 +99,35 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 async def conductor_error(request: Request, exc: ConductorError) -> JSONResponse:
-    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
+    # 取最具体的类：PayloadTooLarge 是 InvalidJobRequest 的子类，应得 413 而非 422
+    status = next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)
     content: dict = {"detail": exc.message}
     if isinstance(exc, InvalidJobRequest):
         content["errors"] = [{"field": exc.field, "msg": exc.message}]
-    return JSONResponse(status_code=status, content=content)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+# FastAPI 在请求体无法解码（非 UTF-8 等）时抛出的英文 400
+BODY_PARSE_ERROR = "There was an error parsing the body"
+HTTP_MESSAGES = {404: "接口不存在", 405: "接口不支持该请求方法"}
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """框架自身的 HTTP 错误：请求体无法解析按 422 报告，其余换成中文说明。"""
+    if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+        msg = "请求体不是合法的 JSON（须为 UTF-8 编码）"
+        return JSONResponse(
+            status_code=422,
+            content={"detail": f"请求无效：{msg}", "errors": [{"field": "body", "msg": msg}]},
+        )
+    detail = HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        status_code=exc.status_code, content={"detail": detail}, headers=exc.headers
+    )
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(ConductorError, conductor_error)  # type: ignore[arg-type]

@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 
+from api.auth import CurrentPrincipal, load_visible_job
+from api.routes import JobId
 from api.runtime import Runtime, get_runtime
-from conductor.db import session_scope
-from conductor.errors import ClusterUnavailable, JobNotFound
+from conductor.auth import Principal
+from conductor.errors import ClusterUnavailable
 from conductor.models import Job
 from conductor.states import JobState
 
@@ -32,14 +34,6 @@ TEXT = "text/plain; charset=utf-8"
 class LogStream(StrEnum):
     stdout = "stdout"
     stderr = "stderr"
-
-
-def _load(rt: Runtime, job_id: int) -> Job:
-    with session_scope(rt.engine) as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise JobNotFound(f"作业 {job_id} 不存在")
-    return job
 
 
 def _path(job: Job, stream: LogStream) -> str:
@@ -72,7 +66,8 @@ LOG_RESPONSES: dict[int | str, dict] = {
     summary="读取或跟随作业日志",
 )
 async def job_logs(
-    job_id: Annotated[int, Path(description="作业 ID")],
+    job_id: JobId,
+    principal: CurrentPrincipal,
     rt: Runtime = Depends(get_runtime),
     stream: Annotated[LogStream, Query(description="读取哪个输出：stdout 或 stderr")] = (
         LogStream.stdout
@@ -86,17 +81,19 @@ async def job_logs(
     ] = None,
 ) -> Response:
     """作业日志（新增接口）。只读该作业自己的输出文件；排队中的作业返回空内容。"""
-    job = await asyncio.to_thread(_load, rt, job_id)
+    job = await asyncio.to_thread(load_visible_job, rt, principal, job_id)
     path = _path(job, stream)
     if follow:
         return StreamingResponse(
-            _follow(rt, job_id, path, offset or 0),
+            _follow(rt, principal, str(job.id), path, offset or 0),
             media_type=TEXT,
             headers={"X-Job-State": job.state, "Cache-Control": "no-cache"},
         )
     data, start, size = b"", offset or 0, 0
-    if job.node_id is not None:
-        chunk = await asyncio.to_thread(rt.cluster.read_log_range, job.node_id, path, offset, CHUNK)
+    if job.node_id is not None and job.state != JobState.PENDING:
+        chunk = await asyncio.to_thread(
+            rt.cluster.read_log_range, job.node_id, path, offset, CHUNK, job.run_as_user
+        )
         data, start, size = chunk["data"] or b"", chunk["offset"], chunk["size"]
     return Response(
         content=data,
@@ -109,20 +106,22 @@ async def job_logs(
     )
 
 
-async def _follow(rt: Runtime, job_id: int, path: str, offset: int) -> AsyncIterator[bytes]:
+async def _follow(
+    rt: Runtime, principal: Principal, ref: str, path: str, offset: int
+) -> AsyncIterator[bytes]:
     """先读状态再读文件：读到终态之后文件仍无新内容，说明已经读完。"""
     position = offset
     while True:
-        job = await asyncio.to_thread(_load, rt, job_id)
+        job = await asyncio.to_thread(load_visible_job, rt, principal, ref)
         terminal = JobState(job.state).is_terminal
-        if job.node_id is None:  # 还在排队（或排队中被取消）
+        if job.node_id is None or job.state == JobState.PENDING:  # 还在排队（或排队中被取消）
             if terminal:
                 return
             await asyncio.sleep(POLL)
             continue
         try:
             chunk = await asyncio.to_thread(
-                rt.cluster.read_log_range, job.node_id, path, position, CHUNK
+                rt.cluster.read_log_range, job.node_id, path, position, CHUNK, job.run_as_user
             )
         except ClusterUnavailable as exc:
             yield f"\n[无法继续读取日志：{exc.message}]\n".encode()

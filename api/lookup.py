@@ -1,10 +1,14 @@
-"""按作业引用（“12” 或数组任务 “12_3”）取作业；数组主作业号指整个数组。"""
+"""按作业引用（“12” 或数组任务 “12_3”）取作业；数组主作业号指整个数组。
+
+别的账户的作业与不存在的作业一样是 404，不泄露是否存在。
+"""
 
 from __future__ import annotations
 
 from sqlmodel import Session, select
 
 from conductor.arrays import parse_job_ref
+from conductor.auth import Principal
 from conductor.errors import InvalidJobRequest, JobNotFound
 from conductor.models import Job
 
@@ -16,8 +20,8 @@ def job_ref(value: str) -> tuple[int, int | None]:
         raise InvalidJobRequest("job_id", str(exc)) from exc
 
 
-def load_job(session: Session, value: str) -> Job:
-    """引用所指的那一个作业（数组主作业号即第一个任务）；不存在 404。"""
+def load_job(session: Session, value: str, principal: Principal) -> Job:
+    """引用所指的那一个作业（数组主作业号即第一个任务）；不存在或看不到 404。"""
     job_id, task = job_ref(value)
     if task is None:
         job = session.get(Job, job_id)
@@ -25,14 +29,17 @@ def load_job(session: Session, value: str) -> Job:
         job = session.exec(
             select(Job).where(Job.array_job_id == job_id, Job.array_task_id == task)
         ).first()
-    if job is None:
+    if job is None or not principal.can_access(job.account):
         raise JobNotFound(f"作业 {value} 不存在")
     return job
 
 
-def load_targets(session: Session, value: str) -> list[Job]:
-    """操作（取消、挂起、放行、修改）的对象：数组主作业号为全部任务，否则为那一个作业。"""
-    job = load_job(session, value)
+def load_targets(session: Session, value: str, principal: Principal) -> list[Job]:
+    """操作（取消、挂起、放行、修改）的对象：数组主作业号为全部任务，否则为那一个作业。
+
+    数组的任务属于同一账户，看得到主作业就看得到全部任务。
+    """
+    job = load_job(session, value, principal)
     if job.array_job_id is not None and job.id == job.array_job_id and "_" not in value:
         return array_tasks(session, job.array_job_id)
     return [job]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from api.auth import CurrentPrincipal
 from api.lookup import array_tasks, load_job, load_targets
 from api.runtime import Runtime, get_runtime
 from api.schemas import (
@@ -33,10 +34,12 @@ from api.schemas import (
     SubmitResponse,
 )
 from conductor import queue, transitions
+from conductor.admission import check_limits, confine, resolve_run_as
 from conductor.arrays import expand_filename, parse_array
+from conductor.auth import Principal
 from conductor.db import ping, session_scope
 from conductor.dependencies import DepState
-from conductor.errors import ConductorError, InvalidJobRequest
+from conductor.errors import ConductorError, Forbidden, InvalidJobRequest
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
@@ -54,13 +57,24 @@ def _resolve(work_dir: str, path: str) -> str:
     return os.path.normpath(os.path.join(work_dir, path))
 
 
-def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
+def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> Job:
     p = req.job
+    if not principal.can_access(p.account):
+        raise Forbidden(f"令牌属于账户 {principal.account}，不能以账户 {p.account} 提交作业")
+    check_limits(req.script, p.environment, rt.settings)
     partitions = rt.settings.partition_table()
     partition = partitions.get(p.partition)
     requested = None if p.time_limit is None else parse_time_limit(p.time_limit)
     time_limit = partitions.time_limit(partition, requested, given=p.time_limit is not None)
     work_dir = os.path.normpath(p.current_working_directory)
+    stdout_path = _resolve(work_dir, p.standard_output)
+    stderr_path = _resolve(work_dir, p.standard_error)
+    root = rt.settings.work_root
+    if root is not None:
+        confine(work_dir, root, "job.current_working_directory")
+        stdout_path = confine(stdout_path, root, "job.standard_output")
+        stderr_path = confine(stderr_path, root, "job.standard_error")
+    run_as_user = resolve_run_as(p.account, rt.settings)
     now = datetime.now(UTC)
     return Job(
         name=p.name,
@@ -69,8 +83,9 @@ def _job_from_request(req: SubmitRequest, rt: Runtime) -> Job:
         script=req.script,
         environment=p.environment,
         work_dir=work_dir,
-        stdout_path=_resolve(work_dir, p.standard_output),
-        stderr_path=_resolve(work_dir, p.standard_error),
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        run_as_user=run_as_user,
         ntasks_per_node=p.ntasks_per_node,
         cpus_per_task=p.cpus_per_task,
         cpus=p.ntasks_per_node * p.cpus_per_task,
@@ -110,9 +125,9 @@ def _check_runnable(job: Job, rt: Runtime) -> None:
     )
 
 
-def _expand(req: SubmitRequest, rt: Runtime, session: Session) -> list[Job]:
+def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Session) -> list[Job]:
     """一个提交请求 → 一个作业，或数组的每个任务一个作业（依赖在这里查被依赖作业是否存在）。"""
-    job = _job_from_request(req, rt)
+    job = _job_from_request(req, rt, principal)
     _check_runnable(job, rt)
     if req.job.dependency is not None:
         try:
@@ -138,7 +153,7 @@ def _expand(req: SubmitRequest, rt: Runtime, session: Session) -> list[Job]:
     ]
 
 
-def _persist(rt: Runtime, requests: list[SubmitRequest]) -> list[str]:
+def _persist(rt: Runtime, principal: Principal, requests: list[SubmitRequest]) -> list[str]:
     """一个事务写入全部作业，提交后才唤醒调度器。返回每个请求的作业号（数组为主作业号）。
 
     入库后才有作业号：数组主作业号与输出文件名中的 %j %A %a 在同一事务里补上。
@@ -147,13 +162,15 @@ def _persist(rt: Runtime, requests: list[SubmitRequest]) -> list[str]:
         groups = []
         for index, req in enumerate(requests):
             try:
-                groups.append(_expand(req, rt, session))
+                groups.append(_expand(req, rt, principal, session))
             except InvalidJobRequest as exc:
                 if len(requests) == 1:
                     raise
-                raise InvalidJobRequest(
-                    f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}"
-                ) from exc
+                raise type(exc)(f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}") from exc
+            except Forbidden as exc:
+                if len(requests) == 1:
+                    raise
+                raise Forbidden(f"第 {index} 个作业：{exc}") from exc
             session.add_all(groups[-1])
         session.flush()
         for jobs in groups:
@@ -171,6 +188,14 @@ def _persist(rt: Runtime, requests: list[SubmitRequest]) -> list[str]:
                 }
                 j.stdout_path = expand_filename(j.stdout_path, **names)  # type: ignore[arg-type]
                 j.stderr_path = expand_filename(j.stderr_path, **names)  # type: ignore[arg-type]
+                if rt.settings.work_root is not None:
+                    # %x、%u 展开后可能带出 “/..”：展开后再限定一次
+                    j.stdout_path = confine(
+                        j.stdout_path, rt.settings.work_root, "job.standard_output"
+                    )
+                    j.stderr_path = confine(
+                        j.stderr_path, rt.settings.work_root, "job.standard_error"
+                    )
         session.flush()
         ids = [str(min(j.id for j in jobs if j.id is not None)) for jobs in groups]
     rt.cluster.wake()
@@ -178,27 +203,31 @@ def _persist(rt: Runtime, requests: list[SubmitRequest]) -> list[str]:
 
 
 @router.post("/jobs/submit", status_code=201, response_model=SubmitResponse)
-def submit(req: SubmitRequest, rt: Runtime = Depends(get_runtime)) -> SubmitResponse:
+def submit(
+    req: SubmitRequest, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> SubmitResponse:
     """提交作业：校验、写入 PostgreSQL 并提交事务后才返回 201，然后唤醒调度器。
 
-    数组作业返回主作业号（第一个任务的作业号）。
+    令牌只能以自己的账户提交（403）。数组作业返回主作业号（第一个任务的作业号）。
     """
-    return SubmitResponse(job_id=_persist(rt, [req])[0])
+    return SubmitResponse(job_id=_persist(rt, principal, [req])[0])
 
 
 @router.post("/jobs/submit/batch", status_code=201, response_model=BatchSubmitResponse)
 def submit_batch(
-    req: BatchSubmitRequest, rt: Runtime = Depends(get_runtime)
+    req: BatchSubmitRequest, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
 ) -> BatchSubmitResponse:
     """批量提交（新增接口）：任何一个作业无效则整批 422、什么也不保存。"""
-    return BatchSubmitResponse(job_ids=_persist(rt, list(req.jobs)))
+    return BatchSubmitResponse(job_ids=_persist(rt, principal, list(req.jobs)))
 
 
 def _logs(job: Job, rt: Runtime) -> JobLog:
     if job.node_id is None or job.state == JobState.PENDING:
         return JobLog(stdout="", stderr="")
     try:
-        logs = rt.cluster.read_logs(job.node_id, job.stdout_path, job.stderr_path)
+        logs = rt.cluster.read_logs(
+            job.node_id, job.stdout_path, job.stderr_path, owner=job.run_as_user
+        )
     except ConductorError as exc:
         note = f"[无法读取日志：{exc.message}]"
         return JobLog(stdout=note, stderr=note)
@@ -225,13 +254,15 @@ def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
 
 
 @router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
-def query(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse:
-    """查询作业状态、时间、退出码与日志；排队中的作业给出等待原因。
+def query(
+    job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> JobQueryResponse:
+    """查询作业状态、时间、退出码与日志；排队中的作业给出等待原因。别的账户的作业视同不存在（404）。
 
     job_id 可写作数组任务 12_3；查询数组主作业号时另列出全部任务的概况。
     """
     with session_scope(rt.engine) as session:
-        job = load_job(session, job_id)
+        job = load_job(session, job_id, principal)
         tasks = (
             array_tasks(session, job.array_job_id)
             if job.array_job_id is not None and job.id == job.array_job_id and "_" not in job_id
@@ -285,13 +316,15 @@ def query(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> JobQueryResponse
 
 
 @router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
-def cancel(job_id: JobId, rt: Runtime = Depends(get_runtime)) -> MessageResponse:
+def cancel(
+    job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
+) -> MessageResponse:
     """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。
 
-    数组主作业号取消整个数组，12_3 只取消一个任务。
+    数组主作业号取消整个数组，12_3 只取消一个任务。别的账户的作业视同不存在（404）。
     """
     with session_scope(rt.engine) as session:
-        targets = [(j.id or 0) for j in load_targets(session, job_id)]
+        targets = [(j.id or 0) for j in load_targets(session, job_id, principal)]
         results = {t: transitions.cancel(session, t) for t in targets}
     changed = {t: r for t, r in results.items() if r is not None and r.changed}
     for t, r in changed.items():
@@ -323,6 +356,7 @@ def _summary(job: Job) -> JobSummary:
 
 @router.get("/jobs", response_model=JobListResponse)
 def list_jobs(
+    principal: CurrentPrincipal,
     rt: Runtime = Depends(get_runtime),
     state: Annotated[list[JobState] | None, Query(description="按状态过滤，可重复")] = None,
     account: Annotated[str | None, Query(max_length=255, description="只看该账户")] = None,
@@ -342,6 +376,8 @@ def list_jobs(
             query = query.where(column == value)
     if cursor is not None:
         query = query.where(Job.id < cursor)  # type: ignore[operator]
+    if not principal.admin:
+        query = query.where(Job.account == principal.account)  # 账户令牌只看到自己的作业
     with session_scope(rt.engine) as session:
         jobs = list(session.exec(query))
         reasons = _reasons(session, jobs[:limit], rt)
@@ -368,18 +404,30 @@ def list_jobs(
 
 
 @router.get("/dashboard", response_model=DashboardResponse)
-def dashboard(rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
-    """作业统计、资源使用与节点信息：数字来自 PostgreSQL 与存活的 Ray 集群。"""
+def dashboard(principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)) -> DashboardResponse:
+    """作业统计、资源使用与节点信息：数字来自 PostgreSQL 与存活的 Ray 集群。
+
+    账户令牌看到的作业统计与作业列表只含自己的作业；资源与节点是整个集群的（同 sinfo）。"""
+    mine = None if principal.admin else principal.account
     with session_scope(rt.engine) as session:
         counts = {
             r.state: r.n
-            for r in session.execute(text("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"))
+            for r in session.execute(
+                text(
+                    "SELECT state, COUNT(*) AS n FROM jobs"
+                    " WHERE CAST(:account AS text) IS NULL OR account = :account GROUP BY state"
+                ),
+                {"account": mine},
+            )
         }
         used = {node: int(cpus) for node, (cpus, _) in transitions.held_by_node(session).items()}
         recent = {
             state: list(
                 session.exec(
-                    select(Job).where(Job.state == state).order_by(Job.id.desc()).limit(RECENT)  # type: ignore[union-attr]
+                    select(Job)
+                    .where(Job.state == state, *([Job.account == mine] if mine else []))
+                    .order_by(Job.id.desc())  # type: ignore[union-attr]
+                    .limit(RECENT)
                 )
             )
             for state in (JobState.RUNNING, JobState.PENDING)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -66,8 +67,11 @@ class Supervisor:
 
     def _api_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        for name, value in self.settings.model_dump(exclude_none=True).items():
-            env[f"CONDUCTOR_{name.upper()}"] = str(value)
+        for name, value in self.settings.model_dump(mode="json", exclude_none=True).items():
+            # 字典（账户映射）须以 JSON 传递，pydantic-settings 才能解析回来
+            env[f"CONDUCTOR_{name.upper()}"] = (
+                json.dumps(value) if isinstance(value, dict | list) else str(value)
+            )
         return env
 
     def _watch_api(self) -> None:
@@ -179,7 +183,13 @@ def serve(
         **get_settings().model_dump(),
         **{k: v for k, v in overrides.items() if v is not None},
     }
-    supervisor = Supervisor(Settings(**merged))
+    settings = Settings(**merged)
+    try:
+        settings.check_security()  # 在启动任何东西之前拒绝不安全的配置
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise typer.Exit(2) from exc
+    supervisor = Supervisor(settings)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.run()

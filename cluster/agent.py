@@ -25,7 +25,7 @@ from cluster.executor import cancel_marker, run_job
 from conductor import transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.jobspec import JobSpec
-from conductor.logtail import read_range, read_tail
+from conductor.logtail import owner_uid, read_range, read_tail
 from conductor.outcome import ExecResult, classify, node_lost_message
 from conductor.proctree import kill_job_tree_async
 from conductor.settings import Settings
@@ -234,15 +234,27 @@ class NodeAgent:
             await asyncio.sleep(0.05)
         return len(runs)
 
-    async def read_logs(self, stdout_path: str, stderr_path: str) -> dict[str, str | None]:
-        """在本节点读取作业日志（不假设共享文件系统）。文件不存在时为 None。"""
+    async def read_logs(
+        self, stdout_path: str, stderr_path: str, owner: str | None = None
+    ) -> dict[str, str | None]:
+        """在本节点读取作业日志（不假设共享文件系统）。文件不存在时为 None。
+
+        owner（作业的 Unix 用户）非空时，只读属于该用户的文件。"""
+        uid = owner_uid(owner)
         return await asyncio.to_thread(
-            lambda: {"stdout": read_tail(Path(stdout_path)), "stderr": read_tail(Path(stderr_path))}
+            lambda: {
+                "stdout": read_tail(Path(stdout_path), uid),
+                "stderr": read_tail(Path(stderr_path), uid),
+            }
         )
 
-    async def read_log_range(self, path: str, offset: int | None, limit: int) -> dict:
-        """按偏移读取一段日志（跟随输出用）。offset 为 None 时读最后 limit 字节。"""
-        return await asyncio.to_thread(read_range, Path(path), offset, limit)
+    async def read_log_range(
+        self, path: str, offset: int | None, limit: int, owner: str | None = None
+    ) -> dict:
+        """按偏移读取一段日志（跟随输出用）。offset 为 None 时读最后 limit 字节。
+
+        owner 非空时只读属于该用户的文件（同 read_logs）。"""
+        return await asyncio.to_thread(read_range, Path(path), offset, limit, owner_uid(owner))
 
     async def _watch(self, run: Run) -> None:
         spec = run.spec

@@ -88,21 +88,36 @@ class ClusterClient:
             log.warning("通知节点代理取消作业 %s 失败：%s", job_id, exc)
 
     def read_logs(
-        self, node_id: str, stdout_path: str, stderr_path: str, timeout: float = 10.0
+        self,
+        node_id: str,
+        stdout_path: str,
+        stderr_path: str,
+        timeout: float = 10.0,
+        owner: str | None = None,
     ) -> dict[str, str | None]:
-        """经作业所在节点的代理读取日志（不假设共享文件系统）。"""
+        """经作业所在节点的代理读取日志（不假设共享文件系统）。
+
+        owner 为作业运行的 Unix 用户：日志文件必须属于它，才不会被符号链接骗去读别人的文件。"""
         try:
             agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
-            return ray.get(agent.read_logs.remote(stdout_path, stderr_path), timeout=timeout)
+            return ray.get(agent.read_logs.remote(stdout_path, stderr_path, owner), timeout=timeout)
         except (ValueError, RayActorError, GetTimeoutError) as exc:
             raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc
 
     def read_log_range(
-        self, node_id: str, path: str, offset: int | None, limit: int, timeout: float = 10.0
+        self,
+        node_id: str,
+        path: str,
+        offset: int | None,
+        limit: int,
+        owner: str | None = None,
+        timeout: float = 10.0,
     ) -> dict:
-        """经作业所在节点的代理按偏移读取日志：{"data": bytes|None, "offset": int, "size": int}。"""
+        """经作业所在节点的代理按偏移读取日志：{"data": bytes|None, "offset": int, "size": int}。
+
+        owner 为作业的 Unix 用户：只读属于它的文件。"""
         try:
             agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
-            return ray.get(agent.read_log_range.remote(path, offset, limit), timeout=timeout)
+            return ray.get(agent.read_log_range.remote(path, offset, limit, owner), timeout=timeout)
         except (ValueError, RayActorError, GetTimeoutError) as exc:
             raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc

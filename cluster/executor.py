@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import select
+import stat
 import subprocess
 import tempfile
 import time
@@ -43,6 +45,20 @@ def spool_dir() -> Path:
     return Path(tempfile.gettempdir()) / "conductor-spool"
 
 
+def prepare_spool() -> Path:
+    """建立（或核对）临时目录：必须归本服务用户所有、别人不可写。
+
+    它在共享的 /tmp 下：若别的本地用户抢先建了它，就能替换脚本文件，让作业（甚至 root）执行他的代码。"""
+    spool = spool_dir()
+    spool.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = os.lstat(spool)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise OSError(f"临时目录 {spool} 不属于服务用户，拒绝使用")
+    if st.st_mode & 0o022:
+        os.chmod(spool, 0o755)
+    return spool
+
+
 def cancel_marker(token: str) -> Path:
     """取消标记：代理在取消时创建；任务若此后才开始执行，就不再启动脚本。"""
     return spool_dir() / f"cancel-{token}"
@@ -51,6 +67,76 @@ def cancel_marker(token: str) -> Path:
 def _open_output(path: str) -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+# 以作业用户身份运行的引导脚本：工作目录与日志文件由该用户自己创建和打开，
+# 服务（root）从不在用户可控的目录里创建文件（否则符号链接可让 root 覆盖任意文件）。
+# 失败信息写到原来的标准错误（交给执行器的管道）；成功重定向后管道即关闭。
+_LAUNCH_AS_USER = r"""
+mkdir -p -- "$1" && cd -- "$1" || exit 1
+mkdir -p -- "$(dirname -- "$2")" "$(dirname -- "$3")" || exit 1
+if [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
+exec /bin/bash "$4"
+"""
+
+
+class _UserError(Exception):
+    pass
+
+
+def _user_identity(name: str) -> tuple[pwd.struct_passwd, list[int]]:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise _UserError(f"Unix 用户 {name} 在本节点不存在") from exc
+    if os.geteuid() != 0 and os.geteuid() != entry.pw_uid:
+        raise _UserError(f"服务不是以 root 运行，无法以用户 {name} 运行作业")
+    return entry, os.getgrouplist(name, entry.pw_gid)
+
+
+def _start_as_user(spec: JobSpec, script: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """以 spec.run_as_user（uid、gid、initgroups 的附加组）启动作业。"""
+    assert spec.run_as_user is not None
+    entry, groups = _user_identity(spec.run_as_user)
+    os.chown(script, entry.pw_uid, entry.pw_gid)
+    env.update(
+        HOME=entry.pw_dir,
+        USER=entry.pw_name,
+        LOGNAME=entry.pw_name,
+        SHELL=entry.pw_shell or "/bin/bash",
+    )
+    rfd, wfd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [
+                "/bin/bash",
+                "-c",
+                _LAUNCH_AS_USER,
+                "launch",
+                spec.work_dir,
+                spec.stdout_path,
+                spec.stderr_path,
+                str(script),
+            ],
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=wfd,
+            env=env,
+            start_new_session=True,
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=groups,
+        )
+    finally:
+        os.close(wfd)
+    # 读到 EOF：要么重定向成功（管道被替换而关闭），要么引导失败并写下了原因
+    with os.fdopen(rfd, "rb") as pipe:
+        failure = pipe.read(4096).decode(errors="replace").strip()
+    if failure:
+        proc.wait()
+        raise _UserError(failure)
+    return proc
 
 
 def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
@@ -63,26 +149,16 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     if cancel_marker(spec.token).exists():
         return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
+    env = {**build_env(spec, os.environ), "CONDUCTOR_NODE_ID": node_id}
     try:
-        Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
-        spool.mkdir(parents=True, exist_ok=True)
+        prepare_spool()
         script.write_text(spec.script)
         script.chmod(0o700)
-        out_fd = _open_output(spec.stdout_path)
-        fds.append(out_fd)
-        err_fd = out_fd if spec.stderr_path == spec.stdout_path else _open_output(spec.stderr_path)
-        if err_fd != out_fd:
-            fds.append(err_fd)
-        proc = subprocess.Popen(
-            ["/bin/bash", str(script)],
-            cwd=spec.work_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=out_fd,
-            stderr=err_fd,
-            env={**build_env(spec, os.environ), "CONDUCTOR_NODE_ID": node_id},
-            start_new_session=True,
-        )
-    except OSError as exc:
+        if spec.run_as_user is not None:
+            proc = _start_as_user(spec, script, env)
+        else:
+            proc = _start(spec, script, env, fds)
+    except (OSError, _UserError) as exc:
         script.unlink(missing_ok=True)
         return ExecResult(returncode=None, error=f"作业无法启动：{exc}")
     finally:
@@ -98,6 +174,27 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
         script.unlink(missing_ok=True)
+
+
+def _start(
+    spec: JobSpec, script: Path, env: dict[str, str], fds: list[int]
+) -> subprocess.Popen[bytes]:
+    """以服务自身的用户启动作业：执行器打开日志文件交给脚本。"""
+    Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
+    out_fd = _open_output(spec.stdout_path)
+    fds.append(out_fd)
+    err_fd = out_fd if spec.stderr_path == spec.stdout_path else _open_output(spec.stderr_path)
+    if err_fd != out_fd:
+        fds.append(err_fd)
+    return subprocess.Popen(
+        ["/bin/bash", str(script)],
+        cwd=spec.work_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=out_fd,
+        stderr=err_fd,
+        env=env,
+        start_new_session=True,
+    )
 
 
 @ray.remote(max_retries=0)

@@ -41,8 +41,29 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="CONDUCTOR_URL", help="C
 JsonOption = Annotated[bool, typer.Option("--json", help="输出 JSON，便于脚本处理")]
 
 
+def api_token() -> str | None:
+    """API 令牌：环境变量 CONDUCTOR_TOKEN 优先，其次 ~/.config/conductor/token（首行）。"""
+    token = os.environ.get("CONDUCTOR_TOKEN", "").strip()
+    if token:
+        return token
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    try:
+        return (config / "conductor" / "token").read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+
+
+def _auth(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """有令牌时加上 Authorization 头。"""
+    token = api_token()
+    if token:
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Authorization": f"Bearer {token}"}
+    return kwargs
+
+
 def _try_request(method: str, url: str, path: str, **kwargs: Any) -> tuple[int, dict]:
     """发请求，返回 (退出码, 响应体)；不打印、不退出。"""
+    kwargs = _auth(kwargs)
     try:
         resp = httpx.request(method, url.rstrip("/") + path, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
@@ -187,7 +208,9 @@ def submit(
 
 @app.command()
 def query(
-    job_id: Annotated[int, typer.Argument(help="作业 ID")],
+    job_id: Annotated[
+        str, typer.Argument(help="作业 ID；数组任务写作 12_3，数组主作业号指整个数组")
+    ],
     url: UrlOption = "http://127.0.0.1:8000",
     as_json: JsonOption = False,
 ) -> None:
@@ -219,7 +242,7 @@ def query(
 
 @app.command()
 def cancel(
-    job_ids: Annotated[list[int], typer.Argument(help="作业 ID，可给多个")],
+    job_ids: Annotated[list[str], typer.Argument(help="作业 ID，可给多个；数组任务写作 12_3")],
     url: UrlOption = "http://127.0.0.1:8000",
     as_json: JsonOption = False,
 ) -> None:
@@ -322,7 +345,7 @@ def history(
     out.print(table)
 
 
-def _stream_url(url: str, job_id: int) -> str:
+def _stream_url(url: str, job_id: str) -> str:
     return url.rstrip("/") + f"/jobs/{job_id}/logs"
 
 
@@ -340,7 +363,9 @@ def _check(resp: httpx.Response, url: str) -> None:
 
 @app.command()
 def logs(
-    job_id: Annotated[int, typer.Argument(help="作业 ID")],
+    job_id: Annotated[
+        str, typer.Argument(help="作业 ID；数组任务写作 12_3，数组主作业号指整个数组")
+    ],
     stderr: Annotated[bool, typer.Option("--stderr", help="看标准错误（默认标准输出）")] = False,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="跟随输出，直到作业结束且日志读完")
@@ -351,7 +376,7 @@ def logs(
     params = {"stream": "stderr" if stderr else "stdout"}
     if not follow:
         try:
-            resp = httpx.get(_stream_url(url, job_id), params=params, timeout=30)
+            resp = httpx.get(_stream_url(url, job_id), **_auth({"params": params, "timeout": 30}))
         except httpx.HTTPError as exc:
             _fail(f"无法连接 Conductor 服务 {url}：{exc}", EXIT_UNAVAILABLE)
         _check(resp, url)
@@ -365,8 +390,8 @@ def logs(
         with httpx.stream(
             "GET",
             _stream_url(url, job_id),
-            params=params,
-            timeout=httpx.Timeout(30, read=None),  # 作业可能很久不输出：读不设超时
+            # 作业可能很久不输出：读不设超时
+            **_auth({"params": params, "timeout": httpx.Timeout(30, read=None)}),
         ) as resp:
             _check(resp, url)
             waiting = None

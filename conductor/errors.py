@@ -40,3 +40,11 @@ class SchedulerUnavailable(ConductorError):
 
 class ClusterUnavailable(ConductorError):
     """Ray 集群不可用，请稍后重试。"""
+
+
+class Unauthorized(ConductorError):
+    """需要有效的 API 令牌：请在 Authorization 头中以 Bearer 方式提供（CLI 读取 CONDUCTOR_TOKEN 或 ~/.config/conductor/token）。"""
+
+
+class Forbidden(ConductorError):
+    """无权执行该操作。"""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 WHOLE_LIMIT = 1024 * 1024
@@ -10,10 +12,25 @@ TAIL_LINES = 1000
 TAIL_WINDOW = 4 * 1024 * 1024
 
 
-def read_tail(path: Path) -> str | None:
-    """返回日志内容；文件不存在返回 None。"""
+def owner_uid(user: str | None) -> int | None:
+    """作业用户的 uid；用户在本节点不存在时为 -1（任何文件都不匹配，一律拒绝读取）。"""
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return -1
+
+
+def read_tail(path: Path, uid: int | None = None) -> str | None:
+    """返回日志内容；文件不存在返回 None。
+
+    uid 非空时（作业以该用户运行），打开后核对文件属主：作业用户可能把日志换成指向
+    别人文件的符号链接，而读日志的是服务（可能是 root）。以打开的文件为准，没有竞态。"""
     try:
         with path.open("rb") as f:
+            if uid is not None and os.fstat(f.fileno()).st_uid != uid:
+                return f"[拒绝读取：日志文件 {path} 不属于作业的用户]"
             size = f.seek(0, 2)
             if size <= WHOLE_LIMIT:
                 f.seek(0)
@@ -32,14 +49,17 @@ def read_tail(path: Path) -> str | None:
     return note + tail
 
 
-def read_range(path: Path, offset: int | None, limit: int) -> dict:
+def read_range(path: Path, offset: int | None, limit: int, uid: int | None = None) -> dict:
     """从 offset 起读至多 limit 字节；offset 为 None 时读最后 limit 字节。
 
     返回 {"data": 字节或 None（文件不存在）, "offset": 实际起点, "size": 文件当前大小}。
-    offset 超过文件大小（文件被截断重写）时从头读。
+    offset 超过文件大小（文件被截断重写）时从头读。uid 非空而文件不属于它时，按不存在处理
+    （理由同 read_tail）。
     """
     try:
         with path.open("rb") as f:
+            if uid is not None and os.fstat(f.fileno()).st_uid != uid:
+                return {"data": None, "offset": offset or 0, "size": 0, "denied": True}
             size = f.seek(0, 2)
             start = max(0, size - limit) if offset is None else offset
             if start > size:

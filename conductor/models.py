@@ -118,6 +118,8 @@ class Job(JobBase, table=True):
     array_task_id: int | None = None
     array_spec: str | None = Field(default=None, max_length=255)
     array_max_running: int | None = None
+    # 提交时按账户映射确定的 Unix 用户；为空表示以服务自身的用户运行（见 docs/security.md）
+    run_as_user: str | None = Field(default=None, max_length=64)
 
 
 class SchedulerEpoch(SQLModel, table=True):
@@ -129,3 +131,21 @@ class SchedulerEpoch(SQLModel, table=True):
     started_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class ApiToken(SQLModel, table=True):
+    """API 令牌：只存 SHA-256 摘要，明文只在创建时显示一次。绑定一个账户，或为管理员。"""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True, index=True))
+    # 明文的前几个字符，便于在列表中辨认令牌；令牌有 256 位熵，露出前缀不影响安全
+    prefix: str = Field(max_length=16)
+    account: str | None = Field(default=None, max_length=255)
+    is_admin: bool = False
+    note: str = Field(default="", max_length=255)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,15 +59,60 @@ class Settings(BaseSettings):
     def partition_table(self) -> PartitionTable:
         return PartitionTable.from_config(self.partitions, self.default_partition)
 
+    # —— 安全（见 docs/security.md）——
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API 令牌认证：auto 时只在监听回环地址时关闭；off 不能用于非回环地址"
+    )
+    work_root: Path | None = Field(
+        None, description="若设置，作业的工作目录与日志路径必须在此目录之内（解析符号链接后）"
+    )
+    account_users: dict[str, str] = Field(
+        default_factory=dict,
+        description='账户到 Unix 用户的映射（JSON，如 {"alice":"alice"}）；服务以 root 运行时作业以该用户身份运行',
+    )
+    require_user_mapping: bool = Field(False, description="未映射到 Unix 用户的账户在提交时被拒绝")
+    max_script_bytes: int = Field(1024 * 1024, ge=1, description="脚本最大字节数（UTF-8）")
+    max_env_entries: int = Field(256, ge=0, description="environment 最多条目数")
+    max_env_bytes: int = Field(
+        32 * 1024, ge=1, description="environment 单个条目（名 + 值）最大字节数"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="请求体最大字节数（超过即 413，不读入内存）"
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # 数据目录在多个进程间传递，必须是绝对路径
         return value.expanduser().resolve()
 
+    def auth_enabled(self) -> bool:
+        """是否要求令牌：on/off 照办，auto 时监听回环地址以外即开启。"""
+        if self.auth == "auto":
+            return not is_loopback(self.host)
+        return self.auth == "on"
+
+    def check_security(self) -> None:
+        """拒绝不安全的组合：API 对网络开放却不认证，等于把远程执行任意命令交给任何人。"""
+        if self.auth == "off" and not is_loopback(self.host):
+            raise ValueError(
+                f"认证已关闭（CONDUCTOR_AUTH=off），API 不能监听回环地址以外的 {self.host}："
+                "任何能连上它的人都能以服务身份执行任意命令。请开启认证或改为监听 127.0.0.1"
+            )
+
     def effective_num_cpus(self) -> int:
         """本地 Ray 的 CPU 数：未设置时取本机核数。"""
         return self.num_cpus or os.cpu_count() or 1
+
+
+def is_loopback(host: str) -> bool:
+    """监听地址是否只对本机开放（0.0.0.0、:: 与主机名都视为对网络开放）。"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -1,0 +1,103 @@
+"""`conductor token create|list|revoke`：管理 API 令牌。
+
+与 `conductor doctor` 一样是在头节点上运行的管理工具：直接连接 PostgreSQL（谁能连数据库，
+谁就是管理员），不经过 API。明文令牌只在创建时打印一次，数据库里只有摘要。
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from conductor.auth import TokenNotFound, create_token, list_tokens, revoke_token
+from conductor.cli import err, out
+from conductor.db import make_engine
+from conductor.migrate import upgrade
+from conductor.settings import get_settings
+from conductor.timefmt import iso_utc
+
+token_app = typer.Typer(
+    help="管理 API 令牌（直接连接数据库，在服务所在主机上运行）", no_args_is_help=True
+)
+
+DbOption = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
+]
+
+
+def _engine(database_url: str | None):  # type: ignore[no-untyped-def]
+    from api.cli import embedded_url  # 延迟导入：api.cli 注册本模块
+
+    settings = get_settings()
+    url = database_url or settings.database_url or embedded_url(settings)
+    upgrade(url)  # 幂等：服务尚未迁移过的库也能直接建令牌
+    return make_engine(url, pool_size=1)
+
+
+@token_app.command("create")
+def create(
+    account: Annotated[str | None, typer.Option("--account", "-A", help="令牌绑定的账户")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="管理员令牌：可看、可管全部作业")] = False,
+    note: Annotated[str, typer.Option("--note", help="备注（谁在用、用在哪）")] = "",
+    database_url: DbOption = None,
+) -> None:
+    """创建令牌；明文只显示这一次，请妥善保存（如写入 ~/.config/conductor/token，权限 600）。"""
+    if admin == (account is not None):
+        err.print("[red]错误：请指定 --account 账户 或 --admin 之一[/red]")
+        raise typer.Exit(2)
+    engine = _engine(database_url)
+    try:
+        row, plain = create_token(engine, account=account, admin=admin, note=note)
+    except ValueError as exc:
+        err.print(f"[red]错误：{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+    err.print(
+        f"已创建令牌 {row.id}（{'管理员' if admin else '账户 ' + str(account)}），明文只显示这一次："
+    )
+    print(plain)  # 单独一行打到标准输出，便于 `> ~/.config/conductor/token`
+
+
+@token_app.command("list")
+def list_(
+    all_: Annotated[bool, typer.Option("--all", help="包括已吊销的令牌")] = False,
+    database_url: DbOption = None,
+) -> None:
+    """列出令牌（只显示前缀，不显示明文）。"""
+    engine = _engine(database_url)
+    try:
+        rows = list_tokens(engine, include_revoked=all_)
+    finally:
+        engine.dispose()
+    table = Table("ID", "前缀", "账户", "管理员", "备注", "创建时间", "吊销时间")
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.prefix + "…",
+            r.account or "",
+            "是" if r.is_admin else "",
+            r.note,
+            iso_utc(r.created_at) or "",
+            iso_utc(r.revoked_at) or "",
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def revoke(
+    token_id: Annotated[int, typer.Argument(help="令牌 ID（见 conductor token list）")],
+    database_url: DbOption = None,
+) -> None:
+    """吊销令牌（幂等），之后用它的请求立即得到 401。"""
+    engine = _engine(database_url)
+    try:
+        revoke_token(engine, token_id)
+    except TokenNotFound as exc:
+        err.print(f"[red]错误：{exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    out.print(f"令牌 {token_id} 已吊销")

@@ -1,0 +1,400 @@
+"""安全：令牌认证、按账户隔离、WORK_ROOT 路径限定、请求大小限制（真实 PostgreSQL 与 Ray）。"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from ray.cluster_utils import Cluster
+from sqlalchemy import text
+
+from api.app import create_app
+from api.runtime import Runtime
+from cluster.client import ClusterClient
+from conductor.auth import create_token, revoke_token
+from conductor.db import make_engine
+from conductor.settings import Settings
+from tests.cluster.conftest import Service, job_payload
+from tests.helpers import wait_for
+
+
+@pytest.fixture(scope="module")
+def secure(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
+    """认证开启的服务；svc.client 带管理员令牌（模块结束时的清理也要用它）。"""
+    settings = Settings(
+        database_url=database_url,
+        namespace=f"test-{uuid.uuid4().hex[:8]}",
+        kill_wait=2.0,
+        idle_resync=0.5,
+        auth="on",
+    )
+    svc = Service(settings)
+    _, admin = create_token(svc.engine, account=None, admin=True, note="测试管理员")
+    svc.client.headers["Authorization"] = f"Bearer {admin}"
+    yield svc
+    svc.close()
+
+
+def client_for(svc: Service, token: str | None = None, **overrides: object) -> TestClient:
+    """同一个数据库与调度器上的另一个 API 实例（可改配置），带指定令牌。"""
+    settings = svc.settings.model_copy(update=overrides)
+    app = create_app(Runtime(settings, svc.engine, ClusterClient(settings)))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return TestClient(app, headers=headers)
+
+
+def account_client(svc: Service, account: str, **overrides: object) -> TestClient:
+    _, token = create_token(svc.engine, account=account, admin=False)
+    return client_for(svc, token, **overrides)
+
+
+def job_count(svc: Service) -> int:
+    with svc.engine.connect() as conn:
+        return int(conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar_one())
+
+
+ROUTES = [
+    ("post", "/jobs/submit"),
+    ("post", "/jobs/submit/batch"),
+    ("get", "/jobs/query/1"),
+    ("post", "/jobs/cancel/1"),
+    ("get", "/jobs"),
+    ("get", "/dashboard"),
+]
+
+
+def test_every_route_needs_a_valid_token(secure: Service, tmp_path: Path) -> None:
+    anonymous = client_for(secure)
+    bogus = client_for(secure, "cdt_" + "x" * 43)
+    body = job_payload("echo hi", current_working_directory=str(tmp_path))
+    before = job_count(secure)
+    for client in (anonymous, bogus):
+        for method, path in ROUTES:
+            kwargs = {"json": body} if path == "/jobs/submit" else {}
+            if path.endswith("batch"):
+                kwargs = {"json": {"jobs": [body]}}
+            resp = getattr(client, method)(path, **kwargs)
+            assert resp.status_code == 401, (path, resp.text)
+            assert resp.headers["www-authenticate"] == "Bearer"
+            assert "令牌" in resp.json()["detail"]
+    assert job_count(secure) == before
+    # /health 不需要令牌
+    assert anonymous.get("/health").status_code == 200
+
+
+def test_revoked_token_is_refused_at_once(secure: Service) -> None:
+    row, token = create_token(secure.engine, account="rev", admin=False)
+    client = client_for(secure, token)
+    assert client.get("/jobs").status_code == 200
+    revoke_token(secure.engine, row.id or 0)
+    resp = client.get("/jobs")
+    assert resp.status_code == 401
+    assert "吊销" in resp.json()["detail"]
+
+
+def test_token_is_stored_hashed(secure: Service) -> None:
+    row, token = create_token(secure.engine, account="h", admin=False)
+    with secure.engine.connect() as conn:
+        dump = " ".join(str(v) for r in conn.execute(text("SELECT * FROM api_tokens")) for v in r)
+    assert token not in dump
+    assert row.token_hash in dump
+
+
+def test_accounts_are_isolated_admin_sees_all(secure: Service, tmp_path: Path) -> None:
+    alice, bob = account_client(secure, "alice"), account_client(secure, "bob")
+    wd = str(tmp_path)
+
+    # 不能以别的账户提交：403，什么也不保存
+    before = job_count(secure)
+    resp = bob.post(
+        "/jobs/submit", json=job_payload("echo x", account="alice", current_working_directory=wd)
+    )
+    assert resp.status_code == 403, resp.text
+    assert "bob" in resp.json()["detail"] and "alice" in resp.json()["detail"]
+    batch = {
+        "jobs": [
+            job_payload("echo x", account="bob", current_working_directory=wd),
+            job_payload("echo x", account="alice", current_working_directory=wd),
+        ]
+    }
+    assert bob.post("/jobs/submit/batch", json=batch).status_code == 403
+    assert job_count(secure) == before
+
+    resp = alice.post(
+        "/jobs/submit",
+        json=job_payload(
+            "echo alice-secret-output; sleep 300", account="alice", current_working_directory=wd
+        ),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    secure.wait_state(job_id, "RUNNING")
+    wait_for(
+        lambda: "alice-secret-output" in alice.get(f"/jobs/query/{job_id}").text,
+        30,
+        what="作业输出",
+    )
+
+    # bob 看不到 alice 的作业：与不存在的作业同样 404，消息相同
+    missing = bob.get("/jobs/query/99999999").json()["detail"].replace("99999999", str(job_id))
+    for resp in (bob.get(f"/jobs/query/{job_id}"), bob.post(f"/jobs/cancel/{job_id}")):
+        assert resp.status_code == 404
+        assert resp.json()["detail"] == missing
+        assert "alice-secret-output" not in resp.text
+    assert secure.state(job_id) == "RUNNING"  # bob 的取消没有生效
+    listed = bob.get("/jobs", params={"account": "alice", "state": ["RUNNING"]}).json()
+    assert listed["jobs"] == []
+    assert all(j["account"] == "bob" for j in bob.get("/jobs").json()["jobs"])
+    dash = bob.get("/dashboard").json()
+    assert job_id not in [j["job_id"] for j in dash["running_jobs"]]
+    assert dash["job_stats"]["running"] == 0
+    assert dash["resource_stats"]["total_cpus"] > 0  # 集群资源仍可见
+
+    # alice 自己能看、能读日志；管理员看到全部
+    body = alice.get(f"/jobs/query/{job_id}").json()
+    assert body["job_log"]["stdout"] == "alice-secret-output\n"
+    assert job_id in [j["job_id"] for j in alice.get("/jobs").json()["jobs"]]
+    assert job_id in [j["job_id"] for j in secure.client.get("/jobs").json()["jobs"]]
+    assert job_id in [j["job_id"] for j in secure.client.get("/dashboard").json()["running_jobs"]]
+    assert secure.client.get(f"/jobs/query/{job_id}").status_code == 200
+
+    resp = alice.post(f"/jobs/cancel/{job_id}")
+    assert resp.status_code == 200
+    secure.wait_state(job_id, "CANCELLED")
+
+
+def test_work_root_confines_paths(secure: Service, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "inside").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    (root / "inside" / "up").symlink_to("../..")
+    client = account_client(secure, "wr", work_root=root)
+    before = job_count(secure)
+    bad = [
+        ({"current_working_directory": str(outside)}, "job.current_working_directory"),
+        (
+            {"current_working_directory": str(root / "inside" / ".." / ".." / "outside")},
+            "job.current_working_directory",
+        ),
+        ({"current_working_directory": str(root / "escape")}, "job.current_working_directory"),
+        (
+            {"current_working_directory": str(root / "inside" / "up" / "outside")},
+            "job.current_working_directory",
+        ),
+        (
+            {"current_working_directory": str(root), "standard_output": "/etc/passwd"},
+            "job.standard_output",
+        ),
+        (
+            {"current_working_directory": str(root), "standard_output": "../x.out"},
+            "job.standard_output",
+        ),
+        (
+            {"current_working_directory": str(root), "standard_error": "escape/x.err"},
+            "job.standard_error",
+        ),
+        (
+            {"current_working_directory": str(root), "standard_error": "inside/up/x.err"},
+            "job.standard_error",
+        ),
+    ]
+    for change, field in bad:
+        resp = client.post("/jobs/submit", json=job_payload("echo hi", account="wr", **change))
+        assert resp.status_code == 422, (change, resp.text)
+        assert resp.json()["errors"][0]["field"] == field
+        assert "CONDUCTOR_WORK_ROOT" in resp.json()["detail"]
+    assert job_count(secure) == before
+    resp = client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "echo ok",
+            account="wr",
+            current_working_directory=str(root / "inside" / "new"),
+            standard_output="logs/o.txt",
+        ),
+    )
+    assert resp.status_code == 201, resp.text
+    body = secure.wait_state(int(resp.json()["job_id"]), "COMPLETED")
+    assert body["job_log"]["stdout"] == "ok\n"
+    assert (root / "inside" / "new" / "logs" / "o.txt").read_text() == "ok\n"
+
+
+def test_size_limits_refuse_and_store_nothing(secure: Service, tmp_path: Path) -> None:
+    client = account_client(
+        secure,
+        "lim",
+        max_body_bytes=64 * 1024,
+        max_script_bytes=1000,
+        max_env_entries=3,
+        max_env_bytes=100,
+    )
+    wd = str(tmp_path)
+    before = job_count(secure)
+    cases = [
+        (job_payload("x" * 1001, account="lim", current_working_directory=wd), 413, "脚本过大"),
+        (
+            job_payload(
+                "echo",
+                account="lim",
+                current_working_directory=wd,
+                environment={f"V{i}": "1" for i in range(4)},
+            ),
+            422,
+            "环境变量过多",
+        ),
+        (
+            job_payload(
+                "echo", account="lim", current_working_directory=wd, environment={"BIG": "v" * 100}
+            ),
+            422,
+            "环境变量 BIG 过大",
+        ),
+        (
+            job_payload("echo", account="lim" * 100, current_working_directory=wd),
+            422,
+            "job.account",
+        ),
+        (
+            job_payload("echo", account="lim", current_working_directory="/" + "d" * 1024),
+            422,
+            "job.current_working_directory",
+        ),
+        (job_payload("x" * 70_000, account="lim", current_working_directory=wd), 413, "请求体过大"),
+    ]
+    for payload, status, needle in cases:
+        resp = client.post("/jobs/submit", json=payload)
+        assert resp.status_code == status, resp.text
+        assert needle in resp.json()["detail"], resp.text
+    batch = {
+        "jobs": [
+            job_payload("echo", account="lim", current_working_directory=wd),
+            job_payload("y" * 2000, account="lim", current_working_directory=wd),
+        ]
+    }
+    resp = client.post("/jobs/submit/batch", json=batch)
+    assert resp.status_code == 413
+    assert "第 1 个作业" in resp.json()["detail"]
+    # 分块传输（没有 Content-Length）也按实际读到的字节数拒绝
+    chunks = (b"x" * 8192 for _ in range(20))
+    resp = client.post("/jobs/submit", content=chunks, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert job_count(secure) == before
+    # 默认上限：1 MiB 脚本
+    assert Settings().max_script_bytes == 1024 * 1024
+
+
+def test_health_and_errors_leak_no_secrets(secure: Service) -> None:
+    marker = "S3cretPassw0rd"
+    row, token = create_token(secure.engine, account="leak", admin=False)
+    client = client_for(secure, token)
+    # 一个连不上的数据库，地址里带密码：/health 报告 postgres 不可用，但不带出地址与密码
+    bad_url = f"postgresql://u:{marker}@db.invalid/x"
+    bad = secure.settings.model_copy(update={"database_url": bad_url})
+    broken = TestClient(
+        create_app(Runtime(bad, make_engine(bad_url), ClusterClient(bad))),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    health = broken.get("/health")
+    assert health.status_code == 503 and health.json()["components"]["postgres"]["status"] == "down"
+    texts = [
+        health.text,
+        broken.get("/jobs").text,
+        client.get("/health").text,
+        client.get("/jobs/query/123456789").text,
+        client_for(secure, token + "x").get("/jobs").text,
+        client.get("/openapi.json").text,
+    ]
+    for t in texts:
+        assert marker not in t
+        assert token not in t
+        assert row.token_hash not in t
+    assert (secure.settings.database_url or "") not in client.get("/health").text
+
+
+def test_auth_off_refused_beyond_loopback(
+    secure: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ValueError, match="认证已关闭"):
+        client_for(secure, host="0.0.0.0", auth="off")
+    # 回环地址上 auto 即关闭认证，并在启动时明说；监听其他地址时 auto 即开启
+    with caplog.at_level("INFO", logger="conductor.api"):
+        open_client = client_for(secure, auth="auto")
+    assert "API 认证已关闭" in caplog.text and "127.0.0.1" in caplog.text
+    assert open_client.get("/jobs").status_code == 200
+    assert client_for(secure, auth="auto", host="0.0.0.0").get("/jobs").status_code == 401
+
+
+def test_cli_token_commands(secure: Service, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    conductor = str(Path(sys.executable).with_name("conductor"))
+    url = secure.settings.database_url or ""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [conductor, "token", *args, "--database-url", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    created = run("create", "--account", "cli-acct", "--note", "来自命令行")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("cdt_") and "只显示这一次" in created.stderr
+    client = client_for(secure, token)
+    assert client.get("/jobs").status_code == 200
+    listed = run("list")
+    assert listed.returncode == 0 and "cli-acct" in listed.stdout
+    assert token not in listed.stdout
+    token_id = next(
+        line.split("│")[1].strip() for line in listed.stdout.splitlines() if "cli-acct" in line
+    )
+    assert run("revoke", token_id).returncode == 0
+    assert client.get("/jobs").status_code == 401
+    assert "cli-acct" not in run("list").stdout
+    assert run("create").returncode == 2
+    assert run("revoke", "987654").returncode == 1
+
+
+def test_logs_come_only_from_recorded_paths(secure: Service, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "alias").symlink_to(root / "real")
+    client = account_client(secure, "paths", work_root=root)
+    resp = client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "echo from-job",
+            account="paths",
+            current_working_directory=str(root / "alias"),
+            standard_output="o.txt",
+            standard_error="e.txt",
+        ),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    body = secure.wait_state(job_id, "COMPLETED")
+    assert body["job_log"]["stdout"] == "from-job\n"
+    with secure.engine.connect() as conn:
+        paths = conn.execute(
+            text("SELECT stdout_path, stderr_path FROM jobs WHERE id = :id"), {"id": job_id}
+        ).one()
+    # 记录的是提交时解析后的绝对路径；查询只读这两个文件（改动文件内容，查询随之改变）
+    assert tuple(paths) == (str(root / "real" / "o.txt"), str(root / "real" / "e.txt"))
+    (root / "real" / "o.txt").write_text("rewritten\n")
+    assert client.get(f"/jobs/query/{job_id}").json()["job_log"]["stdout"] == "rewritten\n"
+    # 请求里夹带的路径参数不起作用
+    resp = client.get(
+        f"/jobs/query/{job_id}", params={"path": "/etc/passwd", "stdout": "/etc/passwd"}
+    )
+    assert "root:" not in resp.text

@@ -1,0 +1,99 @@
+"""端到端安全：真实的 `conductor serve`（认证开启、外部 PostgreSQL 带密码）、真实令牌、真实 CLI。"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from tests.e2e.serve_process import CONDUCTOR, ServeProcess
+from tests.helpers import wait_for
+
+PASSWORD = "pw-Xq7-MARKER-db"
+SERVICE_TOKEN = "cdt_service-env-token-MARKER"
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CONDUCTOR, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_serve_with_auth_tokens_and_no_secrets_in_jobs(tmp_path: Path, database_url: str) -> None:
+    # 测试的 PostgreSQL 对本地套接字不校验密码：URL 里的密码只作为要找的“机密”标记
+    secret_url = make_url(database_url).set(password=PASSWORD).render_as_string(hide_password=False)
+    serve = ServeProcess(
+        tmp_path,
+        tmp_path / "data",
+        "--num-cpus",
+        "1",
+        env={
+            "CONDUCTOR_DATABASE_URL": secret_url,
+            "CONDUCTOR_AUTH": "on",
+            "CONDUCTOR_TOKEN": SERVICE_TOKEN,
+        },
+    )
+    home = tmp_path / "home"
+    (home / ".config" / "conductor").mkdir(parents=True)
+    client_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "XDG_CONFIG"))
+    }
+    client_env |= {"HOME": str(home), "CONDUCTOR_URL": serve.url}
+    try:
+        serve.wait_healthy()
+        created = _run(
+            client_env, "token", "create", "--account", "e2e", "--database-url", database_url
+        )
+        assert created.returncode == 0, created.stderr
+        token = created.stdout.strip()
+
+        script = tmp_path / "dump.sh"
+        script.write_text("env\n")
+        work = tmp_path / "work"
+        args = ("submit", str(script), "-A", "e2e", "-D", str(work), "-o", "env.out", "--json")
+        # 没有令牌：401，中文说明
+        refused = _run(client_env, *args)
+        assert refused.returncode == 1
+        assert "401" in refused.stderr and "令牌" in refused.stderr
+        # 令牌在配置文件里
+        (home / ".config" / "conductor" / "token").write_text(token + "\n")
+        submitted = _run(client_env, *args)
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = json.loads(submitted.stdout)["job_id"]
+        # 令牌在环境变量里（优先于配置文件）
+        (home / ".config" / "conductor" / "token").write_text("cdt_wrong\n")
+        env_token = client_env | {"CONDUCTOR_TOKEN": token}
+
+        def finished() -> dict | None:
+            out = _run(env_token, "query", job_id, "--json")
+            assert out.returncode == 0, out.stderr
+            body = json.loads(out.stdout)
+            return body if body["state"] == "COMPLETED" else None
+
+        body = wait_for(finished, 60, interval=0.5, what="作业完成")
+        dumped = (work / "env.out").read_text()
+        assert body["job_log"]["stdout"] == dumped
+        assert "SLURM_JOB_ID=" + job_id in dumped
+        for secret in (PASSWORD, SERVICE_TOKEN, token):
+            assert secret not in dumped
+        assert "CONDUCTOR_DATABASE_URL" not in dumped and "CONDUCTOR_TOKEN" not in dumped
+        # 只有配置文件里的错误令牌时被拒绝
+        assert _run(client_env, "query", job_id).returncode == 1
+    finally:
+        code = serve.stop() if serve.proc.poll() is None else serve.proc.returncode
+        serve.cleanup()
+    assert code == 0
+    log = serve.log_path.read_text()
+    assert "API 认证已开启" in log
+    for secret in (PASSWORD, SERVICE_TOKEN, token):
+        assert secret not in log
+
+
+def test_serve_refuses_open_api_beyond_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
+    env["CONDUCTOR_AUTH"] = "off"
+    out = _run(env, "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "data"))
+    assert out.returncode == 2
+    assert "认证已关闭" in out.stderr + out.stdout
+    assert not (tmp_path / "data" / "pg").exists()  # 什么也没有启动
