@@ -19,9 +19,24 @@ function el(tag, text, cls) {
   return e;
 }
 
+// 认证开启时（API 监听非回环地址）需要令牌：第一次 401 时询问，存在本浏览器的 localStorage
+function withToken(options) {
+  const token = localStorage.getItem("conductor-token");
+  const opts = Object.assign({}, options || {});
+  if (token) opts.headers = Object.assign({}, opts.headers || {}, { Authorization: `Bearer ${token}` });
+  return opts;
+}
+
 // allow503：/health 在组件故障时以 503 返回正文，页面要显示它
 async function api(path, options, allow503 = false) {
-  const resp = await fetch(path, options);
+  let resp = await fetch(path, withToken(options));
+  if (resp.status === 401) {
+    const token = window.prompt("需要 API 令牌（由管理员用 conductor token create 创建）：");
+    if (token) {
+      localStorage.setItem("conductor-token", token.trim());
+      resp = await fetch(path, withToken(options));
+    }
+  }
   if (!resp.ok && !(allow503 && resp.status === 503)) {
     let detail = resp.statusText;
     try { detail = (await resp.json()).detail || detail; } catch (_) { /* 非 JSON */ }
