@@ -222,7 +222,7 @@ def submit_batch(
 
 
 def _logs(job: Job, rt: Runtime) -> JobLog:
-    if job.node_id is None or job.state == JobState.PENDING:
+    if job.node_id is None:
         return JobLog(stdout="", stderr="")
     try:
         logs = rt.cluster.read_logs(
@@ -288,7 +288,7 @@ def query(
             partition=job.partition,
             allocated_cpus=job.cpus,
             allocated_nodes=1 if job.node_id else 0,
-            node_list="" if job.state == JobState.PENDING else job.node_name or "",
+            node_list=job.node_name or "",
             exit_code=job.exit_code,
             work_dir=job.work_dir,
             data_source=job.data_source,
@@ -328,7 +328,7 @@ def cancel(
         results = {t: transitions.cancel(session, t) for t in targets}
     changed = {t: r for t, r in results.items() if r is not None and r.changed}
     for t, r in changed.items():
-        if r.node_id:  # 运行中，或已预派发到节点代理的本地队列
+        if r.previous is JobState.RUNNING and r.node_id:
             rt.cluster.cancel(r.node_id, t)
     rt.cluster.wake()
     if len(targets) > 1:
@@ -388,7 +388,7 @@ def list_jobs(
             JobListItem(
                 **_summary(j).model_dump(),
                 partition=j.partition,
-                node_list="" if j.state == JobState.PENDING else j.node_name or "",
+                node_list=j.node_name or "",
                 end_time=iso_utc(j.end_time),
                 elapsed_time=_elapsed(j),
                 exit_code=j.exit_code,

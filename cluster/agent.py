@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -69,11 +68,6 @@ class NodeAgent:
         self.min_epoch = epoch
         self.engine = make_engine(settings.database_url or "", pool_size=2)
         self.runs: dict[int, Run] = {}
-        # 预派发的本地队列（按调度器给出的顺序）：资源一空就按顺序启动，不等调度器
-        self.queued: dict[int, JobSpec] = {}
-        self.starting: set[int] = set()
-        self.pump_lock = asyncio.Lock()
-        self.capacity = _node_capacity(node_id)
         self.reports: list[Outcome] = []
         self.report_ready = asyncio.Event()
         self.scheduler: ray.actor.ActorHandle | None = None
@@ -83,124 +77,49 @@ class NodeAgent:
         """本代理实例的身份；派发时记入作业行。"""
         return self.agent_id
 
-    def _known(self) -> list[int]:
-        """手中的全部作业：运行中、正在启动、在本地队列里等待的。"""
-        return sorted(set(self.runs) | self.starting | set(self.queued))
-
     def holding(self) -> tuple[str, list[int]]:
         """只读：(代理身份, 手中的作业)。供 conductor doctor 使用，不改变纪元栅栏。"""
-        return self.agent_id, self._known()
+        return self.agent_id, sorted(self.runs)
 
     async def adopt(self, epoch: int) -> tuple[str, list[int]]:
         """调度器对账：提高纪元栅栏，返回 (代理身份, 仍在手中的作业)。"""
         self.min_epoch = max(self.min_epoch, epoch)
-        return self.agent_id, self._known()
+        return self.agent_id, sorted(self.runs)
 
     async def sweep(self, tokens: list[str]) -> None:
         """清理随旧代理死亡的作业留下的孤儿进程。"""
         await asyncio.gather(*(kill_job_tree_async(t, grace=0) for t in tokens))
 
-    async def launch(
-        self, specs: list[JobSpec], epoch: int, ahead: list[JobSpec] | None = None
-    ) -> list[int]:
-        """启动作业任务（绑定本节点）；ahead 为预派发，进本地队列等资源。
-
-        过期纪元的派发被拒绝，返回被接受的作业 id。
-        """
-        ahead = ahead or []
+    async def launch(self, specs: list[JobSpec], epoch: int) -> list[int]:
+        """启动作业任务（绑定本节点）。过期纪元的派发被拒绝，返回被接受的作业 id。"""
         if epoch < self.min_epoch:
             log.warning(
                 "拒绝过期调度器（纪元 %s < %s）的派发：%s",
                 epoch,
                 self.min_epoch,
-                [s.job_id for s in specs + ahead],
+                [s.job_id for s in specs],
             )
             return []
+        strategy = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
         accepted = []
         for spec in specs:
-            if spec.job_id not in self.runs:  # 重复派发（消息重发）：已在运行
-                self._run(spec)
+            if spec.job_id in self.runs:  # 重复派发（消息重发）：已在运行
+                accepted.append(spec.job_id)
+                continue
+            ref = run_job.options(
+                num_cpus=spec.cpus,
+                memory=spec.memory_bytes,
+                name=f"job-{spec.job_id}:{spec.name}",
+                scheduling_strategy=strategy,
+            ).remote(spec)
+            run = Run(spec, ref)
+            self.runs[spec.job_id] = run
+            run.watcher = asyncio.get_running_loop().create_task(self._watch(run))
             accepted.append(spec.job_id)
-        for spec in ahead:
-            if spec.job_id not in self.runs and spec.job_id not in self.starting:
-                self.queued.setdefault(spec.job_id, spec)
-            accepted.append(spec.job_id)
-        if ahead:
-            self._kick()
         return accepted
 
-    def _run(self, spec: JobSpec) -> None:
-        ref = run_job.options(
-            num_cpus=spec.cpus,
-            memory=spec.memory_bytes,
-            name=f"job-{spec.job_id}:{spec.name}",
-            scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False),
-        ).remote(spec)
-        run = Run(spec, ref)
-        self.runs[spec.job_id] = run
-        run.watcher = asyncio.get_running_loop().create_task(self._watch(run))
-
-    def _kick(self) -> None:
-        """有资源空出或有新的预派发：在后台按顺序启动本地队列里放得下的作业。"""
-        if self.queued:
-            asyncio.get_running_loop().create_task(self._pump())
-
-    async def _pump(self) -> None:
-        async with self.pump_lock:
-            while self.queued:
-                batch = self._startable()
-                if not batch:
-                    return
-                for spec in batch:
-                    del self.queued[spec.job_id]
-                    self.starting.add(spec.job_id)
-                try:
-                    started = await asyncio.to_thread(
-                        with_retry, lambda b=batch: self._start(b), what="启动预派发的作业"
-                    )
-                finally:
-                    self.starting.difference_update(s.job_id for s in batch)
-                for spec in batch:
-                    if spec.job_id in started:
-                        limit = started[spec.job_id]
-                        self._run(dataclasses.replace(spec, time_limit_seconds=limit))
-                if len(started) < len(batch):
-                    self._notify_scheduler()  # 没启动的回到了队列
-
-    def _startable(self) -> list[JobSpec]:
-        """本地队列队首起、此刻放得下的作业（严格按顺序：队首放不下就停，不让小作业插队）。"""
-        active = [r.spec for r in self.runs.values() if not r.finished]
-        cpus = self.capacity[0] - sum(s.cpus for s in active)
-        memory = self.capacity[1] - sum(s.memory_bytes for s in active)
-        exclusive = any(s.exclusive for s in active)
-        batch = []
-        for spec in self.queued.values():
-            if exclusive or spec.cpus > cpus or spec.memory_bytes > memory:
-                break
-            batch.append(spec)
-            cpus -= spec.cpus
-            memory -= spec.memory_bytes
-        return batch
-
-    def _start(self, batch: list[JobSpec]) -> dict[int, int | None]:
-        """预派发 → RUNNING；期间被挂起的撤回排队，被取消的归还资源。"""
-        claims = [(s.job_id, s.token) for s in batch]
-        with session_scope(self.engine) as session:
-            started = transitions.start(session, claims)
-            rest = [c for c in claims if c[0] not in started]
-            transitions.unassign(session, rest)
-            transitions.release(session, [c[0] for c in rest], None, [c[1] for c in rest])
-            return started
-
     async def cancel(self, job_id: int) -> bool:
-        """终止一个作业的整棵进程树：SIGTERM → 宽限 → SIGKILL。
-
-        还在本地队列里的作业直接移出队列，并归还它（已被取消）的资源记录。
-        """
-        spec = self.queued.pop(job_id, None)
-        if spec is not None:
-            await asyncio.to_thread(with_retry, lambda: self._release(spec), what="移出本地队列")
-            return True
+        """终止一个作业的整棵进程树：SIGTERM → 宽限 → SIGKILL。"""
         run = self.runs.get(job_id)
         if run is None or run.stopping:
             return False
@@ -276,7 +195,6 @@ class NodeAgent:
         cancel_marker(spec.token).unlink(missing_ok=True)
         self.reports.append(Outcome(spec.job_id, state, code, msg, spec.token))
         self.report_ready.set()
-        self._kick()  # 资源空出：本地队列的下一个立即启动
 
     async def _report_loop(self) -> None:
         """批量把结局写入数据库；数据库不可用时退避重试，直到写入才忘记作业。"""
@@ -300,17 +218,13 @@ class NodeAgent:
                 self.runs.pop(o.job_id, None)
             self._notify_scheduler()
 
-    def _release(self, spec: JobSpec) -> None:
-        with session_scope(self.engine) as session:
-            transitions.release(session, [spec.job_id], None, [spec.token])
-
     def _record(self, batch: list[Outcome]) -> None:
         with session_scope(self.engine) as session:
             transitions.finish(session, batch)
 
     async def _kill_cancelled(self) -> None:
         """兜底：取消消息丢失时，从数据库发现已取消但仍在运行的作业并终止。"""
-        live = [j for j, r in self.runs.items() if not r.stopping] + list(self.queued)
+        live = [j for j, r in self.runs.items() if not r.stopping]
         if not live:
             return
         try:
@@ -338,15 +252,6 @@ class NodeAgent:
             self.scheduler.wake.remote()
         except Exception:  # noqa: BLE001 - 调度器正在重启：它启动时会自行对账
             self.scheduler = None
-
-
-def _node_capacity(node_id: str) -> tuple[float, float]:
-    """本节点的 (CPU, 内存) 总量，决定本地队列里的作业何时放得下。"""
-    for raw in ray.nodes():
-        if raw["NodeID"] == node_id:
-            resources = raw.get("Resources") or {}
-            return float(resources.get("CPU", 0.0)), float(resources.get("memory", 0.0))
-    return 0.0, 0.0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,8 +7,6 @@
 - 节点存活但派发时的代理已不在    → 任务随代理死亡：FAILED，并清理孤儿进程
 - 节点存活但其代理暂时无响应      → 本轮不判定，下次再看（不冤枉慢节点）
 - 本调度器正在派发途中的作业      → 本轮不判定
-预派发（PENDING 而已记下节点）的作业从未启动，判定更简单（decide_assigned）：
-节点已死、代理已换、或代理不认识它 → 撤销预派发，回到普通排队。
 """
 
 from __future__ import annotations
@@ -37,14 +35,13 @@ class HeldJob:
     node_host: str | None = None
 
 
-def load_held_jobs(engine: Engine, where: str = HOLDING) -> list[HeldJob]:
-    """数据库中仍占用资源的全部作业（调度器对账与 conductor doctor 共用）；
-    where=ASSIGNED 时为预派发的作业。"""
+def load_held_jobs(engine: Engine) -> list[HeldJob]:
+    """数据库中仍占用资源的全部作业（调度器对账与 conductor doctor 共用）。"""
     with session_scope(engine) as session:
         rows = session.execute(
             text(
                 "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
-                f"WHERE {where}"
+                f"WHERE {HOLDING}"
             )
         )
         return [
@@ -73,7 +70,6 @@ class AgentView:
 class ReconcilePlan:
     reattach: list[int] = field(default_factory=list)
     requeue: list[HeldJob] = field(default_factory=list)
-    unassign: list[HeldJob] = field(default_factory=list)
     node_fail: list[HeldJob] = field(default_factory=list)
     agent_lost: list[HeldJob] = field(default_factory=list)
     undecided: list[int] = field(default_factory=list)
@@ -85,7 +81,6 @@ class ReconcilePlan:
         return (
             f"重新接管 {len(self.reattach)} 个 {self.reattach}；"
             f"重新排队（从未启动）{len(self.requeue)} 个 {ids(self.requeue)}；"
-            f"撤销预派发 {len(self.unassign)} 个 {ids(self.unassign)}；"
             f"节点失联判 NODE_FAIL {len(self.node_fail)} 个 {ids(self.node_fail)}；"
             f"代理丢失判 FAILED {len(self.agent_lost)} 个 {ids(self.agent_lost)}；"
             f"暂不判定 {len(self.undecided)} 个 {self.undecided}"
@@ -93,7 +88,7 @@ class ReconcilePlan:
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.requeue or self.unassign or self.node_fail or self.agent_lost)
+        return bool(self.requeue or self.node_fail or self.agent_lost)
 
 
 def decide(
@@ -125,23 +120,3 @@ def decide(
         else:
             plan.undecided.append(job.job_id)
     return plan
-
-
-def decide_assigned(
-    assigned: Sequence[HeldJob],
-    alive_nodes: Collection[str],
-    agents: Mapping[str, AgentView | None],
-    in_flight: Collection[int] = (),
-) -> list[HeldJob]:
-    """预派发的作业中应撤销、回到普通排队的（它们从未启动，撤销总是安全的）。"""
-    out = []
-    for job in assigned:
-        if job.node_id not in alive_nodes:
-            out.append(job)
-            continue
-        agent = agents.get(job.node_id)
-        if job.job_id in in_flight or agent is None:
-            continue
-        if agent.agent_id != job.agent_id or job.job_id not in agent.jobs:
-            out.append(job)
-    return out

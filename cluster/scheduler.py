@@ -23,13 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from cluster.agent import NodeAgent, agent_name
 from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
-from cluster.reconcile import (
-    AgentView,
-    ReconcilePlan,
-    decide,
-    decide_assigned,
-    load_held_jobs,
-)
+from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
 from conductor import queue, transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable
@@ -228,15 +222,14 @@ class Scheduler:
         if startup and self.creating:
             await asyncio.wait(list(self.creating.values()), timeout=AGENT_START_TIMEOUT)
         held = await asyncio.to_thread(load_held_jobs, self.engine)
-        assigned = await asyncio.to_thread(load_held_jobs, self.engine, transitions.ASSIGNED)
-        if not held and not assigned and not startup:
+        if not held and not startup:
             return
         entries = list(self.agents.items())
         found = await asyncio.gather(*(self._adopt(node_id, h) for node_id, (h, _) in entries))
         views = {node_id: view for (node_id, _), view in zip(entries, found, strict=True)}
-        alive = {n.node_id for n in nodes}
-        plan = decide(held, alive, views, startup=startup, in_flight=self.in_flight)
-        plan.unassign = decide_assigned(assigned, alive, views, self.in_flight)
+        plan = decide(
+            held, {n.node_id for n in nodes}, views, startup=startup, in_flight=self.in_flight
+        )
         self.reconciliations += 1
         self.metrics.reconciled()
         log.debug(
@@ -273,7 +266,6 @@ class Scheduler:
     def _apply(self, plan: ReconcilePlan) -> list[int]:
         with session_scope(self.engine) as session:
             freed = transitions.requeue(session, [(j.job_id, j.token or "") for j in plan.requeue])
-            transitions.unassign(session, [(j.job_id, j.token or "") for j in plan.unassign])
             for job in plan.node_fail:
                 transitions.settle_lost(
                     session,
@@ -349,7 +341,7 @@ class Scheduler:
         if resolved:
             self.wake_event.set()  # 刚满足依赖的作业可能不在本轮窗口里
         total = sum(v.total_cpus for v in views)
-        allocated = sum(r.cpus for r in running if r.started)
+        allocated = sum(r.cpus for r in running)
         self.figures = (total, allocated, len(pending), 0)
         if not pending:
             return
@@ -382,16 +374,16 @@ class Scheduler:
             [hosts[p.node_id] for p in placements],
             reasons,
         )
-        # 每个节点：立即启动的（已是 RUNNING）与预派发进本地队列的（仍是 PENDING）
-        by_node: dict[str, tuple[list[JobSpec], list[JobSpec]]] = defaultdict(lambda: ([], []))
+        by_node: dict[str, list[JobSpec]] = defaultdict(list)
         for row in rows:
-            spec = JobSpec.from_row(row, token=row["token"], kill_wait=self.settings.kill_wait)
-            by_node[row["node_id"]][row["state"] == JobState.PENDING].append(spec)
-        for node_id, (now, ahead) in by_node.items():
+            by_node[row["node_id"]].append(
+                JobSpec.from_row(row, token=row["token"], kill_wait=self.settings.kill_wait)
+            )
+        for node_id, specs in by_node.items():
             # 派发在后台进行：一个卡住的节点不拖住整个调度循环
-            self.in_flight.update(s.job_id for s in now + ahead)
+            self.in_flight.update(s.job_id for s in specs)
             handle = agents[node_id][0]
-            task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, now, ahead))
+            task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, specs))
             self.launches.add(task)
             task.add_done_callback(self.launches.discard)
         if len(placements) == len(pending):
@@ -406,12 +398,10 @@ class Scheduler:
             transitions.set_dependency_states(session, resolved)
             running = queue.load_running(session)
             used: dict[str, float] = defaultdict(float)
-            slots = 0  # 还能预派发的位置：运行中的作业数减去已预派发的
             for r in running:
                 used[r.node_id] += r.cpus
-                slots += 1 if r.started else -1
-            # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU + 预派发位置”个作业，只读这么多队首（加余量）
-            free = sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views) + max(0, slots)
+            # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首（加余量）
+            free = sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views)
             if int(free) == 0:
                 return running, [], bool(resolved)
             running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
@@ -432,31 +422,16 @@ class Scheduler:
         return changed
 
     def _claim(self, placements, tokens, agent_ids, hosts, reasons) -> list[dict]:  # type: ignore[no-untyped-def]
-        """一个事务：写等待原因、认领立即启动的、预派发其余的。"""
-        groups: dict[bool, tuple[list, list, list, list]] = {
-            True: ([], [], [], []),
-            False: ([], [], [], []),
-        }  # type: ignore[type-arg]
-        for row in zip(placements, tokens, agent_ids, hosts, strict=True):
-            for column, value in zip(groups[row[0].ahead], row, strict=True):
-                column.append(value)
         with session_scope(self.engine) as session:
             transitions.set_reasons(session, reasons)
-            p, t, a, h = groups[False]
-            rows = transitions.claim(session, p, t, a, self.epoch, h)
-            p, t, a, h = groups[True]
-            return rows + transitions.assign(session, p, t, a, self.epoch, h)
+            return transitions.claim(session, placements, tokens, agent_ids, self.epoch, hosts)
 
     async def _launch(
-        self,
-        node_id: str,
-        handle: ray.actor.ActorHandle,
-        now: list[JobSpec],
-        ahead: list[JobSpec],
+        self, node_id: str, handle: ray.actor.ActorHandle, specs: list[JobSpec]
     ) -> None:
-        ids = [s.job_id for s in now + ahead]
+        ids = [s.job_id for s in specs]
         try:
-            accepted = set(await handle.launch.remote(now, self.epoch, ahead))
+            accepted = set(await handle.launch.remote(specs, self.epoch))
         except RayActorError as exc:
             # 代理在派发途中死亡：任务（若已提交）随之死亡，下一次对账判定
             log.warning("向节点 %s 派发作业 %s 失败：%s", node_id, ids, exc)
@@ -465,12 +440,10 @@ class Scheduler:
             return
         finally:
             self.in_flight.difference_update(ids)
-        rejected = [(s.job_id, s.token) for s in now if s.job_id not in accepted]
-        unqueued = [(s.job_id, s.token) for s in ahead if s.job_id not in accepted]
-        if rejected or unqueued:
-            await asyncio.to_thread(self._requeue, rejected, unqueued)
+        rejected = [(s.job_id, s.token) for s in specs if s.job_id not in accepted]
+        if rejected:
+            await asyncio.to_thread(self._requeue, rejected)
 
-    def _requeue(self, rejected: list[tuple[int, str]], unqueued: list[tuple[int, str]]) -> None:
+    def _requeue(self, claims: list[tuple[int, str]]) -> None:
         with session_scope(self.engine) as session:
-            transitions.requeue(session, rejected)
-            transitions.unassign(session, unqueued)
+            transitions.requeue(session, claims)

@@ -43,7 +43,6 @@ class JobSpec:
     array_job_id: int | None = None
     array_task_id: int | None = None
     array_spec: str | None = None
-    exclusive: bool = False
     # 以哪个 Unix 用户运行；None 为服务自身的用户
     run_as_user: str | None = None
 
@@ -71,7 +70,6 @@ class JobSpec:
             array_job_id=row.get("array_job_id"),
             array_task_id=row.get("array_task_id"),
             array_spec=row.get("array_spec"),
-            exclusive=bool(row.get("exclusive", False)),
             run_as_user=row.get("run_as_user"),
         )
 

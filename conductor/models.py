@@ -21,11 +21,8 @@ from sqlmodel import Field, SQLModel
 
 from conductor.states import JobState
 
-# 可以参与调度的排队作业：未被挂起、依赖已满足（或没有依赖）、还没有预派发到节点。索引与调度器的查询共用这一条件
-RUNNABLE = (
-    "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED') "
-    "AND node_id IS NULL"
-)
+# 可以参与调度的排队作业：未被挂起、依赖已满足（或没有依赖）。索引与调度器的查询共用这一条件
+RUNNABLE = "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED')"
 
 
 def utcnow() -> datetime:
@@ -85,8 +82,7 @@ class Job(JobBase, table=True):
     eligible_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     start_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     end_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    # 派发到的 Ray 节点；released_at 为空、node_id 非空且不是 PENDING 即“占用资源中”；
-    # PENDING 而 node_id 非空为“预派发”：已在节点代理的本地队列里，资源一空由代理立即启动
+    # 派发到的 Ray 节点；released_at 为空且 node_id 非空即“占用资源中”
     node_id: str | None = Field(default=None, max_length=64)
     node_name: str | None = Field(default=None, max_length=255)
     # 节点所在主机的地址：节点失联而同一主机上另有存活节点时（Ray 重启、模拟节点），据此清理孤儿进程

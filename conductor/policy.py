@@ -8,11 +8,6 @@
   之后的作业只有不推迟该预留时才能先启动（在预留时刻前结束，或只用预留之外的余量）。
   算不出开始时间（有不限时的作业挡着）时，该分区的节点对后面的作业关闭：宁可不回填，也不饿死大作业。
 - exclusive 作业独占整个节点：只放到空节点，运行时该节点不再接其他作业。
-- 预派发：放不下、但此前没有任何队首被挡住时，作业可以预派发到节点代理的本地队列，
-  资源一空由代理按顺序立即启动，省去一次经数据库与调度器的往返。每个预派发的作业接替一个
-  运行中作业的位置（CPU 与内存都不超过它），所以最晚在那个作业结束时启动；
-  放不进任何一个位置的大作业不预派发，照常成为队首、预留与回填。
-  预派发的作业何时结束未知，所以有它们的节点上不做回填预留。
 """
 
 from __future__ import annotations
@@ -26,12 +21,11 @@ from conductor.limits import NO_LIMIT, AccountLimit, blocking_reason
 
 @dataclass(frozen=True)
 class Placement:
-    """调度决定：作业放到哪个节点。ahead 为预派发（进入代理的本地队列，资源空出后启动）。"""
+    """调度决定：作业放到哪个节点。"""
 
     job_id: int
     node_id: str
     node_name: str
-    ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,6 @@ class RunningJob:
     exclusive: bool = False
     account: str = ""
     array_job_id: int | None = None
-    started: bool = True  # False：预派发在代理队列里，尚未启动
 
 
 @dataclass(frozen=True)
@@ -106,9 +99,6 @@ class _Node:
     # 预留：(开始时刻, 预留之外的余量 CPU, 余量内存)；回填作业若越过开始时刻只能用余量
     reserved: list[list[float]] = field(default_factory=list)
     frozen: bool = False  # 有分区队首的开始时间算不出：不再回填
-    backlog_cpus: float = 0.0  # 预派发、尚未启动的 CPU
-    # 运行中作业的位置 (CPU, 内存)：每个位置至多被一个预派发作业接替
-    slots: list[tuple[int, int]] = field(default_factory=list)
 
 
 def fits(job: PendingJob, cpus: float, memory: float) -> bool:
@@ -140,14 +130,7 @@ def plan(snap: Snapshot) -> Plan:
         _count(r.account, r.cpus, r.array_job_id, acct_jobs, acct_cpus, array_running)
         node = nodes.get(r.node_id)
         if node is not None:
-            _take(node, r.cpus, r.memory_bytes, r.exclusive, r.expected_end if r.started else None)
-            if r.started:
-                node.slots.append((r.cpus, r.memory_bytes))
-    for r in snap.running:
-        node = nodes.get(r.node_id)
-        if node is not None and not r.started:
-            node.backlog_cpus += r.cpus
-            _take_slot(node, r.cpus, r.memory_bytes)
+            _take(node, r.cpus, r.memory_bytes, r.exclusive, r.expected_end)
     result = Plan()
     reserved_partitions: set[str] = set()
     for job in snap.pending:
@@ -175,17 +158,6 @@ def plan(snap: Snapshot) -> Plan:
             _charge_reservations(best, job, end)
             _count(job.account, job.cpus, job.array_job_id, acct_jobs, acct_cpus, array_running)
             result.placements.append(Placement(job.job_id, best.view.node_id, best.view.node_name))
-            continue
-        ahead = None if reserved_partitions else _ahead_node(job, eligible)
-        if ahead is not None:
-            # 等代理本地队列里排在它前面的作业（以及运行中的作业）让出资源：结束时间未知
-            _take(ahead, job.cpus, job.memory_bytes, job.exclusive, None)
-            ahead.backlog_cpus += job.cpus
-            _take_slot(ahead, job.cpus, job.memory_bytes)
-            _count(job.account, job.cpus, job.array_job_id, acct_jobs, acct_cpus, array_running)
-            result.placements.append(
-                Placement(job.job_id, ahead.view.node_id, ahead.view.node_name, ahead=True)
-            )
             continue
         if job.partition in reserved_partitions:
             result.reasons[job.job_id] = "Priority"
@@ -278,35 +250,6 @@ def _charge_reservations(node: _Node, job: PendingJob, end: float | None) -> Non
         if end is None or end > slot[0]:
             slot[1] -= job.cpus
             slot[2] -= job.memory_bytes
-
-
-def _slot_for(node: _Node, cpus: int, memory: int) -> int | None:
-    """能接替的最小位置的下标。"""
-    fitting = [i for i, (c, m) in enumerate(node.slots) if cpus <= c and memory <= m]
-    return min(fitting, key=lambda i: node.slots[i]) if fitting else None
-
-
-def _take_slot(node: _Node, cpus: int, memory: int) -> None:
-    index = _slot_for(node, cpus, memory)
-    if index is not None:
-        node.slots.pop(index)
-
-
-def _ahead_node(job: PendingJob, eligible: Sequence[_Node]) -> _Node | None:
-    """预派发的目标：有能接替的运行位置的节点，本地队列最短者优先。"""
-    if job.exclusive:
-        return None  # 独占作业等节点真正空出来，不预派发
-    room = [
-        n
-        for n in eligible
-        if not n.frozen
-        and not n.reserved
-        and not n.exclusive_busy
-        and _slot_for(n, job.cpus, job.memory_bytes) is not None
-    ]
-    if not room:
-        return None
-    return min(room, key=lambda n: (n.backlog_cpus, n.view.node_name, n.view.node_id))
 
 
 def _best_fit_key(job: PendingJob, node: _Node) -> tuple[float, str, str]:

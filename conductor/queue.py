@@ -19,19 +19,18 @@ from conductor.models import RUNNABLE, Job
 from conductor.partitions import PartitionTable
 from conductor.policy import PendingJob, RunningJob
 from conductor.states import TERMINAL_STATES, JobState
-from conductor.transitions import ASSIGNED, HOLDING
+from conductor.transitions import HOLDING
 
 _TERMINAL = [s.value for s in TERMINAL_STATES]
 
 
 def load_running(session: Session) -> list[RunningJob]:
-    """仍占用资源的作业及其预计结束时刻（开始时刻 + 时限），以及预派发、尚未启动的作业。"""
+    """仍占用资源的作业及其预计结束时刻（开始时刻 + 时限）。"""
     rows = session.execute(
         text(
             "SELECT id, node_id, cpus, memory_bytes, exclusive, account, array_job_id, "
-            "state <> 'PENDING' AS started, "
             "EXTRACT(EPOCH FROM start_time) + time_limit_seconds AS expected_end "
-            f"FROM jobs WHERE ({HOLDING}) OR ({ASSIGNED})"
+            f"FROM jobs WHERE {HOLDING}"
         )
     )
     return [
@@ -44,7 +43,6 @@ def load_running(session: Session) -> list[RunningJob]:
             r.exclusive,
             r.account,
             r.array_job_id,
-            r.started,
         )
         for r in rows
     ]

@@ -64,12 +64,12 @@ def claim(
         text(
             f"""
             UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
-                   node_id = v.node, node_name = v.name, token = v.tok,
-                   agent_id = v.agent, node_host = v.host, epoch = :epoch,
+                   node_id = v.node_id, node_name = v.node_name, token = v.token,
+                   agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
                    released_at = NULL, state_reason = NULL
             FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
                         CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
-                 AS v(id, node, name, tok, agent, host)
+                 AS v(id, node_id, node_name, token, agent_id, host)
             WHERE jobs.id = v.id AND {RUNNABLE}
             RETURNING jobs.*
             """
@@ -85,87 +85,6 @@ def claim(
         },
     )
     return [dict(r._mapping) for r in rows]
-
-
-def assign(
-    session: Session,
-    placements: Sequence[Placement],
-    tokens: Sequence[str],
-    agent_ids: Sequence[str],
-    epoch: int,
-    hosts: Sequence[str | None],
-) -> list[dict]:
-    """预派发（批量）：作业仍是 PENDING，但记下节点、令牌与代理，进入该代理的本地队列。
-
-    资源一空，代理先以 start() 把它改为 RUNNING 再启动，省去经数据库与调度器的一来一回。
-    """
-    if not placements:
-        return []
-    rows = session.execute(
-        text(
-            f"""
-            UPDATE jobs SET node_id = v.node, node_name = v.name, token = v.tok,
-                   agent_id = v.agent, node_host = v.host, epoch = :epoch,
-                   released_at = NULL, state_reason = 'Resources'
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
-                        CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
-                 AS v(id, node, name, tok, agent, host)
-            WHERE jobs.id = v.id AND {RUNNABLE}
-            RETURNING jobs.*
-            """
-        ),
-        {
-            "ids": [p.job_id for p in placements],
-            "nodes": [p.node_id for p in placements],
-            "names": [p.node_name for p in placements],
-            "tokens": list(tokens),
-            "agents": list(agent_ids),
-            "hosts": list(hosts),
-            "epoch": epoch,
-        },
-    )
-    return [dict(r._mapping) for r in rows]
-
-
-def start(session: Session, claims: Sequence[tuple[int, str]]) -> dict[int, int | None]:
-    """预派发 → RUNNING（代理在资源空出时调用）。返回 {真正启动的作业: 当前时限秒数}。
-
-    以令牌为条件；期间被取消、挂起的作业不会启动。时限以数据库为准（排队时可能被修改）。
-    """
-    if not claims:
-        return {}
-    rows = session.execute(
-        text(
-            """
-            UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(), state_reason = NULL
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
-            WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state = 'PENDING'
-                  AND NOT jobs.held
-            RETURNING jobs.id, jobs.time_limit_seconds
-            """
-        ),
-        {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
-    )
-    return {r.id: r.time_limit_seconds for r in rows}
-
-
-def unassign(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
-    """撤销预派发，作业回到普通排队（它从未启动）。以令牌为条件。"""
-    if not claims:
-        return []
-    rows = session.execute(
-        text(
-            """
-            UPDATE jobs SET node_id = NULL, node_name = NULL, node_host = NULL, epoch = NULL,
-                   token = NULL, agent_id = NULL, state_reason = NULL
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
-            WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state = 'PENDING'
-            RETURNING jobs.id
-            """
-        ),
-        {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
-    )
-    return [r[0] for r in rows]
 
 
 def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
@@ -239,12 +158,8 @@ def release(
     return [r[0] for r in rows]
 
 
-# “占用资源中”的定义：已在节点上启动过、资源尚未归还（与 release 的条件互为两面）。
-# 预派发（PENDING 而 node_id 非空）还没有启动，不占资源
-HOLDING = "node_id IS NOT NULL AND released_at IS NULL AND state <> 'PENDING'"
-# 预派发：已交给节点代理的本地队列、尚未启动。
-# 注意：RUNNABLE 中的列名不带表名，与之同用的 unnest 别名不能叫 node_id、state 等
-ASSIGNED = "state = 'PENDING' AND node_id IS NOT NULL"
+# “占用资源中”的定义：已派发到节点、资源尚未归还（与 release 的条件互为两面）
+HOLDING = "node_id IS NOT NULL AND released_at IS NULL"
 
 
 def held_by_node(session: Session) -> dict[str, tuple[float, float]]:

@@ -75,35 +75,9 @@ def test_memory_is_reserved() -> None:
     """内存与 CPU 一样被预留：CPU 空闲但内存已被占满的节点不接作业。"""
     nodes = [node("a", 8, 4 * GIB)]
     busy = [running(9, "a", 1, None, memory=3 * GIB)]
-    result = run(nodes, [job(1, 2, 2 * GIB), job(2, 1, 1 * GIB)], busy)
+    result = run(nodes, [job(1, 1, 2 * GIB), job(2, 1, 1 * GIB)], busy)
     assert placed(result) == []
     assert result.reasons[1] == "Resources"
-
-
-def test_dispatch_ahead_takes_over_the_place_of_a_running_job() -> None:
-    """放不下时预派发到代理队列：接替一个不小于它的运行中作业的位置；放不进任何位置的作业照常等待。"""
-    nodes = [node("a", 4), node("b", 4)]
-    busy = [running(9, "a", 2, None), running(8, "a", 2, None), running(7, "b", 4, None)]
-    result = run(nodes, [job(1, 2), job(2, 1), job(3, 2), job(4, 2)], busy)
-    assert [(p.job_id, p.node_id, p.ahead) for p in result.placements] == [
-        (1, "a", True),
-        (2, "b", True),  # 本地队列最短的节点
-        (3, "a", True),
-    ]
-    assert result.reasons == {4: "Resources"}
-    # 已在队列里的预派发占住位置：下一轮不会再往同一个位置派
-    queued = [running(1, "a", 2, None, started=False), running(2, "a", 1, None, started=False)]
-    again = run(nodes, [job(5, 1)], busy + queued)
-    assert [(p.job_id, p.node_id, p.ahead) for p in again.placements] == [(5, "b", True)]
-
-
-def test_big_job_is_not_dispatched_ahead_and_backfill_still_works() -> None:
-    """没有一个运行中作业大到能让它接替时不预派发：照常预留，小作业照常回填。"""
-    nodes = [node("a", 4)]
-    busy = [running(9, "a", 1, 100), running(8, "a", 1, 300)]
-    result = run(nodes, [job(1, 4, time_limit=10), job(2, 2, time_limit=50)], busy)
-    assert [(p.job_id, p.ahead) for p in result.placements] == [(2, False)]
-    assert [(r.job_id, r.start) for r in result.reservations] == [(1, NOW + 300)]
 
 
 def test_never_fitting_job_does_not_block_the_queue() -> None:
@@ -150,11 +124,10 @@ def test_backfill_only_when_the_head_is_not_delayed() -> None:
 def test_backfill_may_use_what_the_head_leaves_spare() -> None:
     """队首开始后仍有余量时，越过预留时刻的作业也可以用这部分余量。"""
     nodes = [node("a", 8)]
-    busy = [running(9, "a", 3, 100), running(8, "a", 3, 200)]
-    result = run(nodes, [job(1, 4, time_limit=10), job(2, 1), job(3, 1)], busy)
-    # 100 秒后有 5 个 CPU，队首用 4 还余 1：不限时的作业 2 只用余量，可以先跑；作业 3 就没有余量了
+    busy = [running(9, "a", 6, 100)]
+    result = run(nodes, [job(1, 4, time_limit=10), job(2, 2), job(3, 1)], busy)
+    # 100 秒后有 8 个 CPU，队首用 4 还余 4：不限时的作业 2 只用余量，可以先跑；此刻已无空闲给作业 3
     assert placed(result) == [(2, "a")]
-    assert result.reasons == {1: "Resources", 3: "Priority"}
 
 
 def test_backfill_on_other_nodes_is_free() -> None:
@@ -263,7 +236,6 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
                     draw(st.booleans()) and k == 0 and draw(st.booleans()),
                     draw(st.sampled_from(["alice", "bob"])),
                     draw(st.sampled_from([None, 1])),
-                    k == 0 or draw(st.booleans()),  # 其余的可能是代理队列里的预派发
                 )
             )
     pending = [
@@ -286,16 +258,15 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
 
 
 def _after(snap: Snapshot, result: Plan) -> tuple[dict, list]:  # type: ignore[type-arg]
-    """放置之后各节点上的作业；预派发的作业未启动、何时结束未知。"""
     by_id = {j.job_id: j for j in snap.pending}
     jobs = list(snap.running)
     for p in result.placements:
         j = by_id[p.job_id]
-        end = NOW + j.time_limit if j.time_limit is not None and not p.ahead else None
+        end = NOW + j.time_limit if j.time_limit is not None else None
         jobs.append(
             RunningJob(
                 j.job_id, p.node_id, j.cpus, j.memory_bytes, end, j.exclusive, j.account,
-                j.array_job_id, started=not p.ahead,
+                j.array_job_id,
             )
         )  # fmt: skip
     return by_id, jobs
@@ -308,22 +279,13 @@ def test_property_no_node_is_over_allocated(snap: Snapshot) -> None:
     _, jobs = _after(snap, result)
     for n in snap.nodes:
         mine = [j for j in jobs if j.node_id == n.node_id]
-        started = [j for j in mine if j.started]
-        ahead = [j for j in mine if not j.started and j.job_id < 1000]
-        old_slots = [j for j in mine if j.started and j.job_id >= 1000]
-        # 预派发的作业各自接替一个不小于它的运行中作业，且从不独占
-        assert len(ahead) <= len(old_slots)
-        for a in ahead:
-            assert not a.exclusive
-            assert any(a.cpus <= s.cpus and a.memory_bytes <= s.memory_bytes for s in old_slots)
-        new = [j for j in started if j.job_id < 1000]
+        new = [j for j in mine if j.job_id < 1000]
         if not new:
             continue
         old = [j for j in mine if j.job_id >= 1000]
-        # 本轮立即启动的作业：连同已在运行与已预派发的，不超过节点容量
-        assert sum(j.cpus for j in mine if j.job_id >= 1000 or j.started) <= n.total_cpus
-        assert sum(j.memory_bytes for j in mine if j.job_id >= 1000 or j.started) <= n.total_memory
-        if any(j.exclusive for j in started):
+        assert sum(j.cpus for j in mine) <= n.total_cpus
+        assert sum(j.memory_bytes for j in mine) <= n.total_memory
+        if any(j.exclusive for j in mine):
             assert len(mine) == 1, "独占作业所在节点只有它一个"
         assert not any(j.exclusive for j in old)
 

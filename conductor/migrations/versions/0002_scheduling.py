@@ -12,10 +12,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-RUNNABLE = (
-    "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED') "
-    "AND node_id IS NULL"
-)
+RUNNABLE = "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED')"
 
 
 def upgrade() -> None:
