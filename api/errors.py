@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from conductor.admission import PayloadTooLarge
@@ -35,15 +35,17 @@ STATUS: dict[type[ConductorError], int] = {
 
 
 class ErrorItem(BaseModel):
-    field: str
-    msg: str
+    """一个出错的字段。"""
+
+    field: str = Field(description="出错字段的路径，如 job.time_limit")
+    msg: str = Field(description="该字段错在哪里（中文）")
 
 
 class ErrorResponse(BaseModel):
     """所有错误响应的形状：detail 是给人看的中文说明，errors 指明出错的字段。"""
 
-    detail: str
-    errors: list[ErrorItem] | None = None
+    detail: str = Field(description="给人看的中文说明，指明问题所在")
+    errors: list[ErrorItem] | None = Field(None, description="请求无效时：逐个出错的字段")
 
 
 # 写进 OpenAPI 文档（客户端与模糊测试据此校验错误响应）

@@ -122,7 +122,7 @@ def test_rejected_by_server_exits_1_and_unreachable_exits_3(
     script.write_text(f"#!/bin/bash\n#SBATCH -c {CLUSTER_CPUS * 100}\necho\n")
     proc = cli(api.url, "submit", str(script))
     assert proc.returncode == 1
-    assert "超过任何节点的容量" in _one_line_error(proc)
+    assert "中任何节点的容量" in _one_line_error(proc)
     proc = cli(api.url, "logs", "999999")
     assert proc.returncode == 1 and "不存在" in _one_line_error(proc)
     proc = cli(f"http://127.0.0.1:{free_port()}", "info")
@@ -289,3 +289,38 @@ def test_ctrl_c_stops_following_but_not_the_job(
     assert follower.returncode == 130
     assert service.state(job_id) == "RUNNING"
     service.client.post(f"/jobs/cancel/{job_id}")
+
+
+def test_array_dependency_priority_and_hold_directives(
+    service: Service, api: LiveApi, tmp_path: Path
+) -> None:
+    """调度相关的 #SBATCH 指令经 CLI 一路生效；数组任务可用 12_3 引用。"""
+    first = tmp_path / "array.sh"
+    first.write_text(
+        "#!/bin/bash\n#SBATCH --array=0-2%1\n#SBATCH -o arr-%A_%a.out\n"
+        "echo task $SLURM_ARRAY_TASK_ID\n"
+    )
+    proc = cli(api.url, "submit", str(first), "-D", str(tmp_path), "--parsable")
+    assert proc.returncode == 0, proc.stderr
+    array_id = int(proc.stdout)
+    second = tmp_path / "after.sh"
+    second.write_text(
+        f"#!/bin/bash\n#SBATCH --dependency=afterok:{array_id}\n#SBATCH --hold\n"
+        "#SBATCH --priority=5\necho after\n"
+    )
+    proc = cli(api.url, "submit", str(second), "-D", str(tmp_path), "--parsable")
+    assert proc.returncode == 0, proc.stderr
+    after = int(proc.stdout)
+    body = service.query(after)
+    assert body["state_reason"] == "JobHeldUser"
+    assert body["detail"]["dependency"] == f"afterok:{array_id}"
+    assert body["detail"]["priority"] == 5
+    for task in service.query(array_id)["array_tasks"]:
+        service.wait_state(task["job_id"], "COMPLETED")
+    for i in range(3):
+        assert (tmp_path / f"arr-{array_id}_{i}.out").read_text() == f"task {i}\n"
+    proc = cli(api.url, "query", f"{array_id}_1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["detail"]["array_task_id"] == 1
+    assert service.client.post(f"/jobs/{after}/release").status_code == 200
+    service.wait_state(after, "COMPLETED")

@@ -64,6 +64,10 @@ ROUTES = [
     ("post", "/jobs/cancel/1"),
     ("get", "/jobs"),
     ("get", "/dashboard"),
+    ("get", "/jobs/1/logs"),
+    ("post", "/jobs/1/hold"),
+    ("post", "/jobs/1/release"),
+    ("patch", "/jobs/1"),
 ]
 
 
@@ -77,6 +81,8 @@ def test_every_route_needs_a_valid_token(secure: Service, tmp_path: Path) -> Non
             kwargs = {"json": body} if path == "/jobs/submit" else {}
             if path.endswith("batch"):
                 kwargs = {"json": {"jobs": [body]}}
+            if method == "patch":
+                kwargs = {"json": {"priority": 1}}
             resp = getattr(client, method)(path, **kwargs)
             assert resp.status_code == 401, (path, resp.text)
             assert resp.headers["www-authenticate"] == "Bearer"
@@ -141,8 +147,15 @@ def test_accounts_are_isolated_admin_sees_all(secure: Service, tmp_path: Path) -
 
     # bob 看不到 alice 的作业：与不存在的作业同样 404，消息相同
     missing = bob.get("/jobs/query/99999999").json()["detail"].replace("99999999", str(job_id))
-    for resp in (bob.get(f"/jobs/query/{job_id}"), bob.post(f"/jobs/cancel/{job_id}")):
-        assert resp.status_code == 404
+    for resp in (
+        bob.get(f"/jobs/query/{job_id}"),
+        bob.post(f"/jobs/cancel/{job_id}"),
+        bob.get(f"/jobs/{job_id}/logs"),
+        bob.post(f"/jobs/{job_id}/hold"),
+        bob.post(f"/jobs/{job_id}/release"),
+        bob.patch(f"/jobs/{job_id}", json={"priority": 7}),
+    ):
+        assert resp.status_code == 404, resp.text
         assert resp.json()["detail"] == missing
         assert "alice-secret-output" not in resp.text
     assert secure.state(job_id) == "RUNNING"  # bob 的取消没有生效

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
@@ -78,10 +78,28 @@ def _wait(driver: webdriver.Chrome, condition, what: str, timeout: float = 30): 
 
 
 def _text(driver: webdriver.Chrome, css: str) -> str:
+    # 页面每 1.5 秒重画表格：元素可能在取到之后、读文字之前被替换（stale），重取即可
+    for _ in range(5):
+        try:
+            return driver.find_element(By.CSS_SELECTOR, css).text
+        except NoSuchElementException:
+            return ""
+        except StaleElementReferenceException:
+            continue
+    return ""
+
+
+def _click(driver: webdriver.Chrome, css: str) -> None:
+    """点击；元素恰好被重画时重取再点。"""
+    _wait(driver, lambda d: _try_click(d, css), f"点击 {css}")
+
+
+def _try_click(driver: webdriver.Chrome, css: str) -> bool:
     try:
-        return driver.find_element(By.CSS_SELECTOR, css).text
-    except NoSuchElementException:
-        return ""
+        driver.find_element(By.CSS_SELECTOR, css).click()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
+    return True
 
 
 def test_web_page_queue_detail_log_and_cancel(
@@ -122,7 +140,7 @@ def test_web_page_queue_detail_log_and_cancel(
     _wait(browser, lambda d: _text(d, f"#job-row-{victim}"), "清除筛选")
 
     # 打开作业：详情与实时日志
-    browser.find_element(By.CSS_SELECTOR, f"#job-row-{watched}").click()
+    _click(browser, f"#job-row-{watched}")
     _wait(
         browser,
         lambda d: f"ui-hello {watched}" in _text(d, "#log-stdout"),
@@ -135,13 +153,13 @@ def test_web_page_queue_detail_log_and_cancel(
     assert _text(browser, "#log-stdout").count(f"ui-hello {watched}") == 1  # 增量读取不重复
 
     # 用按钮取消另一个作业（确认对话框点确定）
-    browser.find_element(By.CSS_SELECTOR, f"#job-row-{victim} button.cancel").click()
+    _click(browser, f"#job-row-{victim} button.cancel")
     _wait(browser, lambda d: d.switch_to.alert, "取消确认对话框").accept()
     service.wait_state(victim, "CANCELLED")
     _wait(browser, lambda d: not _text(d, f"#job-row-{victim}"), "已取消的作业离开队列视图")
 
     # 历史视图里能看到两个作业的结局
-    browser.find_element(By.CSS_SELECTOR, "#f-view option[value='history']").click()
+    _click(browser, "#f-view option[value='history']")
     _wait(browser, lambda d: "CANCELLED" in _text(d, f"#job-row-{victim}"), "历史视图")
     assert "0:0" in _text(browser, f"#job-row-{watched}")
     browser.save_screenshot(str(_artifacts() / "ui.png"))
