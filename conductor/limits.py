@@ -33,3 +33,25 @@ def blocking_reason(
     if limit.max_cpus is not None and running_cpus + cpus > limit.max_cpus:
         return "AssocGrpCpuLimit"
     return None
+
+
+def limit_reason(
+    limit: AccountLimit,
+    running_jobs: int,
+    running_cpus: int,
+    cpus: int,
+    array_job_id: int | None,
+    array_max_running: int | None,
+    array_running: Mapping[int, int],
+) -> str | None:
+    """账户上限或数组 %N 挡住这个作业时的等待原因（调度策略与 API 的原因推导共用）。"""
+    reason = blocking_reason(limit, running_jobs, running_cpus, cpus)
+    if reason is not None:
+        return reason
+    if (
+        array_job_id is not None
+        and array_max_running is not None
+        and array_running.get(array_job_id, 0) >= array_max_running
+    ):
+        return "JobArrayTaskLimit"
+    return None

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conductor.limits import NO_LIMIT, AccountLimit, blocking_reason
+from conductor.limits import NO_LIMIT, AccountLimit, limit_reason
 
 
 @dataclass(frozen=True)
@@ -201,19 +201,15 @@ def _blocked(
         return "Dependency"
     if snap.exceeds_partition_max(job.partition, job.time_limit):
         return "PartitionTimeLimit"
-    limit = snap.account_limits(job.account)
-    reason = blocking_reason(
-        limit, acct_jobs.get(job.account, 0), acct_cpus.get(job.account, 0), job.cpus
+    return limit_reason(
+        snap.account_limits(job.account),
+        acct_jobs.get(job.account, 0),
+        acct_cpus.get(job.account, 0),
+        job.cpus,
+        job.array_job_id,
+        job.array_max_running,
+        array_running,
     )
-    if reason is not None:
-        return reason
-    if (
-        job.array_job_id is not None
-        and job.array_max_running is not None
-        and array_running.get(job.array_job_id, 0) >= job.array_max_running
-    ):
-        return "JobArrayTaskLimit"
-    return None
 
 
 def _take(node: _Node, cpus: int, memory: int, exclusive: bool, end: float | None) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from conductor.dependencies import DepState, Target, evaluate, parse_dependency
-from conductor.limits import AccountLimit, blocking_reason, limit_for
+from conductor.limits import AccountLimit, blocking_reason, limit_for, limit_reason
 from conductor.models import RUNNABLE, Job
 from conductor.partitions import PartitionTable
 from conductor.policy import PendingJob, RunningJob
@@ -216,16 +216,16 @@ def pending_reason(
     if partitions.exceeds_max(job.partition, job.time_limit_seconds):
         return "PartitionTimeLimit"
     used = usage.get(job.account, AccountUsage(0, 0))
-    reason = blocking_reason(limit_for(limits, job.account), used.jobs, used.cpus, job.cpus)
-    if reason is not None:
-        return reason
-    if (
-        job.array_job_id is not None
-        and job.array_max_running is not None
-        and array_running.get(job.array_job_id, 0) >= job.array_max_running
-    ):
-        return "JobArrayTaskLimit"
-    return job.state_reason or "None"
+    reason = limit_reason(
+        limit_for(limits, job.account),
+        used.jobs,
+        used.cpus,
+        job.cpus,
+        job.array_job_id,
+        job.array_max_running,
+        array_running,
+    )
+    return reason or job.state_reason or "None"
 
 
 def reasons_for(

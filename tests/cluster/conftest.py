@@ -177,14 +177,19 @@ def job_payload(script: str, **job: object) -> dict:
     return {"job": base, "script": script}
 
 
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    """测试用的服务配置：独立命名空间、短宽限、快对账；overrides 覆盖任意一项。"""
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "namespace": f"test-{uuid.uuid4().hex[:8]}",
+        "kill_wait": 2.0,
+        "idle_resync": 0.5,
+    }
+    return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def service(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
-    settings = Settings(
-        database_url=database_url,
-        namespace=f"test-{uuid.uuid4().hex[:8]}",
-        kill_wait=2.0,
-        idle_resync=0.5,
-    )
-    svc = Service(settings)
+    svc = Service(make_settings(database_url))
     yield svc
     svc.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
 from conductor.auth import create_token
-from conductor.settings import Settings
-from tests.cluster.conftest import Service
+from tests.cluster.conftest import Service, make_settings
 
 EXAMPLES = 12
 
@@ -36,16 +34,7 @@ EXAMPLES = 12
 @pytest.fixture(scope="module")
 def fuzzed(ray_cluster: Cluster, database_url: str) -> Iterator[tuple[Service, str]]:
     root = Path(tempfile.mkdtemp(prefix="cdt-fuzz-"))
-    svc = Service(
-        Settings(
-            database_url=database_url,
-            namespace=f"test-{uuid.uuid4().hex[:8]}",
-            kill_wait=1.0,
-            idle_resync=0.5,
-            auth="on",
-            work_root=root,
-        )
-    )
+    svc = Service(make_settings(database_url, kill_wait=1.0, auth="on", work_root=root))
     _, admin = create_token(svc.engine, account=None, admin=True)
     svc.client.headers["Authorization"] = f"Bearer {admin}"
     yield svc, admin

@@ -7,7 +7,6 @@ EASY 回填、作业数组、依赖、挂起/放行/修改、账户上限。
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
-from conductor.settings import Settings
-from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload
+from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload, make_settings
 from tests.helpers import wait_for
 
 GPU_CPUS = 2
@@ -26,11 +24,8 @@ LONG = "sleep 60"
 
 @pytest.fixture(scope="module")
 def service(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
-    settings = Settings(
-        database_url=database_url,
-        namespace=f"test-{uuid.uuid4().hex[:8]}",
-        kill_wait=2.0,
-        idle_resync=0.5,
+    settings = make_settings(
+        database_url,
         partitions={
             "batch": {"default": True, "max_time": "1:00:00"},
             "gpu": {"max_time": "0:30:00", "default_time": "0:10:00"},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +17,14 @@ from cluster.client import ClusterClient
 from conductor.auth import create_token, revoke_token
 from conductor.db import make_engine
 from conductor.settings import Settings
-from tests.cluster.conftest import Service, job_payload
+from tests.cluster.conftest import Service, job_payload, make_settings
 from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
 def secure(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
     """认证开启的服务；svc.client 带管理员令牌（模块结束时的清理也要用它）。"""
-    settings = Settings(
-        database_url=database_url,
-        namespace=f"test-{uuid.uuid4().hex[:8]}",
-        kill_wait=2.0,
-        idle_resync=0.5,
-        auth="on",
-    )
-    svc = Service(settings)
+    svc = Service(make_settings(database_url, auth="on"))
     _, admin = create_token(svc.engine, account=None, admin=True, note="测试管理员")
     svc.client.headers["Authorization"] = f"Bearer {admin}"
     yield svc
