@@ -18,6 +18,7 @@ from conductor.errors import (
     JobNotFound,
     JobNotPending,
     SchedulerUnavailable,
+    TransactionConflict,
     Unauthorized,
 )
 
@@ -30,6 +31,7 @@ STATUS: dict[type[ConductorError], int] = {
     InvalidJobRequest: 422,
     DatabaseUnavailable: 503,
     SchedulerUnavailable: 503,
+    TransactionConflict: 503,
     ClusterUnavailable: 503,
 }
 

@@ -37,9 +37,9 @@ from conductor import queue, transitions
 from conductor.admission import check_limits, confine, resolve_run_as
 from conductor.arrays import expand_filename, parse_array
 from conductor.auth import Principal
-from conductor.db import ping, session_scope
+from conductor.db import ping, session_scope, with_retry
 from conductor.dependencies import DepState
-from conductor.errors import ConductorError, Forbidden, InvalidJobRequest
+from conductor.errors import ConductorError, Forbidden, InvalidJobRequest, TransactionConflict
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
@@ -48,6 +48,8 @@ from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memor
 
 router = APIRouter()
 RECENT = 20
+# 事务冲突（死锁）时在请求内重做的时限（秒）；数据库停机则不等，直接 503
+CONFLICT_RETRY = 5.0
 JobId = Annotated[
     str, Path(description="作业 ID；数组任务写作 主作业号_下标（如 12_3），数组主作业号指整个数组")
 ]
@@ -323,9 +325,19 @@ def cancel(
 
     数组主作业号取消整个数组，12_3 只取消一个任务。别的账户的作业视同不存在（404）。
     """
-    with session_scope(rt.engine) as session:
-        targets = [(j.id or 0) for j in load_targets(session, job_id, principal)]
-        results = {t: transitions.cancel(session, t) for t in targets}
+
+    def cancel_all() -> tuple[list[int], dict[int, transitions.CancelResult | None]]:
+        with session_scope(rt.engine) as session:
+            ids = [(j.id or 0) for j in load_targets(session, job_id, principal)]
+            return ids, {t: transitions.cancel(session, t) for t in ids}
+
+    # 数组的多行取消可能与调度器的批量认领互相等锁（死锁）：PostgreSQL 回滚其一，这里重做
+    targets, results = with_retry(
+        cancel_all,
+        what=f"取消作业 {job_id}",
+        deadline=CONFLICT_RETRY,
+        retry_on=(TransactionConflict,),
+    )
     changed = {t: r for t, r in results.items() if r is not None and r.changed}
     for t, r in changed.items():
         if r.previous is JobState.RUNNING and r.node_id:

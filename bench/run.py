@@ -137,10 +137,13 @@ class Bench:
 
     def drain_pending(self) -> None:
         """清理基准留下的排队作业（直接用带条件的 UPDATE，与 transitions.cancel 同一规则）。"""
-        self.sql(
+        # 按 id 顺序锁行、跳过调度器正锁着的行，分批直到清空：不与调度器的批量更新死锁
+        while self.sql(
             "UPDATE jobs SET state='CANCELLED', end_time=clock_timestamp(), error_msg='基准清理' "
-            "WHERE state='PENDING'"
-        )
+            "WHERE id IN (SELECT id FROM jobs WHERE state='PENDING' ORDER BY id "
+            "LIMIT 10000 FOR UPDATE SKIP LOCKED) RETURNING id"
+        ):
+            pass
 
     def cancel(self, job_id: int) -> None:
         self.client().post(f"/jobs/cancel/{job_id}").raise_for_status()

@@ -26,7 +26,7 @@ from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
 from conductor import queue, transitions
 from conductor.db import make_engine, session_scope, with_retry
-from conductor.errors import DatabaseUnavailable
+from conductor.errors import DatabaseUnavailable, TransactionConflict
 from conductor.jobspec import JobSpec
 from conductor.limits import limit_for
 from conductor.models import SchedulerEpoch
@@ -139,14 +139,14 @@ class Scheduler:
             await self._retrying(self._schedule_pass)
 
     async def _retrying(self, step) -> None:  # type: ignore[no-untyped-def]
-        """数据库不可用时退避重试同一步；其他错误记录后继续，循环永不退出。"""
+        """数据库不可用或事务冲突时退避重试同一步；其他错误记录后继续，循环永不退出。"""
         delay = 0.1
         while True:
             try:
                 await step()
                 return
-            except DatabaseUnavailable:
-                log.warning("数据库不可用，%.1f 秒后重试", delay)
+            except (DatabaseUnavailable, TransactionConflict) as exc:
+                log.warning("%s，%.1f 秒后重试", exc.message, delay)
             except Exception:
                 log.exception("调度循环出错，%.1f 秒后重试", delay)
             await asyncio.sleep(delay)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
-from conductor.errors import DatabaseUnavailable
+from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,15 +56,26 @@ def is_unavailable(exc: BaseException) -> bool:
     return code is None or code.startswith(UNAVAILABLE_SQLSTATES)
 
 
+# 死锁（40P01）与串行化失败（40001）：PostgreSQL 已回滚其中一个事务，原样重做即可
+CONFLICT_SQLSTATES = ("40P01", "40001")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) in CONFLICT_SQLSTATES
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """一个事务：正常结束提交，异常回滚；连接错误翻译为 DatabaseUnavailable。"""
+    """一个事务：正常结束提交，异常回滚；连接错误翻译为 DatabaseUnavailable，
+    死锁与串行化失败翻译为 TransactionConflict（两者都可重试）。"""
     try:
         with Session(engine, expire_on_commit=False) as session, session.begin():
             yield session
     except DBAPIError as exc:
         if is_unavailable(exc):
             raise DatabaseUnavailable() from exc
+        if is_conflict(exc):
+            raise TransactionConflict() from exc
         raise
 
 
@@ -75,17 +86,19 @@ def with_retry(
     deadline: float | None = None,
     first_delay: float = 0.1,
     max_delay: float = 5.0,
+    retry_on: tuple[type[ConductorError], ...] = (DatabaseUnavailable, TransactionConflict),
 ) -> T:
-    """数据库不可用时指数退避重试（带抖动）；deadline 为 None 表示一直重试。"""
+    """数据库不可用或事务冲突时指数退避重试（带抖动）；deadline 为 None 表示一直重试。
+    retry_on 可缩小为只重试事务冲突（API 请求不应在数据库停机时久等）。"""
     delay = first_delay
     started = time.monotonic()
     while True:
         try:
             return fn()
-        except DatabaseUnavailable:
+        except retry_on as exc:
             if deadline is not None and time.monotonic() - started > deadline:
                 raise
-            log.warning("数据库不可用，%.1f 秒后重试：%s", delay, what)
+            log.warning("%s，%.1f 秒后重试：%s", exc.message, delay, what)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, max_delay)
 

@@ -34,6 +34,10 @@ class DatabaseUnavailable(ConductorError):
     """PostgreSQL 不可用，请稍后重试。"""
 
 
+class TransactionConflict(ConductorError):
+    """与并发的操作冲突（死锁或串行化失败），事务已回滚，请重试。"""
+
+
 class SchedulerUnavailable(ConductorError):
     """调度器不可用，请稍后重试。"""
 

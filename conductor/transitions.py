@@ -280,12 +280,16 @@ def set_reasons(session: Session, reasons: dict[int, str]) -> None:
     """记录调度器给出的等待原因（只写仍在排队的作业）。"""
     if not reasons:
         return
+    # 原因只是提示：别人正锁着的行跳过（下一轮再写），不为它等锁，也就不会与取消等操作死锁
     session.execute(
         text(
             """
             UPDATE jobs SET state_reason = v.reason
             FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS v(id, reason)
-            WHERE jobs.id = v.id AND jobs.state = 'PENDING'
+            WHERE jobs.id = v.id AND jobs.id IN (
+                SELECT id FROM jobs WHERE id = ANY(:ids) AND state = 'PENDING'
+                ORDER BY id FOR UPDATE SKIP LOCKED
+            )
             """
         ),
         {"ids": list(reasons), "reasons": list(reasons.values())},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from conductor.db import make_engine, normalize_url, ping, session_scope, with_retry
-from conductor.errors import ConductorError, DatabaseUnavailable
+from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
 
 # 端口 1 上没有数据库：连接被立即拒绝
 CLOSED_URL = "postgresql://postgres@127.0.0.1:1/x"
@@ -182,3 +183,55 @@ def test_statement_timeout_is_not_unavailable(engine: Engine) -> None:
     with pytest.raises(OperationalError), session_scope(engine) as s:
         s.execute(text("SET LOCAL statement_timeout = '50ms'"))
         s.execute(text("SELECT pg_sleep(2)"))
+
+
+def test_deadlock_is_a_retryable_conflict(engine: Engine) -> None:
+    """两个事务以相反顺序锁两行：PostgreSQL 判一个死锁并回滚它；session_scope 报 TransactionConflict，
+    with_retry 重做后成功，另一个事务照常提交。"""
+    with session_scope(engine) as s:
+        s.execute(text("INSERT INTO kv VALUES ('dl-a', 0), ('dl-b', 0)"))
+    barrier = threading.Barrier(2, timeout=10)
+    attempts: list[str] = []
+    errors: list[BaseException] = []
+
+    def lock_both(first: str, second: str, name: str) -> None:
+        def once() -> None:
+            attempts.append(name)
+            with session_scope(engine) as s:
+                s.execute(text("UPDATE kv SET v = v + 1 WHERE k = :k"), {"k": first})
+                if len(attempts) <= 2:  # 只在第一轮制造交叉等待
+                    barrier.wait()
+                s.execute(text("UPDATE kv SET v = v + 1 WHERE k = :k"), {"k": second})
+
+        try:
+            with_retry(once, what=name, deadline=30)
+        except BaseException as exc:  # noqa: BLE001 - 交给主线程断言
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=lock_both, args=("dl-a", "dl-b", "ab")),
+        threading.Thread(target=lock_both, args=("dl-b", "dl-a", "ba")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(attempts) == 3, attempts  # 恰有一个事务被判死锁并重做
+    assert get(engine, "dl-a") == 2 and get(engine, "dl-b") == 2
+
+
+def test_retry_on_narrows_what_is_retried() -> None:
+    """默认连事务冲突也重试；retry_on 只给 DatabaseUnavailable 时冲突直接抛出。"""
+    remaining = [1]
+
+    def conflict() -> object:
+        if remaining[0] > 0:
+            remaining[0] -= 1
+            raise TransactionConflict()
+        return "ok"
+
+    assert with_retry(conflict, what="t", first_delay=0.001) == "ok"
+    remaining[0] = 1
+    with pytest.raises(TransactionConflict):
+        with_retry(conflict, what="t", retry_on=(DatabaseUnavailable,))
