@@ -24,16 +24,20 @@ from conductor.settings import Settings, get_settings
 app.command()(serve)
 app.add_typer(token_app, name="token")
 
+# 运维命令（doctor、retire-actors）共用的连接选项
+DatabaseUrlOption = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
+]
+RayAddressOption = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray 集群地址，默认同 serve")
+]
+
 
 @app.command()
 def doctor(
     fix: Annotated[bool, typer.Option("--fix", help="修复能安全修复的问题")] = False,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
-    ] = None,
-    ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray 集群地址，默认同 serve")
-    ] = None,
+    database_url: DatabaseUrlOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """检查一致性：数据库、Ray、调度器、占用资源的作业。发现问题时以非零码退出。"""
     base = get_settings()
@@ -56,12 +60,8 @@ def doctor(
 
 @app.command("retire-actors")
 def retire_actors_command(
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
-    ] = None,
-    ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray 集群地址，默认同 serve")
-    ] = None,
+    database_url: DatabaseUrlOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """升级用：永久停止调度器并停止空闲的节点代理，运行中的作业不受影响。
 
