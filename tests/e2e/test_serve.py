@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.e2e.serve_process import ServeProcess, cli
 from tests.helpers import pid_alive, wait_for
@@ -133,18 +134,28 @@ def test_ray_head_dies_under_the_service(tmp_path: Path) -> None:
 
 
 def test_supervisor_killed_takes_its_children_with_it(tmp_path: Path) -> None:
-    """监督进程被 SIGKILL：Ray 头节点与 API 进程随之退出，不作为孤儿占着端口。"""
+    """监督进程被 SIGKILL：Ray 头节点与 API 进程随之退出，不作为孤儿占着端口。
+
+    内嵌 PostgreSQL 例外：它是 pg_ctl 启动的守护进程，按设计留下、下次启动复用（由 cleanup 结束）；
+    它刚启动时短暂地是监督进程的后代，可能被记录下来，所以这里不算它。
+    """
     serve = ServeProcess(tmp_path, tmp_path / "data", "--num-cpus", "1")
+
+    def orphans() -> list[psutil.Process]:
+        return [p for p in serve.alive_seen() if p.pid != serve.proc.pid and not _is_postgres(p)]
+
     try:
         serve.wait_healthy()
-        children = [p for p in serve.alive_seen() if p.pid != serve.proc.pid]
-        assert children
+        assert orphans()
         serve.proc.kill()
         serve.proc.wait()
-        wait_for(
-            lambda: not [p for p in serve.alive_seen() if p.pid != serve.proc.pid],
-            60,
-            what=lambda: f"仍在运行：{serve.alive_seen()}",
-        )
+        wait_for(lambda: not orphans(), 60, what=lambda: f"仍在运行：{orphans()}")
     finally:
         serve.cleanup()
+
+
+def _is_postgres(proc: psutil.Process) -> bool:
+    try:
+        return proc.name() == "postgres"
+    except psutil.NoSuchProcess:
+        return False
