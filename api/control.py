@@ -11,7 +11,7 @@ from api.runtime import Runtime, get_runtime
 from api.schemas import JobUpdateRequest, MessageResponse
 from conductor import transitions
 from conductor.auth import Principal
-from conductor.db import session_scope
+from conductor.db import retry_conflicts, session_scope
 from conductor.errors import JobNotPending
 from conductor.models import Job
 from conductor.priority import queue_rank
@@ -31,9 +31,13 @@ def _pending(jobs: list[Job], ref: str, action: str) -> list[Job]:
 
 def _set_held(ref: str, held: bool, principal: Principal, rt: Runtime) -> MessageResponse:
     action = "挂起" if held else "放行"
-    with session_scope(rt.engine) as session:
-        jobs = _pending(load_targets(session, ref, principal), ref, action)
-        changed = transitions.set_held(session, [j.id or 0 for j in jobs], held)
+
+    def apply() -> list[int]:
+        with session_scope(rt.engine) as session:
+            jobs = _pending(load_targets(session, ref, principal), ref, action)
+            return transitions.set_held(session, [j.id or 0 for j in jobs], held)
+
+    changed = retry_conflicts(apply, what=f"{action}作业 {ref}")
     rt.cluster.wake()
     return MessageResponse(msg=f"作业 {ref}：{action}了 {len(changed)} 个排队中的作业")
 
@@ -62,15 +66,20 @@ def update(
     rt: Runtime = Depends(get_runtime),
 ) -> MessageResponse:
     """修改排队中作业的优先级或时限（scontrol update）；时限不能超过分区上限。"""
-    partitions = rt.settings.partition_table()
+    partitions = rt.partitions
     limit = None if req.time_limit is None else (parse_time_limit(req.time_limit),)
-    with session_scope(rt.engine) as session:
-        jobs = _pending(load_targets(session, job_id, principal), job_id, "修改")
-        for job in jobs:
-            if limit is not None:
-                partitions.time_limit(partitions.get(job.partition), limit[0], given=True)
-            rank = None if req.priority is None else queue_rank(req.priority, job.submit_time)
-            transitions.update_pending(session, job.id or 0, req.priority, rank, limit)
+
+    def apply() -> list[Job]:
+        with session_scope(rt.engine) as session:
+            jobs = _pending(load_targets(session, job_id, principal), job_id, "修改")
+            for job in jobs:
+                if limit is not None:
+                    partitions.time_limit(partitions.get(job.partition), limit[0], given=True)
+                rank = None if req.priority is None else queue_rank(req.priority, job.submit_time)
+                transitions.update_pending(session, job.id or 0, req.priority, rank, limit)
+            return jobs
+
+    jobs = retry_conflicts(apply, what=f"修改作业 {job_id}")
     rt.cluster.wake()
     changes = []
     if req.priority is not None:

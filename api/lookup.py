@@ -40,9 +40,14 @@ def load_targets(session: Session, value: str, principal: Principal) -> list[Job
     数组的任务属于同一账户，看得到主作业就看得到全部任务。
     """
     job = load_job(session, value, principal)
-    if job.array_job_id is not None and job.id == job.array_job_id and "_" not in value:
+    if job.array_job_id is not None and whole_array(job, value):
         return array_tasks(session, job.array_job_id)
     return [job]
+
+
+def whole_array(job: Job, value: str) -> bool:
+    """引用的是整个数组：写的是主作业号（不是 12_3 这样的单个任务）。"""
+    return job.array_job_id is not None and job.id == job.array_job_id and "_" not in value
 
 
 def array_tasks(session: Session, array_job_id: int) -> list[Job]:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from api.auth import CurrentPrincipal
-from api.lookup import array_tasks, load_job, load_targets
+from api.lookup import array_tasks, load_job, load_targets, whole_array
 from api.runtime import Runtime, get_runtime
 from api.schemas import (
     ArrayTask,
@@ -37,9 +37,9 @@ from conductor import queue, transitions
 from conductor.admission import check_limits, confine, resolve_run_as
 from conductor.arrays import expand_filename, parse_array
 from conductor.auth import Principal
-from conductor.db import ping, session_scope, with_retry
+from conductor.db import ping, retry_conflicts, session_scope
 from conductor.dependencies import DepState
-from conductor.errors import ConductorError, Forbidden, InvalidJobRequest, TransactionConflict
+from conductor.errors import ConductorError, Forbidden, InvalidJobRequest
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
@@ -48,8 +48,6 @@ from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memor
 
 router = APIRouter()
 RECENT = 20
-# 事务冲突（死锁）时在请求内重做的时限（秒）；数据库停机则不等，直接 503
-CONFLICT_RETRY = 5.0
 JobId = Annotated[
     str, Path(description="作业 ID；数组任务写作 主作业号_下标（如 12_3），数组主作业号指整个数组")
 ]
@@ -64,7 +62,7 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
     if not principal.can_access(p.account):
         raise Forbidden(f"令牌属于账户 {principal.account}，不能以账户 {p.account} 提交作业")
     check_limits(req.script, p.environment, rt.settings)
-    partitions = rt.settings.partition_table()
+    partitions = rt.partitions
     partition = partitions.get(p.partition)
     requested = None if p.time_limit is None else parse_time_limit(p.time_limit)
     time_limit = partitions.time_limit(partition, requested, given=p.time_limit is not None)
@@ -104,7 +102,7 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
 
 def _check_runnable(job: Job, rt: Runtime) -> None:
     """永远无法运行的请求在提交时拒绝，而不是永远 PENDING（只看该分区的存活节点）。"""
-    partitions = rt.settings.partition_table()
+    partitions = rt.partitions
     nodes = [
         NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory)
         for n in rt.cluster.nodes()
@@ -250,9 +248,7 @@ def _elapsed(job: Job) -> str:
 
 
 def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
-    return queue.reasons_for(
-        session, jobs, rt.settings.partition_table(), rt.settings.account_limits
-    )
+    return queue.reasons_for(session, jobs, rt.partitions, rt.settings.account_limits)
 
 
 @router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
@@ -267,7 +263,7 @@ def query(
         job = load_job(session, job_id, principal)
         tasks = (
             array_tasks(session, job.array_job_id)
-            if job.array_job_id is not None and job.id == job.array_job_id and "_" not in job_id
+            if job.array_job_id is not None and whole_array(job, job_id)
             else None
         )
         reasons = _reasons(session, [job, *(tasks or [])], rt)
@@ -331,13 +327,7 @@ def cancel(
             ids = [(j.id or 0) for j in load_targets(session, job_id, principal)]
             return ids, {t: transitions.cancel(session, t) for t in ids}
 
-    # 数组的多行取消可能与调度器的批量认领互相等锁（死锁）：PostgreSQL 回滚其一，这里重做
-    targets, results = with_retry(
-        cancel_all,
-        what=f"取消作业 {job_id}",
-        deadline=CONFLICT_RETRY,
-        retry_on=(TransactionConflict,),
-    )
+    targets, results = retry_conflicts(cancel_all, what=f"取消作业 {job_id}")
     changed = {t: r for t, r in results.items() if r is not None and r.changed}
     for t, r in changed.items():
         if r.previous is JobState.RUNNING and r.node_id:
@@ -446,7 +436,7 @@ def dashboard(principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)) -
         }
     stats = JobStats(total=sum(counts.values()), **{s.lower(): n for s, n in counts.items()})
     nodes = []
-    partitions = rt.settings.partition_table()
+    partitions = rt.partitions
     for n in rt.cluster.nodes():
         allocated = used.get(n.node_id, 0) if n.alive else 0
         total = int(n.total_cpus)

@@ -103,6 +103,18 @@ def with_retry(
             delay = min(delay * 2, max_delay)
 
 
+# 请求路径上的事务冲突最多重做这么久（秒）；数据库停机则不等，直接 503
+REQUEST_CONFLICT_RETRY = 5.0
+
+
+def retry_conflicts(fn: Callable[[], T], *, what: str) -> T:
+    """请求里的多行事务（数组的取消、挂起等）可能与调度器的批量更新互相等锁：
+    PostgreSQL 回滚其一，这里原样重做；只重做冲突，不在数据库停机时久等。"""
+    return with_retry(
+        fn, what=what, deadline=REQUEST_CONFLICT_RETRY, retry_on=(TransactionConflict,)
+    )
+
+
 def ping(engine: Engine) -> None:
     """SELECT 1；失败抛 DatabaseUnavailable。"""
     with session_scope(engine) as session:

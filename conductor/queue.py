@@ -116,7 +116,7 @@ def array_limits(session: Session, array_ids: Sequence[int]) -> dict[int, int]:
 # ---- 依赖 ----
 
 
-def load_targets(session: Session, job_ids: Sequence[int]) -> dict[int, Target]:
+def dependency_targets(session: Session, job_ids: Sequence[int]) -> dict[int, Target]:
     """被依赖作业的状态；数组主作业号代表它的全部任务。"""
     rows = session.execute(
         text(
@@ -152,7 +152,7 @@ def resolve_dependencies(session: Session, batch: int = 1000) -> dict[int, str]:
     if not waiting:
         return {}
     deps = {r.id: parse_dependency(r.dependency) for r in waiting}
-    targets = load_targets(session, sorted({j for d in deps.values() for j in d.job_ids}))
+    targets = dependency_targets(session, sorted({j for d in deps.values() for j in d.job_ids}))
     busy = _singleton_busy(session, [r for r in waiting if "singleton" in r.dependency])
     changed = {}
     for r in waiting:
@@ -184,7 +184,7 @@ def checked_dependency(session: Session, raw: str) -> str:
     判定留给调度器（作业以 WAITING 入队）：singleton 要看同名作业的提交顺序。
     """
     dep = parse_dependency(raw)
-    missing = sorted(dep.job_ids - set(load_targets(session, sorted(dep.job_ids))))
+    missing = sorted(dep.job_ids - set(dependency_targets(session, sorted(dep.job_ids))))
     if missing:
         raise ValueError(f"依赖的作业不存在：{', '.join(map(str, missing))}")
     return str(dep)
