@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import select
@@ -20,7 +21,7 @@ import ray
 
 from conductor.jobspec import JobSpec, build_env
 from conductor.outcome import ExecResult
-from conductor.proctree import kill_job_tree
+from conductor.proctree import become_subreaper, kill_job_tree, live_children
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
@@ -139,11 +140,29 @@ def _start_as_user(spec: JobSpec, script: Path, env: dict[str, str]) -> subproce
     return proc
 
 
+@functools.cache
+def _adopts_orphans() -> bool:
+    """本进程是否已成为收养者（每个进程设置一次）。"""
+    return become_subreaper()
+
+
+def _may_have_leftovers() -> bool:
+    """脚本退出后是否可能还有作业进程。本进程收养了作业的全部孤儿：
+    没有存活的子进程就证明没有残留，省掉按标记扫描整个 /proc（每个作业最贵的一步）。"""
+    if not _adopts_orphans():
+        return True
+    children = live_children()
+    return children is None or bool(children)
+
+
 def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
 
     node_id 为真正执行它的 Ray 节点，作为 CONDUCTOR_NODE_ID 交给脚本。
+    所在进程同一时刻只运行这一个作业（Ray worker 一次执行一个任务）：
+    进程的子进程都属于它，脚本退出后残留的由这里清理并回收。
     """
+    _adopts_orphans()
     spool = spool_dir()
     script = spool / f"job-{spec.job_id}-{spec.token[:8]}.sh"
     if cancel_marker(spec.token).exists():
@@ -169,8 +188,10 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
         if timed_out:
             kill_job_tree(spec.token, grace=spec.kill_wait, pgid=proc.pid)
         proc.wait()
-        # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的）
-        kill_job_tree(spec.token, grace=0, pgid=proc.pid)
+        # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们
+        if _may_have_leftovers():
+            kill_job_tree(spec.token, grace=0, pgid=proc.pid)
+            live_children()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
         script.unlink(missing_ok=True)

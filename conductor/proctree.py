@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Generator
 
@@ -37,6 +39,47 @@ def _marker(token: str) -> bytes:
     if not token or "\0" in token:
         raise ValueError("作业标记不能为空且不能包含 NUL")
     return b"\0" + f"{TOKEN_VAR}={token}".encode() + b"\0"
+
+
+# prctl(PR_SET_CHILD_SUBREAPER)：本进程的子孙成为孤儿时挂到本进程下，而不是 init
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """让本进程收养子孙中的孤儿（含 setsid、两次 fork 逃出的）。成功返回 True。
+
+    收养之后，“本进程已没有子进程”就证明作业的进程全部结束，不必扫描整个 /proc。"""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def live_children() -> list[int] | None:
+    """本进程仍存活的子进程；顺手回收已成僵尸的（收养来的孤儿退出后由我们回收）。
+
+    子进程挂在创建它的线程名下，收养来的孤儿挂在主线程（线程组首领）名下，只需读这两处。
+    内核不提供 /proc/<pid>/task/<tid>/children 时返回 None（调用者改为按标记扫描）。"""
+    children: list[int] = []
+    try:
+        for tid in {os.getpid(), threading.get_native_id()}:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                children += map(int, f.read().split())
+    except OSError:
+        return None
+    alive = []
+    for pid in children:
+        try:
+            zombie = _is_zombie(pid)
+        except (*_SKIP_ERRORS, ValueError):
+            continue
+        if zombie:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        else:
+            alive.append(pid)
+    return alive
 
 
 def _is_zombie(pid: int) -> bool:

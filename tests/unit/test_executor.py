@@ -1,0 +1,78 @@
+"""执行器 execute() 的真实进程测试：脚本退出后不留任何进程，也不留僵尸。
+
+execute() 会让所在进程成为孤儿的收养者，所以每个用例在独立的 Python 子进程里运行它，
+不改变 pytest 进程本身。
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import pid_alive, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# 在子进程里运行一个作业，打印结局与之后仍挂在该进程下的子进程（含僵尸）
+RUNNER = """
+import json, os, sys
+from cluster.executor import execute
+from conductor.jobspec import JobSpec
+from conductor.proctree import new_token
+
+wd = sys.argv[1]
+spec = JobSpec(job_id=1, name="t", account="a", partition="p", script=sys.stdin.read(),
+               environment={}, work_dir=wd, stdout_path=wd + "/out", stderr_path=wd + "/out",
+               ntasks_per_node=1, cpus_per_task=1, cpus=1, memory_bytes=1 << 20,
+               time_limit_seconds=30, node_name="n", token=new_token(), kill_wait=1.0)
+result = execute(spec)
+children = open(f"/proc/self/task/{os.getpid()}/children").read().split()
+print(json.dumps({"code": result.returncode, "error": result.error, "children": children}))
+"""
+
+
+def _run(script: str, wd: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(wd)],
+        input=script,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _pids(wd: Path, *names: str) -> list[int]:
+    return [int((wd / n).read_text()) for n in names]
+
+
+def test_plain_script_leaves_nothing(tmp_path: Path) -> None:
+    result = _run("echo hi\nexit 3\n", tmp_path)
+    assert result == {"code": 3, "error": None, "children": []}
+    assert (tmp_path / "out").read_text() == "hi\n"
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "sleep 300 & echo $! > a.pid",
+        "setsid sleep 300 & echo $! > a.pid",
+        # 两次 fork：中间进程立即退出，孙进程成为孤儿
+        "bash -c 'sleep 300 & echo $! > a.pid' &\nwait",
+        "setsid bash -c 'trap \"\" TERM HUP; sleep 300 & echo $! > a.pid; wait' &\n"
+        "while [ ! -s a.pid ]; do sleep 0.01; done",
+    ],
+)
+def test_background_processes_killed_and_reaped(tmp_path: Path, escape: str) -> None:
+    result = _run(escape + "\nexit 0\n", tmp_path)
+    assert result["code"] == 0
+    # 残留进程被杀掉且被回收：执行器进程下连僵尸都不剩
+    assert result["children"] == []
+    for pid in _pids(tmp_path, "a.pid"):
+        wait_for(lambda p=pid: not pid_alive(p), 5, what=f"残留进程 {pid} 已被清理")
