@@ -66,7 +66,7 @@ class NodeAgent:
         self.node_id = node_id
         self.agent_id = uuid.uuid4().hex
         self.min_epoch = epoch
-        self.engine = make_engine(settings.database_url or "", pool_size=2)
+        self.engine = make_engine(settings.database_url or "", pool_size=2, pre_ping=False)
         self.runs: dict[int, Run] = {}
         self.reports: list[Outcome] = []
         self.report_ready = asyncio.Event()

@@ -39,8 +39,13 @@ from conductor.states import JobState
 log = logging.getLogger("conductor.scheduler")
 
 SCHEDULER_NAME = "conductor-scheduler"
-# 队首窗口的余量：跳过放不下的作业后仍能填满空闲 CPU，回填也能看到这么深
+# 队首窗口的余量（Slurm 的主调度与回填之分）：事件触发的快速轮只读“空闲 CPU + QUICK_SLACK”行，
+# 足以填满空闲 CPU；深轮读“空闲 CPU + QUEUE_SLACK”行，回填能看到这么深，并刷新更多等待原因
+QUICK_SLACK = 8
 QUEUE_SLACK = 100
+# 深轮的周期秒数；快速轮读满窗口仍留下空闲 CPU 时（队首放不下），最快隔 DEEP_RETRY 秒补一次深轮
+DEEP_INTERVAL = 0.5
+DEEP_RETRY = 0.05
 # 两次重新判定依赖的最短间隔秒数：大量作业等待依赖时不必每轮都读它们
 DEPENDENCY_INTERVAL = 0.25
 # 调度器记住的等待原因条数上限（只写变化了的原因）；超过即清空重来
@@ -60,7 +65,7 @@ class Scheduler:
     def __init__(self, settings: Settings) -> None:
         logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
         self.settings = settings
-        self.engine = make_engine(settings.database_url or "", pool_size=3)
+        self.engine = make_engine(settings.database_url or "", pool_size=3, pre_ping=False)
         self.epoch = 0
         self.agents: dict[str, tuple[ray.actor.ActorHandle, str]] = {}
         self.wake_event = asyncio.Event()
@@ -80,7 +85,9 @@ class Scheduler:
         self.partitions = settings.partition_table()
         self.reasons: dict[int, str] = {}
         self.dependencies_checked = 0.0
-        self.dependency_timer: asyncio.TimerHandle | None = None
+        self.deep_at = 0.0
+        self.deep_wanted = False
+        self.timer: asyncio.TimerHandle | None = None
         # 同一批数字也作为 Ray 指标导出；figures 为本轮的 (CPU 总数, 已分配, 读到的排队数, 派发数)
         self.metrics = SchedulerMetrics(settings.namespace)
         self.figures: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
@@ -324,19 +331,22 @@ class Scheduler:
             for n in nodes
             if n.node_id in agents
         ]
-        check_dependencies = time.monotonic() - self.dependencies_checked >= DEPENDENCY_INTERVAL
+        now = time.monotonic()
+        check_dependencies = now - self.dependencies_checked >= DEPENDENCY_INTERVAL
         if check_dependencies:
-            self.dependencies_checked = time.monotonic()
-        elif (
-            self.dependency_timer is None
-            or self.dependency_timer.when() < asyncio.get_running_loop().time()
-        ):
+            self.dependencies_checked = now
+        else:
             # 本轮跳过依赖判定：稍后补一轮，刚结束的作业的依赖者不必等到空闲对账
-            self.dependency_timer = asyncio.get_running_loop().call_later(
-                DEPENDENCY_INTERVAL, self.wake_event.set
-            )
-        running, pending, resolved = await asyncio.to_thread(
-            self._read_queue, views, check_dependencies
+            self._wake_at(self.dependencies_checked + DEPENDENCY_INTERVAL)
+        since_deep = now - self.deep_at
+        deep = since_deep >= DEEP_INTERVAL or (self.deep_wanted and since_deep >= DEEP_RETRY)
+        if deep:
+            self.deep_at, self.deep_wanted = now, False
+        elif self.deep_wanted:
+            self._wake_at(self.deep_at + DEEP_RETRY)
+        slack = QUEUE_SLACK if deep else QUICK_SLACK
+        running, pending, window, resolved = await asyncio.to_thread(
+            self._read_queue, views, check_dependencies, slack
         )
         if resolved:
             self.wake_event.set()  # 刚满足依赖的作业可能不在本轮窗口里
@@ -358,6 +368,15 @@ class Scheduler:
         placements = decision.placements
         reasons = self._changed_reasons(decision.reasons)
         self.figures = (total, allocated, len(pending), len(placements))
+        placed = {p.job_id for p in placements}
+        if (
+            not deep
+            and len(pending) == window
+            and total - allocated > sum(j.cpus for j in pending if j.job_id in placed)
+        ):
+            # 窗口读满、仍有空闲 CPU：窗口之后可能有能回填的作业，尽快补一次深轮
+            self.deep_wanted = True
+            self._wake_at(self.deep_at + DEEP_RETRY)
         if not placements:
             if reasons:
                 await asyncio.to_thread(self._claim, [], [], [], [], reasons)
@@ -389,10 +408,18 @@ class Scheduler:
         if len(placements) == len(pending):
             self.wake_event.set()  # 读到的都放下了：可能还有空闲，马上再来一轮
 
+    def _wake_at(self, when: float) -> None:
+        """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""
+        loop = asyncio.get_running_loop()
+        if self.timer is None or self.timer.when() <= loop.time() or self.timer.when() > when:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = loop.call_at(when, self.wake_event.set)
+
     def _read_queue(
-        self, views: list[NodeView], check_dependencies: bool
-    ) -> tuple[list[RunningJob], list[PendingJob], bool]:
-        """一次事务读出：依赖的新判定（写回）、占用资源的作业、队首窗口。"""
+        self, views: list[NodeView], check_dependencies: bool, slack: int
+    ) -> tuple[list[RunningJob], list[PendingJob], int, bool]:
+        """一次事务读出：依赖的新判定（写回）、占用资源的作业、队首窗口（及窗口大小）。"""
         with session_scope(self.engine) as session:
             resolved = queue.resolve_dependencies(session) if check_dependencies else {}
             transitions.set_dependency_states(session, resolved)
@@ -403,15 +430,14 @@ class Scheduler:
             # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首（加余量）
             free = sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views)
             if int(free) == 0:
-                return running, [], bool(resolved)
+                return running, [], 0, bool(resolved)
             running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
             skip_accounts, skip_arrays = queue.saturated(
                 running, self.settings.account_limits, queue.array_limits(session, running_arrays)
             )
-            pending = queue.load_pending(
-                session, int(free) + QUEUE_SLACK, skip_accounts, skip_arrays
-            )
-            return running, pending, bool(resolved)
+            window = int(free) + slack
+            pending = queue.load_pending(session, window, skip_accounts, skip_arrays)
+            return running, pending, window, bool(resolved)
 
     def _changed_reasons(self, reasons: dict[int, str]) -> dict[int, str]:
         """只写与上次不同的等待原因，避免每轮重写整个窗口。"""

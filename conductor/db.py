@@ -28,11 +28,14 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, pool_size: int = 5) -> Engine:
-    """创建引擎：连接前探活，短连接超时，便于数据库重启后自动恢复。"""
+def make_engine(url: str, pool_size: int = 5, pre_ping: bool = True) -> Engine:
+    """创建引擎：短连接超时，便于数据库重启后自动恢复。
+
+    pre_ping：每次取连接先 SELECT 1 探活。自己会重试整个事务的调用者（调度器、节点代理）
+    关掉它，省下每个事务一次往返；断开的连接在出错时由连接池作废，重试时换新连接。"""
     return create_engine(
         normalize_url(url),
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         connect_args={"connect_timeout": 3},

@@ -49,6 +49,23 @@ def _states(target: JobState) -> list[str]:
 _TERMINAL_FROM_RUNNING = [JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.NODE_FAIL]
 
 
+# 热路径上的语句在模块加载时构造一次，不在每次调用时重建
+# 认领：PENDING → RUNNING
+_CLAIM = text(
+    f"""
+    UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
+           node_id = v.node_id, node_name = v.node_name, token = v.token,
+           agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
+           released_at = NULL, state_reason = NULL
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
+                CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
+         AS v(id, node_id, node_name, token, agent_id, host)
+    WHERE jobs.id = v.id AND {RUNNABLE}
+    RETURNING jobs.*
+    """
+)
+
+
 def claim(
     session: Session,
     placements: Sequence[Placement],
@@ -61,19 +78,7 @@ def claim(
     if not placements:
         return []
     rows = session.execute(
-        text(
-            f"""
-            UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
-                   node_id = v.node_id, node_name = v.node_name, token = v.token,
-                   agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
-                   released_at = NULL, state_reason = NULL
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
-                        CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
-                 AS v(id, node_id, node_name, token, agent_id, host)
-            WHERE jobs.id = v.id AND {RUNNABLE}
-            RETURNING jobs.*
-            """
-        ),
+        _CLAIM,
         {
             "ids": [p.job_id for p in placements],
             "nodes": [p.node_id for p in placements],
@@ -85,6 +90,21 @@ def claim(
         },
     )
     return [dict(r._mapping) for r in rows]
+
+
+# RUNNING → 终态（令牌为栅栏）
+_FINISH = text(
+    """
+    UPDATE jobs SET state = v.state, exit_code = v.exit_code, error_msg = v.error_msg,
+           end_time = clock_timestamp()
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:states AS text[]),
+                CAST(:codes AS text[]), CAST(:msgs AS text[]), CAST(:tokens AS text[]))
+         AS v(id, state, exit_code, error_msg, token)
+    WHERE jobs.id = v.id AND jobs.state = 'RUNNING'
+          AND (v.token IS NULL OR jobs.token = v.token)
+    RETURNING jobs.id
+    """
+)
 
 
 def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
@@ -108,23 +128,26 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
         "tokens": tokens,
     }
     changed = session.execute(
-        text(
-            """
-            UPDATE jobs SET state = v.state, exit_code = v.exit_code, error_msg = v.error_msg,
-                   end_time = clock_timestamp()
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:states AS text[]),
-                        CAST(:codes AS text[]), CAST(:msgs AS text[]), CAST(:tokens AS text[]))
-                 AS v(id, state, exit_code, error_msg, token)
-            WHERE jobs.id = v.id AND jobs.state = 'RUNNING'
-                  AND (v.token IS NULL OR jobs.token = v.token)
-            RETURNING jobs.id
-            """
-        ),
+        _FINISH,
         params,
     )
     changed_ids = [r[0] for r in changed]
     release(session, ids, codes, tokens)
     return changed_ids
+
+
+# 归还资源，每个作业只一次
+_RELEASE = text(
+    """
+    UPDATE jobs SET released_at = clock_timestamp(),
+           exit_code = COALESCE(jobs.exit_code, v.exit_code)
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[]), CAST(:tokens AS text[]))
+         AS v(id, exit_code, token)
+    WHERE jobs.id = v.id AND jobs.node_id IS NOT NULL AND jobs.released_at IS NULL
+          AND (v.token IS NULL OR jobs.token = v.token)
+    RETURNING jobs.id
+    """
+)
 
 
 def release(
@@ -142,17 +165,7 @@ def release(
     codes = list(exit_codes) if exit_codes is not None else [None] * len(job_ids)
     fences = list(tokens) if tokens is not None else [None] * len(job_ids)
     rows = session.execute(
-        text(
-            """
-            UPDATE jobs SET released_at = clock_timestamp(),
-                   exit_code = COALESCE(jobs.exit_code, v.exit_code)
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[]), CAST(:tokens AS text[]))
-                 AS v(id, exit_code, token)
-            WHERE jobs.id = v.id AND jobs.node_id IS NOT NULL AND jobs.released_at IS NULL
-                  AND (v.token IS NULL OR jobs.token = v.token)
-            RETURNING jobs.id
-            """
-        ),
+        _RELEASE,
         {"ids": list(job_ids), "codes": codes, "tokens": fences},
     )
     return [r[0] for r in rows]
@@ -276,22 +289,26 @@ def update_pending(
     return row is not None
 
 
+# 等待原因：别人正锁着的行跳过
+_SET_REASONS = text(
+    """
+    UPDATE jobs SET state_reason = v.reason
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS v(id, reason)
+    WHERE jobs.id = v.id AND jobs.id IN (
+        SELECT id FROM jobs WHERE id = ANY(:ids) AND state = 'PENDING'
+        ORDER BY id FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
 def set_reasons(session: Session, reasons: dict[int, str]) -> None:
     """记录调度器给出的等待原因（只写仍在排队的作业）。"""
     if not reasons:
         return
     # 原因只是提示：别人正锁着的行跳过（下一轮再写），不为它等锁，也就不会与取消等操作死锁
     session.execute(
-        text(
-            """
-            UPDATE jobs SET state_reason = v.reason
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS v(id, reason)
-            WHERE jobs.id = v.id AND jobs.id IN (
-                SELECT id FROM jobs WHERE id = ANY(:ids) AND state = 'PENDING'
-                ORDER BY id FOR UPDATE SKIP LOCKED
-            )
-            """
-        ),
+        _SET_REASONS,
         {"ids": list(reasons), "reasons": list(reasons.values())},
     )
 
