@@ -161,8 +161,12 @@ class Bench:
         elapsed = time.perf_counter() - started
         return {"tasks": n, "seconds": round(elapsed, 2), "per_second": round(n / elapsed, 1)}
 
-    def ray_actor_owned(self, n: int) -> dict:
-        """对照：由一个异步 actor 拥有、带节点亲和与内存需求的任务（Conductor 节点代理的做法）。"""
+    def ray_actor_owned(self, n: int, width: int | None = None) -> dict:
+        """对照：由一个异步 actor 拥有、带节点亲和与内存需求的任务（Conductor 节点代理的做法）。
+
+        width 为 None：一次提交全部（Ray 在 owner 里排队，租到的 worker 连续执行多个任务）；
+        width = CPU 数：闭环，任何时刻只有 width 个任务，结束一个才提交下一个——这正是
+        “资源空出后才决定下一个作业”的调度器能给 Ray 的负载，每个任务都要重新租一次 worker。"""
 
         @ray.remote(num_cpus=1)
         def run_true() -> int:
@@ -170,22 +174,30 @@ class Bench:
 
         @ray.remote(num_cpus=0)
         class Owner:
-            async def run(self, count: int) -> float:
+            async def run(self, count: int, width: int | None) -> float:
                 node = ray.get_runtime_context().get_node_id()
                 strategy = NodeAffinitySchedulingStrategy(node, soft=False)
-                refs = [
-                    run_true.options(
+                names = iter(range(count))
+
+                def submit(i: int) -> ray.ObjectRef:
+                    return run_true.options(
                         memory=10 << 20, scheduling_strategy=strategy, name=f"job-{i}"
                     ).remote()
-                    for i in range(count)
-                ]
+
+                async def lane() -> None:
+                    for i in names:
+                        await submit(i)
+
                 started = time.perf_counter()
-                await asyncio.gather(*refs)
+                if width is None:
+                    await asyncio.gather(*(submit(i) for i in names))
+                else:
+                    await asyncio.gather(*(lane() for _ in range(width)))
                 return time.perf_counter() - started
 
         owner = Owner.remote()
-        ray.get(owner.run.remote(CPUS * 2))  # 预热
-        elapsed = ray.get(owner.run.remote(n))
+        ray.get(owner.run.remote(CPUS * 2, width))  # 预热
+        elapsed = ray.get(owner.run.remote(n, width))
         ray.kill(owner)
         return {"tasks": n, "seconds": round(elapsed, 2), "per_second": round(n / elapsed, 1)}
 
@@ -425,6 +437,7 @@ def main() -> None:
     plan: dict[str, Callable[[Bench], dict]] = {
         "ray_ceiling": lambda b: b.ray_ceiling(300 if q else 2000),
         "ray_actor_owned": lambda b: b.ray_actor_owned(300 if q else 2000),
+        "ray_closed_loop": lambda b: b.ray_actor_owned(300 if q else 2000, width=CPUS),
         "end_to_end": lambda b: b.end_to_end(300 if q else 2000),
         "end_to_end_batch": lambda b: b.end_to_end(300 if q else 2000, batch=100),
         "submission": lambda b: b.submission(50 if q else 200, (1, 8, 32), 500 if q else 1000),
@@ -444,11 +457,14 @@ def main() -> None:
                 print(json.dumps(results[name], ensure_ascii=False), flush=True)
         finally:
             bench.close()
-    if "ray_ceiling" in results and "end_to_end" in results:
-        results["end_to_end_vs_ceiling"] = round(
-            results["end_to_end"]["per_second"] / results["ray_ceiling"]["per_second"],
-            3,  # type: ignore[index]
-        )
+    # 比值：端到端（逐个 / 批量提交）对天花板与对闭环对照
+    for run in ("end_to_end", "end_to_end_batch"):
+        for base in ("ray_ceiling", "ray_closed_loop"):
+            if run in results and base in results:
+                results[f"{run}_vs_{base.removeprefix('ray_')}"] = round(
+                    results[run]["per_second"] / results[base]["per_second"],  # type: ignore[index]
+                    3,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2))
     print(json.dumps(results, ensure_ascii=False, indent=2))
