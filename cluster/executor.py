@@ -41,8 +41,9 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
         os.close(fd)
 
 
+@functools.cache
 def spool_dir() -> Path:
-    """节点本地的临时目录：脚本文件与取消标记放在这里。"""
+    """节点本地的临时目录：脚本文件与取消标记放在这里（每个进程算一次）。"""
     return Path(tempfile.gettempdir()) / "conductor-spool"
 
 

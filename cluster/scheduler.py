@@ -15,10 +15,12 @@ import os
 import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from sqlmodel import Session
 
 from cluster.agent import NodeAgent, agent_name
 from cluster.metrics import SchedulerMetrics
@@ -56,6 +58,17 @@ NODES_TTL = 1.0
 AGENT_TIMEOUT = 5.0
 # 新建代理要启动一个 worker 进程，给足时间
 AGENT_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class _PassOutcome:
+    """一轮决策的结果：认领到的作业行与几个计数。"""
+
+    resolved: bool
+    rows: list[dict] = field(default_factory=list)
+    read: int = 0
+    placed: int = 0
+    window_full: bool = False  # 窗口读满且仍有空闲 CPU
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=100)
@@ -344,57 +357,24 @@ class Scheduler:
             self.deep_at, self.deep_wanted = now, False
         elif self.deep_wanted:
             self._wake_at(self.deep_at + DEEP_RETRY)
-        slack = QUEUE_SLACK if deep else QUICK_SLACK
-        running, pending, window, resolved = await asyncio.to_thread(
-            self._read_queue, views, check_dependencies, slack
+        # 读快照、决策、认领在同一个线程、同一个事务里完成：每轮只切换一次线程、只提交一次
+        hosts = {n.node_id: n.host for n in nodes}
+        outcome = await asyncio.to_thread(
+            self._decide,
+            views,
+            {node_id: entry[1] for node_id, entry in agents.items()},
+            hosts,
+            check_dependencies,
+            QUEUE_SLACK if deep else QUICK_SLACK,
         )
-        if resolved:
+        if outcome.resolved:
             self.wake_event.set()  # 刚满足依赖的作业可能不在本轮窗口里
-        total = sum(v.total_cpus for v in views)
-        allocated = sum(r.cpus for r in running)
-        self.figures = (total, allocated, len(pending), 0)
-        if not pending:
-            return
-        decision = plan(
-            Snapshot(
-                views,
-                running,
-                pending,
-                now=time.time(),
-                account_limits=lambda account: limit_for(self.settings.account_limits, account),
-                exceeds_partition_max=self.partitions.exceeds_max,
-            )
-        )
-        placements = decision.placements
-        reasons = self._changed_reasons(decision.reasons)
-        self.figures = (total, allocated, len(pending), len(placements))
-        placed = {p.job_id for p in placements}
-        if (
-            not deep
-            and len(pending) == window
-            and total - allocated > sum(j.cpus for j in pending if j.job_id in placed)
-        ):
+        if outcome.window_full and not deep:
             # 窗口读满、仍有空闲 CPU：窗口之后可能有能回填的作业，尽快补一次深轮
             self.deep_wanted = True
             self._wake_at(self.deep_at + DEEP_RETRY)
-        if not placements:
-            if reasons:
-                await asyncio.to_thread(self._claim, [], [], [], [], reasons)
-            return
-        log.debug("放置：%s；预留：%s", placements, decision.reservations)
-        tokens = [new_token() for _ in placements]
-        agent_ids = [agents[p.node_id][1] for p in placements]
-        hosts = {n.node_id: n.host for n in nodes}
-        rows = await asyncio.to_thread(
-            self._claim,
-            placements,
-            tokens,
-            agent_ids,
-            [hosts[p.node_id] for p in placements],
-            reasons,
-        )
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
-        for row in rows:
+        for row in outcome.rows:
             by_node[row["node_id"]].append(
                 JobSpec.from_row(row, token=row["token"], kill_wait=self.settings.kill_wait)
             )
@@ -405,8 +385,74 @@ class Scheduler:
             task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, specs))
             self.launches.add(task)
             task.add_done_callback(self.launches.discard)
-        if len(placements) == len(pending):
+        if outcome.placed and outcome.placed == outcome.read:
             self.wake_event.set()  # 读到的都放下了：可能还有空闲，马上再来一轮
+
+    def _decide(
+        self,
+        views: list[NodeView],
+        agent_ids: dict[str, str],
+        hosts: dict[str, str],
+        check_dependencies: bool,
+        slack: int,
+    ) -> _PassOutcome:
+        """一个事务：判定依赖 → 读占用与队首窗口 → 纯策略决策 → 写等待原因并认领。"""
+        with session_scope(self.engine) as session:
+            resolved = queue.resolve_dependencies(session) if check_dependencies else {}
+            transitions.set_dependency_states(session, resolved)
+            running = queue.load_running(session)
+            total = sum(v.total_cpus for v in views)
+            allocated = sum(r.cpus for r in running)
+            pending, window = self._read_window(session, views, running, slack)
+            self.figures = (total, allocated, len(pending), 0)
+            if not pending:
+                return _PassOutcome(bool(resolved))
+            decision = plan(
+                Snapshot(
+                    views,
+                    running,
+                    pending,
+                    now=time.time(),
+                    account_limits=lambda account: limit_for(self.settings.account_limits, account),
+                    exceeds_partition_max=self.partitions.exceeds_max,
+                )
+            )
+            placements = decision.placements
+            self.figures = (total, allocated, len(pending), len(placements))
+            transitions.set_reasons(session, self._changed_reasons(decision.reasons))
+            if placements:
+                log.debug("放置：%s；预留：%s", placements, decision.reservations)
+            rows = transitions.claim(
+                session,
+                placements,
+                [new_token() for _ in placements],
+                [agent_ids[p.node_id] for p in placements],
+                self.epoch,
+                [hosts[p.node_id] for p in placements],
+            )
+        placed = {p.job_id for p in placements}
+        idle = total - allocated - sum(j.cpus for j in pending if j.job_id in placed)
+        return _PassOutcome(
+            bool(resolved), rows, len(pending), len(placements), len(pending) == window and idle > 0
+        )
+
+    def _read_window(
+        self, session: Session, views: list[NodeView], running: list[RunningJob], slack: int
+    ) -> tuple[list[PendingJob], int]:
+        """队首窗口（及窗口大小）：每个作业至少 1 个 CPU，最多能放下“空闲 CPU 总数”个，
+        只读这么多（加余量）；集群占满时不读。"""
+        used: dict[str, float] = defaultdict(float)
+        for r in running:
+            used[r.node_id] += r.cpus
+        free = int(sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views))
+        if free == 0:
+            return [], 0
+        running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
+        skip_accounts, skip_arrays = queue.saturated(
+            running, self.settings.account_limits, queue.array_limits(session, running_arrays)
+        )
+        window = free + slack
+        return queue.load_pending(session, window, skip_accounts, skip_arrays), window
 
     def _wake_at(self, when: float) -> None:
         """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""
@@ -416,29 +462,6 @@ class Scheduler:
                 self.timer.cancel()
             self.timer = loop.call_at(when, self.wake_event.set)
 
-    def _read_queue(
-        self, views: list[NodeView], check_dependencies: bool, slack: int
-    ) -> tuple[list[RunningJob], list[PendingJob], int, bool]:
-        """一次事务读出：依赖的新判定（写回）、占用资源的作业、队首窗口（及窗口大小）。"""
-        with session_scope(self.engine) as session:
-            resolved = queue.resolve_dependencies(session) if check_dependencies else {}
-            transitions.set_dependency_states(session, resolved)
-            running = queue.load_running(session)
-            used: dict[str, float] = defaultdict(float)
-            for r in running:
-                used[r.node_id] += r.cpus
-            # 每个作业至少 1 个 CPU：最多能放下“空闲 CPU 总数”个作业，只读这么多队首（加余量）
-            free = sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views)
-            if int(free) == 0:
-                return running, [], 0, bool(resolved)
-            running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
-            skip_accounts, skip_arrays = queue.saturated(
-                running, self.settings.account_limits, queue.array_limits(session, running_arrays)
-            )
-            window = int(free) + slack
-            pending = queue.load_pending(session, window, skip_accounts, skip_arrays)
-            return running, pending, window, bool(resolved)
-
     def _changed_reasons(self, reasons: dict[int, str]) -> dict[int, str]:
         """只写与上次不同的等待原因，避免每轮重写整个窗口。"""
         if len(self.reasons) > REASON_CACHE:
@@ -446,11 +469,6 @@ class Scheduler:
         changed = {j: r for j, r in reasons.items() if self.reasons.get(j) != r}
         self.reasons.update(changed)
         return changed
-
-    def _claim(self, placements, tokens, agent_ids, hosts, reasons) -> list[dict]:  # type: ignore[no-untyped-def]
-        with session_scope(self.engine) as session:
-            transitions.set_reasons(session, reasons)
-            return transitions.claim(session, placements, tokens, agent_ids, self.epoch, hosts)
 
     async def _launch(
         self, node_id: str, handle: ray.actor.ActorHandle, specs: list[JobSpec]
