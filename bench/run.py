@@ -1,6 +1,6 @@
 """Conductor 基准测试：一条命令跑完全部项目，打印表格并写出 JSON。
 
-    .venv/bin/python -m bench.run                # 完整规模（约 10 分钟）
+    .venv/bin/python -m bench.run                # 完整规模（约 12 分钟；吞吐项目重复 3 轮取中位数）
     .venv/bin/python -m bench.run --quick        # 小规模冒烟（约 2 分钟）
 
 在同一次运行里、同一个 Ray 集群上（conductor serve 启动的本地集群，8 个逻辑 CPU）
@@ -429,6 +429,10 @@ class Bench:
         self.serve.cleanup()
 
 
+# 轮流重复、取中位数的吞吐项目
+THROUGHPUT = ("ray_ceiling", "ray_actor_owned", "ray_closed_loop", "end_to_end", "end_to_end_batch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -436,6 +440,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="小规模冒烟运行")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "latest.json")
     parser.add_argument("--only", nargs="*", help="只运行这些项目")
+    parser.add_argument("--repeat", type=int, default=3, help="吞吐项目重复的轮数（取中位数）")
     args = parser.parse_args()
     q = args.quick
     plan: dict[str, Callable[[Bench], dict]] = {
@@ -451,23 +456,48 @@ def main() -> None:
         "queue_scale": lambda b: b.queue_scale((1000, 10_000) if q else (10_000, 100_000)),
     }
     selected = args.only or list(plan)
+    # 吞吐项目轮流重复 --repeat 次（天花板、对照与端到端在同一轮里相邻），报告中位数；
+    # 比值按轮计算再取中位数，不拿不同时刻的数字相除
+    rounds = [name for name in selected if name in THROUGHPUT]
+    once = [name for name in selected if name not in THROUGHPUT]
+    runs: dict[str, list[dict]] = {name: [] for name in rounds}
+    results: dict[str, object] = {
+        "cpus": CPUS,
+        "quick": q,
+        "python": sys.version.split()[0],
+        "repeat": args.repeat,
+    }
     with tempfile.TemporaryDirectory(prefix="conductor-bench-") as tmp:
         bench = Bench(Path(tmp))
-        results: dict[str, object] = {"cpus": CPUS, "quick": q, "python": sys.version.split()[0]}
         try:
-            for name in selected:
+            for i in range(args.repeat if rounds else 0):
+                for name in rounds:
+                    print(f"== {name}（第 {i + 1}/{args.repeat} 轮）...", flush=True)
+                    runs[name].append(plan[name](bench))
+                    print(json.dumps(runs[name][-1], ensure_ascii=False), flush=True)
+            for name in once:
                 print(f"== {name} ...", flush=True)
                 results[name] = plan[name](bench)
                 print(json.dumps(results[name], ensure_ascii=False), flush=True)
         finally:
             bench.close()
+    for name, values in runs.items():
+        rates = [v["per_second"] for v in values]
+        results[name] = {
+            **values[0],
+            "per_second": round(statistics.median(rates), 1),
+            "runs": rates,
+        }
     # 比值：端到端（逐个 / 批量提交）对天花板与对闭环对照
     for run in ("end_to_end", "end_to_end_batch"):
         for base in ("ray_ceiling", "ray_closed_loop"):
-            if run in results and base in results:
+            if run in runs and base in runs:
+                ratios = [
+                    a["per_second"] / b["per_second"]
+                    for a, b in zip(runs[run], runs[base], strict=True)
+                ]
                 results[f"{run}_vs_{base.removeprefix('ray_')}"] = round(
-                    results[run]["per_second"] / results[base]["per_second"],  # type: ignore[index]
-                    3,
+                    statistics.median(ratios), 3
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2))

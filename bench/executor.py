@@ -1,0 +1,115 @@
+"""执行器本身的开销：同一个本地 Ray 上并排运行裸任务与 Conductor 的 run_job。
+
+    python -m bench.executor [--tasks 2000]
+
+不经过 API、数据库、调度器与节点代理：driver 直接提交 run_job（脚本为 `true`），
+与“每个任务跑一个子进程 true”的裸 Ray 任务对比吞吐与 worker 进程的 CPU（按线程读 /proc）。
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+# 与 conductor 命令相同：令牌认证须在导入 ray 之前声明
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import psutil  # noqa: E402
+import ray  # noqa: E402
+
+from cluster.executor import run_job  # noqa: E402
+from conductor.jobspec import JobSpec  # noqa: E402
+from conductor.proctree import new_token  # noqa: E402
+
+CPUS = 8
+REPO = Path(__file__).resolve().parents[1]
+
+
+@ray.remote(num_cpus=1)
+def run_true() -> int:
+    return subprocess.run(["true"]).returncode
+
+
+def _spec(job_id: int, wd: str) -> JobSpec:
+    return JobSpec(
+        job_id=job_id,
+        name="bench",
+        account="bench",
+        partition="default",
+        script="true\n",
+        environment={},
+        work_dir=wd,
+        stdout_path="/dev/null",
+        stderr_path="/dev/null",
+        ntasks_per_node=1,
+        cpus_per_task=1,
+        cpus=1,
+        memory_bytes=10 << 20,
+        time_limit_seconds=10,
+        node_name="bench",
+        token=new_token(),
+        kill_wait=1.0,
+    )
+
+
+def _worker_pids() -> list[int]:
+    marks = ("ray::IDLE", "ray::run_", "ray::job-")
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(m in " ".join(p.info["cmdline"] or []) for m in marks)
+    ]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """这些进程所有线程的 CPU 秒数（进程标题随任务变化，所以按 pid 而不是按名字）。"""
+    total = 0.0
+    for pid in pids:
+        try:
+            for tid in Path(f"/proc/{pid}/task").iterdir():
+                fields = (tid / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=2000)
+    args = parser.parse_args()
+    wd = tempfile.mkdtemp(prefix="conductor-bench-executor-")
+    ray.init(
+        address="local",
+        num_cpus=CPUS,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
+    try:
+        variants = {
+            "裸 Ray 任务（子进程 true）": lambda i: run_true.remote(),
+            "run_job（bash 脚本 true）": lambda i: run_job.options(
+                num_cpus=1, memory=10 << 20, name=f"job-{i}:bench"
+            ).remote(_spec(i, wd)),
+        }
+        rates = []
+        for name, submit in variants.items():
+            ray.get([submit(i) for i in range(CPUS * 4)])  # 预热 worker
+            pids = _worker_pids()
+            cpu0, started = _cpu_seconds(pids), time.perf_counter()
+            ray.get([submit(i) for i in range(args.tasks)])
+            elapsed = time.perf_counter() - started
+            per_task = (_cpu_seconds(pids) - cpu0) * 1000 / args.tasks
+            rates.append(args.tasks / elapsed)
+            print(f"{name:24s} {rates[-1]:7.1f} 个/秒  worker CPU {per_task:.2f} ms/任务")
+        print(f"run_job / 裸任务：{rates[1] / rates[0]:.0%}")
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
