@@ -84,6 +84,8 @@ class Scheduler:
         self.wake_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.started = time.time()
+        # 启动各阶段完成时距构造的秒数（领取纪元、代理就绪、对账完成），供观测恢复耗时
+        self.startup: dict[str, float] = {}
         self.passes = 0
         self.nodes: tuple[float, list[RayNode]] = (0.0, [])
         # ray.nodes() 用的 GCS 访问器不宜并发：一个专用线程串行读取，卡住也不占用数据库线程
@@ -125,6 +127,7 @@ class Scheduler:
             "last_reconcile": self.last_reconcile,
             "pid": os.getpid(),
             "pass_ms_last": [round(t * 1000, 3) for t in self.pass_times],
+            "startup_s": {k: round(v, 3) for k, v in self.startup.items()},
         }
 
     async def wait_ready(self, timeout: float = 60.0) -> bool:
@@ -144,10 +147,13 @@ class Scheduler:
 
     async def _main(self) -> None:
         self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
+        self.startup["epoch"] = time.time() - self.started
         log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
         self.metrics.started(self.epoch)
         await self._retrying(lambda: self._reconcile(startup=True))
+        self.startup["ready"] = time.time() - self.started
         self.ready.set()
+        self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
         last_resync = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
@@ -241,6 +247,8 @@ class Scheduler:
         self._ensure_agents(nodes)
         if startup and self.creating:
             await asyncio.wait(list(self.creating.values()), timeout=AGENT_START_TIMEOUT)
+        if startup:
+            self.startup["agents"] = time.time() - self.started
         held = await asyncio.to_thread(load_held_jobs, self.engine)
         if not held and not startup:
             return

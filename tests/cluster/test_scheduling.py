@@ -15,6 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
+from cluster.scheduler import QUICK_SLACK
 from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload, make_settings
 from tests.helpers import wait_for
 
@@ -203,6 +204,21 @@ def test_easy_backfill_never_delays_the_head(service: Service, tmp_path: Path) -
     post(service, f"/jobs/cancel/{blocker}")
     service.wait_state(head, "COMPLETED")
     service.wait_state(long_small, "RUNNING")
+
+
+def test_backfill_reaches_beyond_the_quick_window(service: Service, tmp_path: Path) -> None:
+    """快速轮只读“空闲 CPU + 8”行：排在 12 个不能回填的作业之后的短作业要靠深轮找到并回填。"""
+    blocker = submit(service, LONG, tmp_path, cpus_per_task=2, time_limit="1")
+    service.wait_state(blocker, "RUNNING")
+    head = submit(service, "true", tmp_path, cpus_per_task=CLUSTER_CPUS, time_limit="10")
+    stuck = [
+        submit(service, LONG, tmp_path, cpus_per_task=2, time_limit="10")
+        for _ in range(QUICK_SLACK + 4)
+    ]
+    deep = submit(service, "true", tmp_path, cpus_per_task=2, time_limit="0:30")
+    service.wait_state(deep, "COMPLETED")
+    assert service.state(head) == "PENDING"
+    assert all(service.state(j) == "PENDING" for j in stuck)
 
 
 # ---------- 作业数组 ----------
