@@ -21,12 +21,14 @@ def main(src: Path, dst: Path) -> None:
 
     throughput = {
         "Ray tasks (ceiling)": r["ray_ceiling"]["per_second"],
+        "Ray, 8 in flight (closed loop)": r["ray_closed_loop"]["per_second"],
         "E2E, batch submit": r["end_to_end_batch"]["per_second"],
         "E2E, 32 clients": r["end_to_end"]["per_second"],
         "Slurm 22.05 (DESIGN.md)": 9.5,
         "Ray Jobs (DESIGN.md)": 0.9,
     }
-    left.barh(list(throughput), list(throughput.values()), color=["grey", "C0", "C0", "C3", "C3"])
+    colors = ["grey", "grey", "C0", "C0", "C3", "C3"]
+    left.barh(list(throughput), list(throughput.values()), color=colors)
     left.set_xscale("log")
     left.set_xlabel("jobs/s, 2,000 trivial jobs, 8 logical CPUs (log scale)")
     left.set_title("Throughput")
