@@ -382,9 +382,15 @@ class Scheduler:
             self.deep_wanted = True
             self._wake_at(self.deep_at + DEEP_RETRY)
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
+        node_cpus = {v.node_id: int(v.total_cpus) for v in views}
         for row in outcome.rows:
             by_node[row["node_id"]].append(
-                JobSpec.from_row(row, token=row["token"], kill_wait=self.settings.kill_wait)
+                JobSpec.from_row(
+                    row,
+                    token=row["token"],
+                    kill_wait=self.settings.kill_wait,
+                    node_cpus=node_cpus.get(row["node_id"]),
+                )
             )
         for node_id, specs in by_node.items():
             # 派发在后台进行：一个卡住的节点不拖住整个调度循环

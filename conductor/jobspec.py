@@ -45,10 +45,14 @@ class JobSpec:
     array_spec: str | None = None
     # 以哪个 Unix 用户运行；None 为服务自身的用户
     run_as_user: str | None = None
+    # 节点上归作业使用的 CPU 数（SLURM_CPUS_ON_NODE）：独占作业为整个节点，否则为所申请的
+    cpus_on_node: int | None = None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], token: str, kill_wait: float) -> JobSpec:
-        """由 jobs 表的一行构造。"""
+    def from_row(
+        cls, row: Mapping[str, Any], token: str, kill_wait: float, node_cpus: int | None = None
+    ) -> JobSpec:
+        """由 jobs 表的一行构造。node_cpus 为所在节点的 CPU 总数（独占作业用）。"""
         return cls(
             job_id=row["id"],
             name=row["name"],
@@ -71,6 +75,7 @@ class JobSpec:
             array_task_id=row.get("array_task_id"),
             array_spec=row.get("array_spec"),
             run_as_user=row.get("run_as_user"),
+            cpus_on_node=node_cpus if row.get("exclusive") and node_cpus else None,
         )
 
 
@@ -97,7 +102,7 @@ def slurm_vars(spec: JobSpec) -> dict[str, str]:
         "SLURM_CPUS_PER_TASK": str(spec.cpus_per_task),
         "SLURM_NTASKS": str(spec.ntasks_per_node),
         "SLURM_NTASKS_PER_NODE": str(spec.ntasks_per_node),
-        "SLURM_CPUS_ON_NODE": str(spec.cpus),
+        "SLURM_CPUS_ON_NODE": str(spec.cpus_on_node or spec.cpus),
         "SLURM_JOB_NUM_NODES": "1",
         "SLURM_JOB_NODELIST": spec.node_name,
         "SLURM_NODELIST": spec.node_name,

@@ -146,10 +146,13 @@ def test_partition_time_limit_lowered_after_submit(service: Service, tmp_path: P
 def test_exclusive_job_gets_a_whole_node(service: Service, tmp_path: Path) -> None:
     other = submit(service, LONG, tmp_path)
     service.wait_state(other, "RUNNING")
-    excl = submit(service, LONG, tmp_path, exclusive=True)
+    excl = submit(service, "echo $SLURM_CPUS_ON_NODE > cpus; sleep 60", tmp_path, exclusive=True)
     wait_reason(service, excl, "Resources")  # 还空着 3 个 CPU，但节点上有别人
     post(service, f"/jobs/cancel/{other}")
     service.wait_state(excl, "RUNNING")
+    # 独占作业拿到整个节点：脚本看到的是节点的全部 CPU，而不是所申请的 1 个
+    wait_for(lambda: (tmp_path / "cpus").exists() and (tmp_path / "cpus").read_text(), 30)
+    assert (tmp_path / "cpus").read_text().strip() == str(CLUSTER_CPUS)
     small = submit(service, "true", tmp_path)
     wait_reason(service, small, "Resources")  # 独占期间空闲 CPU 也不给别人
     post(service, f"/jobs/cancel/{excl}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from conductor.jobspec import DEFAULT_BASE, JobSpec, build_env, slurm_vars
 from conductor.proctree import TOKEN_VAR
@@ -199,3 +199,18 @@ def test_from_row_defaults() -> None:
     assert spec.environment == {}
     assert spec.node_name == ""
     assert (spec.job_id, spec.token, spec.kill_wait) == (7, "t", 1.5)
+
+
+def test_exclusive_job_sees_whole_node_cpus() -> None:
+    """独占作业的 SLURM_CPUS_ON_NODE 是整个节点的 CPU 数（Slurm 的行为），普通作业是所申请的。"""
+    row = {
+        **asdict(make_spec()),
+        "id": 42,
+        "node_name": "node-7",
+        "exclusive": True,
+    }
+    exclusive = JobSpec.from_row(row, token="t", kill_wait=1.0, node_cpus=32)
+    assert build_env(exclusive, NODE_ENV)["SLURM_CPUS_ON_NODE"] == "32"
+    assert build_env(exclusive, NODE_ENV)["CONDUCTOR_CPUS_ON_NODE"] == "32"
+    shared = JobSpec.from_row({**row, "exclusive": False}, token="t", kill_wait=1.0, node_cpus=32)
+    assert build_env(shared, NODE_ENV)["SLURM_CPUS_ON_NODE"] == "6"
