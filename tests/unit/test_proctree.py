@@ -22,6 +22,7 @@ from conductor.proctree import (
     new_token,
     signal_job,
 )
+from tests.helpers import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,15 +34,6 @@ bash -c 'sleep 300 & wait' &
 bash -c 'trap "" TERM; sleep 300' &
 wait
 """
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> None:
-    """轮询等待条件成立，避免固定长睡眠。"""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("等待条件超时")
-        time.sleep(interval)
 
 
 def _stat_fields(pid: int) -> list[bytes]:
