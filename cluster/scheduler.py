@@ -417,7 +417,7 @@ class Scheduler:
             running = queue.load_running(session)
             total = sum(v.total_cpus for v in views)
             allocated = sum(r.cpus for r in running)
-            pending, window = self._read_window(session, views, running, slack)
+            pending, free = self._read_window(session, views, running, slack)
             self.figures = (total, allocated, len(pending), 0)
             if not pending:
                 return _PassOutcome(bool(resolved))
@@ -445,28 +445,31 @@ class Scheduler:
                 [hosts[p.node_id] for p in placements],
             )
         placed = {p.job_id for p in placements}
-        idle = total - allocated - sum(j.cpus for j in pending if j.job_id in placed)
+        idle = free - sum(j.cpus for j in pending if j.job_id in placed)
         return _PassOutcome(
-            bool(resolved), rows, len(pending), len(placements), len(pending) == window and idle > 0
+            bool(resolved),
+            rows,
+            len(pending),
+            len(placements),
+            len(pending) == free + slack and idle > 0,
         )
 
     def _read_window(
         self, session: Session, views: list[NodeView], running: list[RunningJob], slack: int
     ) -> tuple[list[PendingJob], int]:
-        """队首窗口（及窗口大小）：每个作业至少 1 个 CPU，最多能放下“空闲 CPU 总数”个，
-        只读这么多（加余量）；集群占满时不读。"""
+        """队首窗口与空闲 CPU 总数：每个作业至少 1 个 CPU，最多能放下“空闲 CPU 总数”个，
+        只读这么多（加余量 slack）；集群占满时不读。"""
         used: dict[str, float] = defaultdict(float)
         for r in running:
             used[r.node_id] += r.cpus
         free = int(sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views))
         if free == 0:
-            return [], 0
+            return [], free
         running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
         skip_accounts, skip_arrays = queue.saturated(
             running, self.settings.account_limits, queue.array_limits(session, running_arrays)
         )
-        window = free + slack
-        return queue.load_pending(session, window, skip_accounts, skip_arrays), window
+        return queue.load_pending(session, free + slack, skip_accounts, skip_arrays), free
 
     def _wake_at(self, when: float) -> None:
         """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""
