@@ -3,7 +3,7 @@
     python -m bench.executor [--tasks 2000]
 
 不经过 API、数据库、调度器与节点代理：driver 直接提交 run_job（脚本为 `true`），
-与“每个任务跑一个子进程 true”的裸 Ray 任务对比吞吐与 worker 进程的 CPU（按线程读 /proc）。
+与“每个任务跑一个子进程 true”的裸 Ray 任务对比吞吐与 worker 进程的 CPU。
 """
 
 from __future__ import annotations
@@ -66,15 +66,14 @@ def _worker_pids() -> list[int]:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
-    """这些进程所有线程的 CPU 秒数（进程标题随任务变化，所以按 pid 而不是按名字）。"""
+    """这些进程的 CPU 秒数（进程标题随任务变化，所以按 pid 而不是按名字）。"""
     total = 0.0
     for pid in pids:
         try:
-            for tid in Path(f"/proc/{pid}/task").iterdir():
-                fields = (tid / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
             continue
+        total += times.user + times.system
     return total
 
 
