@@ -20,6 +20,7 @@ from conductor import queue, transitions
 from conductor.db import make_engine, session_scope
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
+from tests.helpers import insert_pending
 
 WINDOW = 108  # 8 个空闲 CPU + 余量 100
 
@@ -34,17 +35,7 @@ def main() -> None:
         upgrade(server.url)
         engine = make_engine(server.url)
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO jobs (name, account, partition, script, environment, work_dir, "
-                    "stdout_path, stderr_path, ntasks_per_node, cpus_per_task, cpus, memory_bytes, "
-                    "exclusive, state, submit_time, eligible_time, data_source) "
-                    "SELECT 'queued', 'bench', 'default', 'true', '{}', '/tmp', '/dev/null', "
-                    "'/dev/null', 1, 1, 1, 10485760, false, 'PENDING', now(), now(), 'API' "
-                    "FROM generate_series(1, :n)"
-                ),
-                {"n": args.pending},
-            )
+            insert_pending(conn, args.pending)
             conn.execute(text("ANALYZE jobs"))
 
         def timed(name: str, step: Callable[..., object], rounds: int = 50) -> None:

@@ -35,7 +35,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noq
 from sqlalchemy import create_engine, text
 
 from tests.e2e.serve_process import ServeProcess
-from tests.helpers import pid_alive, wait_for
+from tests.helpers import insert_pending, pid_alive, wait_for
 
 CPUS = 8
 ROOT = Path(__file__).resolve().parent
@@ -298,18 +298,8 @@ class Bench:
             base_rss = psutil.Process(sched_pid).memory_info().rss
             template = self.sql("SELECT * FROM jobs WHERE id=:i", i=blocker)[0]._mapping
             for size in sizes:
-                self.sql(
-                    """
-                    INSERT INTO jobs (name, account, partition, script, environment, work_dir,
-                        stdout_path, stderr_path, ntasks_per_node, cpus_per_task, cpus, memory_bytes,
-                        exclusive, state, submit_time, eligible_time, data_source)
-                    SELECT 'queued', 'bench', 'default', 'true', '{}', :wd, '/dev/null', '/dev/null',
-                        1, 1, 1, 10485760, false, 'PENDING', now(), now(), 'API'
-                    FROM generate_series(1, :n)
-                    """,
-                    wd=template["work_dir"],
-                    n=size,
-                )
+                with self.db.begin() as conn:
+                    insert_pending(conn, size, template["work_dir"])
                 ids = [
                     r[0]
                     for r in self.sql(

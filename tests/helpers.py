@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy import Connection, text
+
 T = TypeVar("T")
 
 
@@ -35,3 +37,18 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def insert_pending(conn: Connection, n: int, work_dir: str = "/tmp") -> None:
+    """直接在数据库里插入 n 个排队作业（脚本 true，1 CPU、10 MiB）：大队列的测试与基准共用。"""
+    conn.execute(
+        text(
+            "INSERT INTO jobs (name, account, partition, script, environment, work_dir, "
+            "stdout_path, stderr_path, ntasks_per_node, cpus_per_task, cpus, memory_bytes, "
+            "exclusive, state, submit_time, eligible_time, data_source) "
+            "SELECT 'queued', 'bench', 'default', 'true', '{}', :wd, '/dev/null', '/dev/null', "
+            "1, 1, 1, 10485760, false, 'PENDING', now(), now(), 'API' "
+            "FROM generate_series(1, :n)"
+        ),
+        {"n": n, "wd": work_dir},
+    )

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from conductor import transitions
 from conductor.db import make_engine
+from tests.helpers import insert_pending
 
 QUEUED = 20_000
 
@@ -25,17 +26,7 @@ def stale_engine(database_url: str) -> Iterator[Engine]:
     eng = make_engine(database_url)
     with eng.begin() as conn:
         conn.execute(text("ANALYZE jobs"))
-        conn.execute(
-            text(
-                "INSERT INTO jobs (name, account, partition, script, environment, work_dir, "
-                "stdout_path, stderr_path, ntasks_per_node, cpus_per_task, cpus, memory_bytes, "
-                "exclusive, state, submit_time, eligible_time, data_source) "
-                "SELECT 'q', 'a', 'default', 'true', '{}', '/tmp', '/dev/null', '/dev/null', "
-                "1, 1, 1, 1048576, false, 'PENDING', now(), now(), 'API' "
-                "FROM generate_series(1, :n)"
-            ),
-            {"n": QUEUED},
-        )
+        insert_pending(conn, QUEUED)
     yield eng
     eng.dispose()
 
