@@ -21,6 +21,7 @@ from cluster.client import ClusterClient
 from cluster.scheduler import SCHEDULER_NAME
 from conductor.db import make_engine
 from conductor.settings import Settings
+from tests.e2e.serve_process import free_port
 from tests.helpers import wait_for
 
 CLUSTER_CPUS = 4
@@ -34,6 +35,8 @@ def ray_cluster() -> Iterator[Cluster]:
         head_node_args={
             "num_cpus": CLUSTER_CPUS,
             "include_dashboard": False,
+            # 仪表盘代理默认固定监听 52365：同机并行的测试会话会抢同一个端口
+            "dashboard_agent_listen_port": free_port(),
             # 节点失联更快被判定（默认约 15 秒），让节点故障测试不必久等
             "_system_config": {
                 "health_check_period_ms": 500,
