@@ -1,53 +1,77 @@
-"""命令行入口：在 conductor.cli 的客户端命令之上注册 serve 与 doctor（它们需要 Ray 与服务端代码）。"""
+"""命令行入口：conductor.cli 的客户端命令，加上 serve、doctor、retire-actors 与 token。
+
+客户端命令（submit、query、queue…）不导入 Ray：导入它要一两秒。serve、doctor、retire-actors
+需要 Ray 与服务端代码，在命令真正执行时才导入。
+"""
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
-
-# Ray 2.60 的新集群默认开启令牌认证（令牌在 ~/.ray/auth_token），而连接已有集群的进程必须显式声明，
-# 且要在导入 ray 之前：这里明确开启，子进程（Ray 头节点、API 进程）继承；
-# 需要关闭时由用户显式设置 RAY_AUTH_MODE=disabled。
-os.environ.setdefault("RAY_AUTH_MODE", "token")
 from typing import Annotated
 
 import typer
 
-from api.server import serve  # noqa: E402 - 须在设置 RAY_AUTH_MODE 之后导入
+from api.admin_options import (
+    DatabaseUrlOption,
+    DataDirOption,
+    RayAddressOption,
+    admin_settings,
+)
 from api.token_cli import token_app
-from cluster.bootstrap import connect_ray
-from cluster.doctor import run_checks
-from cluster.upgrade import retire_actors
 from conductor.cli import app, err, out
 from conductor.settings import Settings, get_settings
 
-app.command()(serve)
 app.add_typer(token_app, name="token")
 
-# 运维命令（doctor、retire-actors）共用的连接选项
-DatabaseUrlOption = Annotated[
-    str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
-]
-RayAddressOption = Annotated[
-    str | None, typer.Option("--ray-address", help="Ray 集群地址，默认同 serve")
-]
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="API 监听地址")] = None,
+    port: Annotated[int | None, typer.Option(help="API 监听端口")] = None,
+    data_dir: DataDirOption = None,
+    num_cpus: Annotated[
+        int | None, typer.Option("--num-cpus", help="本地 Ray 的逻辑 CPU 数，默认本机核数")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="使用已有的 PostgreSQL")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="连接已有的 Ray 集群（HOST:PORT）")
+    ] = None,
+) -> None:
+    """运行整个服务：PostgreSQL（内嵌或外部）、Ray（本地或外部）、调度器与 API。"""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    overrides = {
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "num_cpus": num_cpus,
+        "database_url": database_url,
+        "ray_address": ray_address,
+    }
+    merged = {
+        **get_settings().model_dump(),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
+    from api.server import run  # 导入 Ray：只有真正启动服务时才付这个代价
+
+    raise typer.Exit(run(Settings(**merged)))
 
 
 @app.command()
 def doctor(
     fix: Annotated[bool, typer.Option("--fix", help="修复能安全修复的问题")] = False,
+    data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
     """检查一致性：数据库、Ray、调度器、占用资源的作业。发现问题时以非零码退出。"""
-    base = get_settings()
-    settings = base.model_copy(
-        update={
-            "database_url": database_url or base.database_url or embedded_url(base),
-            "ray_address": ray_address or base.ray_address or f"127.0.0.1:{base.ray_port}",
-        }
-    )
-    findings = run_checks(settings, fix)
+    from cluster.doctor import run_checks
+
+    findings = run_checks(admin_settings(data_dir, database_url, ray_address), fix)
     for f in findings:
         mark = "[green]✔[/green]" if f.ok else ("[yellow]✚[/yellow]" if f.fixed else "[red]✘[/red]")
         (out if f.ok or f.fixed else err).print(f"{mark} {f.message}")
@@ -60,6 +84,7 @@ def doctor(
 
 @app.command("retire-actors")
 def retire_actors_command(
+    data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
@@ -67,24 +92,16 @@ def retire_actors_command(
 
     之后重启 conductor serve，新的 API 进程以新安装的代码重建调度器与代理（见 docs/deployment.md）。
     """
-    base = get_settings()
-    settings = base.model_copy(
-        update={
-            "database_url": database_url or base.database_url or embedded_url(base),
-            "ray_address": ray_address or base.ray_address or f"127.0.0.1:{base.ray_port}",
-        }
-    )
+    from cluster.bootstrap import connect_ray
+    from cluster.upgrade import retire_actors
+
+    settings = admin_settings(data_dir, database_url, ray_address)
     connect_ray(settings, timeout=15)
     report = retire_actors(settings)
     out.print("调度器已永久停止" if report.scheduler_stopped else "没有运行中的调度器")
     out.print(f"已停止 {len(report.retired)} 个空闲的节点代理")
     for node_id, jobs in sorted(report.kept.items()):
         out.print(f"保留节点 {node_id} 的代理（仍有作业 {jobs}，继续以旧代码运行到结束）")
-
-
-def embedded_url(settings: Settings) -> str:
-    """serve 的内嵌 PostgreSQL 在数据目录下监听 Unix 套接字。"""
-    return f"postgresql://postgres:@/postgres?host={settings.data_dir / 'pg'}"
 
 
 def main() -> None:

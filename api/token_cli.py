@@ -10,29 +10,32 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from api.admin_options import DatabaseUrlOption, DataDirOption, admin_settings
 from conductor.auth import TokenNotFound, create_token, list_tokens, revoke_token
-from conductor.cli import err, out
+from conductor.cli import EXIT_UNAVAILABLE, err, out
 from conductor.db import make_engine
-from conductor.migrate import upgrade
-from conductor.settings import get_settings
 from conductor.timefmt import iso_utc
 
 token_app = typer.Typer(
     help="管理 API 令牌（直接连接数据库，在服务所在主机上运行）", no_args_is_help=True
 )
 
-DbOption = Annotated[
-    str | None, typer.Option("--database-url", help="PostgreSQL 地址，默认同 serve")
-]
 
+def _engine(data_dir: str | None, database_url: str | None):  # type: ignore[no-untyped-def]
+    from conductor.migrate import upgrade  # Alembic 只在真正执行时导入
 
-def _engine(database_url: str | None):  # type: ignore[no-untyped-def]
-    from api.cli import embedded_url  # 延迟导入：api.cli 注册本模块
-
-    settings = get_settings()
-    url = database_url or settings.database_url or embedded_url(settings)
-    upgrade(url)  # 幂等：服务尚未迁移过的库也能直接建令牌
+    url = admin_settings(data_dir, database_url).database_url or ""
+    try:
+        upgrade(url)  # 幂等：服务尚未迁移过的库也能直接建令牌
+    except DBAPIError as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        reason = " ".join(str(exc.orig).split())[:300]
+        hint = "服务用内嵌数据库时，请给出与 serve 相同的 --data-dir"
+        err.print(f"[red]错误：无法连接数据库 {where}：{reason}（{hint}）[/red]", highlight=False)
+        raise typer.Exit(EXIT_UNAVAILABLE) from exc
     return make_engine(url, pool_size=1)
 
 
@@ -41,13 +44,14 @@ def create(
     account: Annotated[str | None, typer.Option("--account", "-A", help="令牌绑定的账户")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="管理员令牌：可看、可管全部作业")] = False,
     note: Annotated[str, typer.Option("--note", help="备注（谁在用、用在哪）")] = "",
-    database_url: DbOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """创建令牌；明文只显示这一次，请妥善保存（如写入 ~/.config/conductor/token，权限 600）。"""
     if admin == (account is not None):
         err.print("[red]错误：请指定 --account 账户 或 --admin 之一[/red]")
         raise typer.Exit(2)
-    engine = _engine(database_url)
+    engine = _engine(data_dir, database_url)
     try:
         row, plain = create_token(engine, account=account, admin=admin, note=note)
     except ValueError as exc:
@@ -64,10 +68,11 @@ def create(
 @token_app.command("list")
 def list_(
     all_: Annotated[bool, typer.Option("--all", help="包括已吊销的令牌")] = False,
-    database_url: DbOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """列出令牌（只显示前缀，不显示明文）。"""
-    engine = _engine(database_url)
+    engine = _engine(data_dir, database_url)
     try:
         rows = list_tokens(engine, include_revoked=all_)
     finally:
@@ -89,10 +94,11 @@ def list_(
 @token_app.command("revoke")
 def revoke(
     token_id: Annotated[int, typer.Argument(help="令牌 ID（见 conductor token list）")],
-    database_url: DbOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """吊销令牌（幂等），之后用它的请求立即得到 401。"""
-    engine = _engine(database_url)
+    engine = _engine(data_dir, database_url)
     try:
         revoke_token(engine, token_id)
     except TokenNotFound as exc:

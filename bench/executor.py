@@ -9,21 +9,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-# 与 conductor 命令相同：令牌认证须在导入 ray 之前声明
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+import psutil
+import ray
 
-import psutil  # noqa: E402
-import ray  # noqa: E402
-
-from cluster.executor import run_job  # noqa: E402
-from conductor.jobspec import JobSpec  # noqa: E402
-from conductor.proctree import new_token  # noqa: E402
+from cluster.executor import run_job
+from cluster.ray_auth import ensure_cluster_token
+from conductor.jobspec import JobSpec
+from conductor.proctree import new_token
 
 CPUS = 8
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +79,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     args = parser.parse_args()
     wd = tempfile.mkdtemp(prefix="conductor-bench-executor-")
+    ensure_cluster_token()  # 与 serve 相同：新集群开启令牌认证，令牌不存在时以 0600 生成
     ray.init(
         address="local",
         num_cpus=CPUS,

@@ -25,15 +25,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# 连接已开启令牌认证的集群须在导入 ray 之前显式声明（与 conductor 命令相同）
-os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import ray  # noqa: E402
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
+import httpx
+import psutil
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import create_engine, text
 
+from cluster.ray_auth import PATH_VAR, use_token_if_available
 from tests.e2e.serve_process import ServeProcess
 from tests.helpers import insert_pending, pid_alive, wait_for
 
@@ -77,6 +75,9 @@ class Bench:
             f"postgresql+psycopg2://postgres:@/postgres?host={workdir / 'data' / 'pg'}",
             pool_size=4,
         )
+        # serve 在它自己的（空）HOME 里生成了 Ray 令牌：基准的 driver 读同一个文件
+        os.environ[PATH_VAR] = str(self.serve.ray_token_path)
+        use_token_if_available()
         ray.init(
             address=f"127.0.0.1:{self.serve.ray_port}", namespace="conductor", log_to_driver=False
         )

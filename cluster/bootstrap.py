@@ -6,7 +6,9 @@ import logging
 import time
 
 import ray
+from ray.exceptions import AuthenticationError
 
+from cluster.ray_auth import missing_token_hint, use_token_if_available
 from cluster.scheduler import SCHEDULER_NAME, Scheduler
 from conductor.errors import ClusterUnavailable, SchedulerUnavailable
 from conductor.settings import Settings
@@ -15,7 +17,10 @@ log = logging.getLogger("conductor.bootstrap")
 
 
 def connect_ray(settings: Settings, timeout: float = 120.0) -> None:
-    """连接 settings.ray_address 指定的集群；集群尚在启动时重试到超时。"""
+    """连接 settings.ray_address 指定的集群；集群尚在启动时重试到超时。
+
+    令牌被拒不会自己好转：不重试，直接说明令牌该放在哪里。"""
+    use_token_if_available()
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -23,6 +28,11 @@ def connect_ray(settings: Settings, timeout: float = 120.0) -> None:
                 address=settings.ray_address, namespace=settings.namespace, log_to_driver=False
             )
             return
+        except AuthenticationError as exc:
+            raise ClusterUnavailable(
+                f"Ray 集群 {settings.ray_address} 拒绝连接：{' '.join(str(exc).split())[:300]}；"
+                f"{missing_token_hint()}"
+            ) from exc
         except (ConnectionError, RuntimeError) as exc:
             if time.monotonic() > deadline:
                 raise ClusterUnavailable(

@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from conductor.lifeline import die_with_parent
 from conductor.settings import Settings
+from conductor.startup import failure_cause
 
 log = logging.getLogger("conductor.local_ray")
+
+# `ray start --block` 在全部进程起来之后打印这一行
+STARTED_MARKER = b"Ray runtime started."
 
 
 class LocalRayHead:
@@ -37,7 +43,9 @@ class LocalRayHead:
             "--disable-usage-stats",
         ]
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
         self._log = log_path.open("ab")
+        self._offset = self._log.tell()  # 日志是追加的：只看本次启动写下的部分
         self.process = subprocess.Popen(
             cmd,
             stdout=self._log,
@@ -51,6 +59,26 @@ class LocalRayHead:
         log.info(
             "本地 Ray 头节点启动中：%s（pid %s，日志 %s）", self.address, self.process.pid, log_path
         )
+
+    def _output(self) -> bytes:
+        with self.log_path.open("rb") as f:
+            f.seek(self._offset)
+            return f.read()
+
+    def wait_ready(self, timeout: float, stopping: threading.Event) -> str | None:
+        """等头节点报告就绪：就绪返回 None；进程先退出或超时则返回原因（一行）。"""
+        deadline = time.monotonic() + timeout
+        while not stopping.is_set():
+            if STARTED_MARKER in self._output():
+                return None
+            code = self.process.poll()
+            if code is not None:
+                cause = failure_cause(self._output().decode(errors="replace"))
+                return f"ray start 退出（代码 {code}）：{cause or '没有输出'}"
+            if time.monotonic() > deadline:
+                return f"{timeout:.0f} 秒内没有就绪"
+            stopping.wait(0.2)
+        return "服务正在停止"
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
                 "任何能连上它的人都能以服务身份执行任意命令。请开启认证或改为监听 127.0.0.1"
             )
 
+    def embedded_database_url(self) -> str:
+        """serve 的内嵌 PostgreSQL 在数据目录下监听 Unix 套接字。"""
+        return f"postgresql://postgres:@/postgres?host={self.data_dir / 'pg'}"
+
     def effective_num_cpus(self) -> int:
         """本地 Ray 的 CPU 数：未设置时取本机核数。"""
         return self.num_cpus or os.cpu_count() or 1

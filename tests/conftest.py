@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -14,9 +15,21 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from cluster.ray_auth import PATH_VAR, ensure_cluster_token
 from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_token(tmp_path_factory: pytest.TempPathFactory) -> str | None:
+    """测试会话的 Ray 与生产一样开启令牌认证（serve 用的同一个函数准备令牌）。
+
+    令牌放在会话自己的临时文件里（RAY_AUTH_TOKEN_PATH），不读也不写用户的 ~/.ray：
+    测试不依赖本机以前留下的任何东西；会话启动的 Ray 与连接它的子进程都继承这个设置。"""
+    if not os.environ.get(PATH_VAR):
+        os.environ[PATH_VAR] = str(tmp_path_factory.mktemp("ray-auth") / "auth_token")
+    return ensure_cluster_token()
 
 
 @contextmanager

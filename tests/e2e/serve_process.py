@@ -34,15 +34,32 @@ class ServeProcess:
     """一次 `conductor serve`；seen 记录见过的全部后代进程，供检查与兜底清理。"""
 
     def __init__(
-        self, workdir: Path, data_dir: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        ray_port: int | None = None,
     ):
-        self.port, self.dashboard, self.ray_port = free_port(), free_port(), free_port()
+        self.port, self.dashboard = port or free_port(), free_port()
+        self.ray_port = ray_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.log_path = workdir / f"serve-{self.port}.log"
-        base = {
-            k: v for k, v in os.environ.items() if not k.startswith(("CONDUCTOR_", "RAY_ADDRESS"))
-        }
+        # 每次都像在一台新机器上第一次启动：空的 HOME（没有 ~/.ray、~/.config）。
+        # 自己启动本地 Ray 时连测试会话的 Ray 令牌设置也不带：令牌必须由 serve 自己准备
+        self.home = workdir / f"home-{self.port}"
+        self.home.mkdir()
+        own_ray = "--ray-address" not in args
+        dropped = (
+            "CONDUCTOR_",
+            "RAY_ADDRESS",
+            "XDG_CONFIG_HOME",
+            *(("RAY_AUTH",) if own_ray else ()),
+        )
+        base = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+        base["HOME"] = str(self.home)
         base.update(
             CONDUCTOR_DASHBOARD_PORT=str(self.dashboard),
             CONDUCTOR_RAY_PORT=str(self.ray_port),
@@ -58,6 +75,11 @@ class ServeProcess:
         # 记 psutil.Process 而不是裸 PID：它带着进程创建时间，PID 被复用后不会误认、误杀
         self.seen: dict[int, psutil.Process] = {}
 
+    @property
+    def ray_token_path(self) -> Path:
+        """serve 为本地 Ray 生成的令牌（在它的 HOME 里，Ray 的默认位置）。"""
+        return self.home / ".ray" / "auth_token"
+
     def log_tail(self) -> str:
         return self.log_path.read_text()[-4000:]
 
@@ -70,6 +92,11 @@ class ServeProcess:
         for p in procs:
             self.seen.setdefault(p.pid, p)
         return {p.pid for p in procs[1:]}
+
+    def exited(self) -> bool:
+        """serve 是否已退出；还在运行时顺便记下它的后代，退出后可以逐个核对。"""
+        self.note_descendants()
+        return self.proc.poll() is not None
 
     def alive_seen(self) -> list[psutil.Process]:
         """见过的进程里仍然活着的（同一个进程，而不是复用了 PID 的别人）。"""

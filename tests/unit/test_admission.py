@@ -206,7 +206,7 @@ def test_supervisor_passes_security_settings_to_api_process(
         auth="on",
         max_script_bytes=1234,
     )
-    for key, value in Supervisor(s)._api_env().items():
+    for key, value in Supervisor(s)._api_env(ready_fd=3).items():
         if key.startswith("CONDUCTOR_"):
             monkeypatch.setenv(key, value)
     assert Settings() == s
