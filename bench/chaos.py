@@ -52,7 +52,6 @@ class Chaos:
         self.db = create_engine(self.url, pool_size=2, pool_pre_ping=True)
         self.ledger = workdir / "ledger"
         self.events: list[str] = []
-        self.started = time.monotonic()
         self.serve = ServeProcess(
             workdir, workdir / "data", "--num-cpus", str(cpus), "--database-url", self.url
         )
@@ -60,6 +59,9 @@ class Chaos:
         os.environ[PATH_VAR] = str(self.serve.ray_token_path)
         use_token_if_available()
         ray.init(address=f"127.0.0.1:{self.serve.ray_port}", log_to_driver=False)
+        self.started = time.monotonic()  # 事件时刻从服务就绪算起
+
+    started = 0.0
 
     def note(self, what: str) -> None:
         line = f"{time.monotonic() - self.started:6.1f}s {what}"
