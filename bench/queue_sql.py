@@ -4,7 +4,7 @@
 
 启动一个临时的内嵌 PostgreSQL，迁移到最新结构，插入 N 个排队作业，逐条计时调度轮用到的读写。
 之后再量两种“队首读不到能跑的作业”的情形：N 个作业堵在一个忙分区（另一个分区空闲、只有 1 个作业），
-以及 N 个作业都在等一个被挂起的作业（另有 1,000 个作业依赖刚结束的作业）。
+以及 N 个作业都在等一个被挂起的作业（再加 1,000 个作业依赖刚结束的作业）。
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
             print(f"{name:28s} {elapsed:6.2f} ms" + (f"  {note(result)}" if note else ""))
 
         print(f"{args.pending} 个排队作业：")
-        timed("重新判定依赖", queue.resolve_dependencies)
+        timed("重新判定依赖", queue.resolve_dependencies)  # 每轮从头：回看 1 分钟
         timed("读占用资源的作业", queue.load_running)
         timed(f"读队首 {WINDOW} 个", lambda s: queue.load_pending(s, WINDOW, [], []))
         reasons = {i: "Priority" for i in range(1, 101)}
@@ -77,23 +77,29 @@ def main() -> None:
             ),
         )
 
-        # N 个作业等待一个挂起的作业；另有 1,000 个刚结束的作业，各有 1 个作业依赖它
+        # N 个作业等待一个挂起的作业（它永不放行）：每轮只有轮转复查的一批
         with engine.begin() as conn:
             insert_pending(conn, 1)
             held = conn.execute(text("SELECT max(id) FROM jobs")).scalar_one()
             conn.execute(text("UPDATE jobs SET held = true WHERE id = :id"), {"id": held})
             conn.execute(
                 text(
-                    "UPDATE jobs SET dependency = 'afterok:' || :held, dependency_state = 'WAITING' "
-                    "WHERE id < :held"
+                    "UPDATE jobs SET dependency = 'afterok:' || :held, dependency_ids = ARRAY[:held], "
+                    "dependency_state = 'WAITING' WHERE id < :held"
                 ),
                 {"held": held},
             )
+            conn.execute(text("ANALYZE jobs"))
+        waiting = f"重新判定依赖（{args.pending} 个等待）"
+        timed(waiting, queue.resolve_dependencies, note=lambda r: f"判定改变 {len(r[0])} 个")
+
+        # 再加 1,000 个刚结束的作业，各有 1 个作业依赖它：一轮至多判定一批，其余下一轮
+        with engine.begin() as conn:
             insert_pending(conn, 1000)
             conn.execute(
                 text(
-                    "UPDATE jobs SET state = 'COMPLETED', start_time = now(), end_time = now() "
-                    "WHERE id > :held"
+                    "UPDATE jobs SET state = 'COMPLETED', start_time = now(), "
+                    "end_time = clock_timestamp() WHERE id > :held"
                 ),
                 {"held": held},
             )
@@ -101,15 +107,16 @@ def main() -> None:
             conn.execute(
                 text(
                     "UPDATE jobs SET dependency = 'afterok:' || (id - 1000), "
-                    "dependency_state = 'WAITING' WHERE id > :held + 1000"
+                    "dependency_ids = ARRAY[id - 1000], dependency_state = 'WAITING' "
+                    "WHERE id > :held + 1000"
                 ),
                 {"held": held},
             )
             conn.execute(text("ANALYZE jobs"))
         timed(
-            f"重新判定依赖（{args.pending} 个等待）",
+            waiting + "，1,000 个刚结束",
             queue.resolve_dependencies,
-            note=lambda changed: f"判定改变 {len(changed)} 个（应为 1000）",
+            note=lambda r: f"判定改变 {len(r[0])} 个（共 1,000 个可满足）",
         )
         engine.dispose()
     finally:

@@ -100,6 +100,7 @@ class Scheduler:
         self.partitions = settings.partition_table()
         self.reasons: dict[int, str] = {}
         self.dependencies_checked = 0.0
+        self.dependency_cursor = queue.DependencyCursor()
         self.deep_at = 0.0
         self.deep_wanted = False
         self.timer: asyncio.TimerHandle | None = None
@@ -412,7 +413,12 @@ class Scheduler:
     ) -> _PassOutcome:
         """一个事务：判定依赖 → 读占用与队首窗口 → 纯策略决策 → 写等待原因并认领。"""
         with session_scope(self.engine) as session:
-            resolved = queue.resolve_dependencies(session) if check_dependencies else {}
+            resolved: dict[int, str] = {}
+            if check_dependencies:
+                # 游标在提交前就前进：本轮若回滚，漏掉的判定由回看与轮转复查补上
+                resolved, self.dependency_cursor = queue.resolve_dependencies(
+                    session, self.dependency_cursor
+                )
             transitions.set_dependency_states(session, resolved)
             running = queue.load_running(session)
             total = sum(v.total_cpus for v in views)

@@ -293,6 +293,30 @@ def test_dependencies(service: Service, tmp_path: Path) -> None:
     assert resp.status_code == 422 and "999999" in resp.json()["detail"]
 
 
+def test_dependency_behind_a_thousand_waiting_jobs_is_not_starved(
+    service: Service, tmp_path: Path
+) -> None:
+    """1,001 个作业等待一个永不放行的挂起作业；之后提交的依赖照样被判定并运行（原先每轮只复查
+    最早的 1,000 个等待者，它永远轮不到）。"""
+    held = submit(service, "true", tmp_path, hold=True)
+    array_id = submit(service, "true", tmp_path, array="0-1000", dependency=f"afterok:{held}")
+    short = submit(service, "true", tmp_path)
+    later = submit(service, "true", tmp_path, dependency=f"afterok:{short}")
+    service.wait_state(short, "COMPLETED")
+    service.wait_state(later, "COMPLETED", timeout=30)
+    with service.engine.connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM jobs WHERE array_job_id = :a "
+                "AND state = 'PENDING' AND dependency_state = 'WAITING'"
+            ),
+            {"a": array_id},
+        ).scalar_one()
+    assert waiting == 1001
+    post(service, f"/jobs/cancel/{array_id}")
+    post(service, f"/jobs/cancel/{held}")
+
+
 def test_singleton(service: Service, tmp_path: Path) -> None:
     one = submit(service, "sleep 2", tmp_path, name="solo", dependency="singleton")
     two = submit(service, "true", tmp_path, name="solo", dependency="singleton")
