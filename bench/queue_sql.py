@@ -3,8 +3,8 @@
     python -m bench.queue_sql [--pending 100000]
 
 启动一个临时的内嵌 PostgreSQL，迁移到最新结构，插入 N 个排队作业，逐条计时调度轮用到的读写。
-之后再量两种“队首读不到能跑的作业”的情形：N 个作业堵在一个忙分区（另一个分区空闲、只有 1 个作业），
-以及 N 个作业都在等一个被挂起的作业（再加 1,000 个作业依赖刚结束的作业）。
+之后再量几种“队首读不到能跑的作业”的情形：N 个作业堵在一个忙分区（另一个分区空闲、只有 1 个作业）；
+它们的账户已到上限；N 个作业都在等一个被挂起的作业（再加 1,000 个作业依赖刚结束的作业）。
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> None:
         print(f"{args.pending} 个排队作业：")
         timed("重新判定依赖", queue.resolve_dependencies)  # 每轮从头：回看 1 分钟
         timed("读占用资源的作业", queue.load_running)
-        timed(f"读队首 {WINDOW} 个", lambda s: queue.load_pending(s, WINDOW, [], []))
+        timed(f"读队首 {WINDOW} 个", lambda s: queue.load_pending(s, {"default": WINDOW}, [], []))
         reasons = {i: "Priority" for i in range(1, 101)}
         timed("写 100 个等待原因", lambda s: transitions.set_reasons(s, reasons))
 
@@ -71,10 +71,19 @@ def main() -> None:
             )
         timed(
             "读窗口：忙分区 + 空闲分区",
-            lambda s: queue.load_pending(s, WINDOW, [], []),
+            # 忙分区没有空闲 CPU，只读余量 100 行；空闲分区读“8 + 100”行
+            lambda s: queue.load_pending(s, {"default": WINDOW - 8, "gpu": WINDOW}, [], []),
             note=lambda rows: (
                 f"读到 {len(rows)} 个，其中空闲分区的 {sum(r.partition == 'gpu' for r in rows)} 个"
             ),
+        )
+
+        # 全部作业所属的账户已到上限：读窗口时整体排除，但要沿索引跳过它的每一个作业（未修）
+        timed(
+            "读窗口：账户已到上限",
+            lambda s: queue.load_pending(s, {"default": WINDOW - 8, "gpu": WINDOW}, ["bench"], []),
+            rounds=10,
+            note=lambda rows: f"读到 {len(rows)} 个",
         )
 
         # N 个作业等待一个挂起的作业（它永不放行）：每轮只有轮转复查的一批

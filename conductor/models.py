@@ -74,8 +74,8 @@ class Job(JobBase, table=True):
         # 调度器每轮读取仍占用资源的作业
         Index("ix_jobs_holding", "node_id", postgresql_where=text("released_at IS NULL")),
         Index("ix_jobs_state", "state"),
-        # 队列顺序（有效优先级，见 priority.py）：调度器只读队首若干行
-        Index("ix_jobs_queue", "queue_rank", "id", postgresql_where=text(RUNNABLE)),
+        # 各分区的队列顺序（有效优先级，见 priority.py）：调度器每个分区只读队首若干行
+        Index("ix_jobs_queue", "partition", "queue_rank", "id", postgresql_where=text(RUNNABLE)),
         Index("ix_jobs_array", "array_job_id", postgresql_where=text("array_job_id IS NOT NULL")),
         # 依赖的轮转复查按 id 分批
         Index("ix_jobs_dependency_waiting", "id", postgresql_where=text(WAITING)),

@@ -1,13 +1,13 @@
 """从 PostgreSQL 读出调度所需的快照，判定依赖，并推导排队作业的等待原因。
 
-调度器每轮只读：仍占用资源的作业（数量不超过集群 CPU 数）与队首若干行（索引 ix_jobs_queue 直接给出顺序），
-不做全表扫描，也不对整个队列排序。
+调度器每轮只读：仍占用资源的作业（数量不超过集群 CPU 数）与每个分区的队首若干行
+（索引 ix_jobs_queue 按分区直接给出顺序），不做全表扫描，也不对整个队列排序。
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,18 +39,26 @@ _RUNNING = text(
     "EXTRACT(EPOCH FROM start_time) + time_limit_seconds AS expected_end, "
     f"exclusive, account, array_job_id FROM jobs WHERE {HOLDING}"
 )
+# 每个分区各读自己的队首（LATERAL，沿 ix_jobs_queue (partition, queue_rank, id)），再合并为队列顺序
 _PENDING = text(
-    "SELECT id, cpus, memory_bytes, partition, time_limit_seconds, exclusive, account, "
-    f"array_job_id, array_max_running FROM jobs WHERE {RUNNABLE} "
+    "SELECT j.id, j.cpus, j.memory_bytes, j.partition, j.time_limit_seconds, j.exclusive, "
+    "j.account, j.array_job_id, j.array_max_running "
+    "FROM unnest(CAST(:partitions AS text[]), CAST(:limits AS int[])) AS p(name, n) "
+    "CROSS JOIN LATERAL (SELECT id, cpus, memory_bytes, partition, time_limit_seconds, "
+    "exclusive, account, array_job_id, array_max_running, queue_rank FROM jobs "
+    f"WHERE {RUNNABLE} AND partition = p.name "
     "AND NOT (account = ANY(:accounts)) "
     "AND (array_job_id IS NULL OR NOT (array_job_id = ANY(:arrays))) "
-    "ORDER BY queue_rank, id LIMIT :n"
+    "ORDER BY queue_rank, id LIMIT p.n) AS j "
+    "ORDER BY j.queue_rank, j.id"
 )
 
 
 def load_running(session: Session) -> list[RunningJob]:
     """仍占用资源的作业及其预计结束时刻（开始时刻 + 时限）。"""
-    rows = session.execute(_RUNNING).tuples()
+    rows = session.execute(
+        _RUNNING
+    )  # 行可直接按列序解包（Result.tuples() 在 SQLAlchemy 2.1 已弃用）
     return [
         RunningJob(i, node, cpus, mem, None if end is None else float(end), *rest)
         for i, node, cpus, mem, end, *rest in rows
@@ -58,12 +66,22 @@ def load_running(session: Session) -> list[RunningJob]:
 
 
 def load_pending(
-    session: Session, limit: int, skip_accounts: Sequence[str], skip_arrays: Sequence[int]
+    session: Session,
+    windows: Mapping[str, int],
+    skip_accounts: Sequence[str],
+    skip_arrays: Sequence[int],
 ) -> list[PendingJob]:
-    """按队列顺序读队首 limit 个可调度作业；已到上限的账户与数组整个跳过，不占窗口。"""
+    """每个分区各读队首 windows[分区] 个可调度作业，合并为队列顺序：一个分区排着再多放不下的作业，
+    也挡不住别的分区。已到上限的账户与数组整个跳过，不占窗口。"""
     rows = session.execute(
-        _PENDING, {"n": limit, "accounts": list(skip_accounts), "arrays": list(skip_arrays)}
-    ).tuples()
+        _PENDING,
+        {
+            "partitions": list(windows),
+            "limits": list(windows.values()),
+            "accounts": list(skip_accounts),
+            "arrays": list(skip_arrays),
+        },
+    )
     return [PendingJob(*row) for row in rows]
 
 

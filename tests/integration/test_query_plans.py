@@ -102,3 +102,15 @@ def test_dependency_checks_use_their_partial_indexes_even_with_stale_statistics(
     for sweep in (queue._SWEEP, queue._SWEEP_WRAP):
         plan = _plan(stale_engine, sweep.text, {"after": 0, "upto": QUEUED, "n": 1000})
         assert "ix_jobs_dependency_waiting" in plan, plan
+
+
+def test_window_reads_each_partition_along_the_queue_index_even_with_stale_statistics(
+    stale_engine: Engine,
+) -> None:
+    plan = _plan(
+        stale_engine,
+        queue._PENDING.text,
+        {"partitions": ["default", "gpu"], "limits": [108, 108], "accounts": [], "arrays": []},
+    )
+    assert "ix_jobs_queue" in plan, plan
+    assert "Seq Scan on jobs" not in plan, plan

@@ -1,4 +1,5 @@
-"""依赖按被依赖作业的开始/结束复查：jobs 增加 dependency_ids 与三个部分索引。
+"""依赖按被依赖作业的开始/结束复查：jobs 增加 dependency_ids 与三个部分索引；
+队列索引 ix_jobs_queue 以分区打头（调度器按分区各读队首）。
 
 Revision ID: 0004_queue
 Revises: 0003_auth
@@ -13,6 +14,7 @@ down_revision = "0003_auth"
 branch_labels = None
 depends_on = None
 
+RUNNABLE = "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED')"
 # 与 models.DEPENDENT 相同：不提 state，见那里的说明
 DEPENDENT = "dependency_state = 'WAITING' AND end_time IS NULL"
 
@@ -45,9 +47,17 @@ def upgrade() -> None:
         [sa.text("COALESCE(end_time, start_time)")],
         postgresql_where=sa.text("end_time IS NOT NULL OR start_time IS NOT NULL"),
     )
+    # 调度器按分区各读队首：一个分区的长队挡不住别的分区
+    _queue_index(["partition", "queue_rank", "id"])
 
 
 def downgrade() -> None:
+    _queue_index(["queue_rank", "id"])
     for index in ("ix_jobs_changed", "ix_jobs_singleton_waiting", "ix_jobs_dependency_targets"):
         op.drop_index(index, table_name="jobs")
     op.drop_column("jobs", "dependency_ids")
+
+
+def _queue_index(columns: list[str]) -> None:
+    op.drop_index("ix_jobs_queue", table_name="jobs")
+    op.create_index("ix_jobs_queue", "jobs", columns, postgresql_where=sa.text(RUNNABLE))
