@@ -39,7 +39,10 @@ _RUNNING = text(
     "EXTRACT(EPOCH FROM start_time) + time_limit_seconds AS expected_end, "
     f"exclusive, account, array_job_id FROM jobs WHERE {HOLDING}"
 )
-# 每个分区各读自己的队首（LATERAL，沿 ix_jobs_queue (partition, queue_rank, id)），再合并为队列顺序
+# 每个分区各读自己的队首（LATERAL，沿 ix_jobs_queue (partition, queue_rank, id)），再合并为队列顺序。
+# 跳过已到上限的账户与数组的条件包在 CASE 里，规划器估不出它有多挑剔：否则某个账户占了整个队列时，
+# 它会算出“只剩几行”，改为每个分区各顺序扫描一遍整个表再排序（10 万排队、2 个分区时 30 ms 以上），
+# 而沿索引顺序读、跳过该账户的作业只需一遍
 _PENDING = text(
     "SELECT j.id, j.cpus, j.memory_bytes, j.partition, j.time_limit_seconds, j.exclusive, "
     "j.account, j.array_job_id, j.array_max_running "
@@ -47,8 +50,8 @@ _PENDING = text(
     "CROSS JOIN LATERAL (SELECT id, cpus, memory_bytes, partition, time_limit_seconds, "
     "exclusive, account, array_job_id, array_max_running, queue_rank FROM jobs "
     f"WHERE {RUNNABLE} AND partition = p.name "
-    "AND NOT (account = ANY(:accounts)) "
-    "AND (array_job_id IS NULL OR NOT (array_job_id = ANY(:arrays))) "
+    "AND (CASE WHEN account = ANY(:accounts) OR array_job_id = ANY(:arrays) "
+    "THEN false ELSE true END) "
     "ORDER BY queue_rank, id LIMIT p.n) AS j "
     "ORDER BY j.queue_rank, j.id"
 )

@@ -44,3 +44,21 @@ def test_each_partition_reads_its_own_head_and_the_merge_keeps_queue_order(
         (6, "default"),
         (7, "default"),
     ]
+
+
+def test_window_skips_a_saturated_account_along_the_index(engine: Engine) -> None:
+    """一个已到上限的账户占了整个队列（统计信息是新的）：仍沿索引读各分区，不为每个分区各扫一遍整个表。"""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM jobs"))
+        insert_pending(conn, 20_000)
+        conn.execute(text("ANALYZE jobs"))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                text("EXPLAIN " + queue._PENDING.text),
+                {"partitions": ["default", "gpu"], "limits": [108, 108], "accounts": ["bench"],
+                 "arrays": []},
+            )
+        )  # fmt: skip
+    assert "ix_jobs_queue" in plan, plan
+    assert "Seq Scan on jobs" not in plan, plan
