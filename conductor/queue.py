@@ -166,7 +166,7 @@ class DependencyCursor:
 DEPENDENCY_OVERLAP = timedelta(seconds=1)
 # 调度器（重）启动后第一次回看的时长：停机期间结束的作业的等待者尽快复查
 DEPENDENCY_LOOKBACK = timedelta(minutes=1)
-# 每轮两部分各至多读这么多行：10 万个等待者时一轮约 4 ms，另有上千个作业刚结束时约 16 ms；
+# 每轮两部分各至多读这么多行：10 万个等待者时一轮约 2.5 ms，另有上千个作业刚结束时约 13 ms；
 # 每秒能接住的开始/结束数（每 0.25 秒一轮）远超集群的吞吐
 DEPENDENCY_BATCH = 500
 
