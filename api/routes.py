@@ -131,9 +131,11 @@ def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Sess
     _check_runnable(job, rt)
     if req.job.dependency is not None:
         try:
-            job.dependency = queue.checked_dependency(session, req.job.dependency)
+            dep = queue.checked_dependency(session, req.job.dependency)
         except ValueError as exc:
             raise InvalidJobRequest("job.dependency", str(exc)) from exc
+        # 作业号单列一份：被依赖作业结束时调度器按它（GIN 索引）找到等待者
+        job.dependency, job.dependency_ids = str(dep), sorted(dep.job_ids)
         job.dependency_state = DepState.WAITING.value
     if req.job.array is None:
         return [job]

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,7 +33,7 @@ from conductor.jobspec import JobSpec
 from conductor.limits import limit_for
 from conductor.models import SchedulerEpoch
 from conductor.outcome import node_lost_message
-from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, plan
+from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, free_cpus, plan
 from conductor.proctree import new_token
 from conductor.settings import Settings
 from conductor.states import JobState
@@ -41,8 +41,8 @@ from conductor.states import JobState
 log = logging.getLogger("conductor.scheduler")
 
 SCHEDULER_NAME = "conductor-scheduler"
-# 队首窗口的余量（Slurm 的主调度与回填之分）：事件触发的快速轮只读“空闲 CPU + QUICK_SLACK”行，
-# 足以填满空闲 CPU；深轮读“空闲 CPU + QUEUE_SLACK”行，回填能看到这么深，并刷新更多等待原因
+# 队首窗口的余量（Slurm 的主调度与回填之分）：事件触发的快速轮每个分区只读“该分区空闲 CPU + QUICK_SLACK”行，
+# 足以填满空闲 CPU；深轮读“+ QUEUE_SLACK”行，回填能看到这么深，并刷新更多等待原因
 QUICK_SLACK = 8
 QUEUE_SLACK = 100
 # 深轮的周期秒数；快速轮读满窗口仍留下空闲 CPU 时（队首放不下），最快隔 DEEP_RETRY 秒补一次深轮
@@ -100,6 +100,7 @@ class Scheduler:
         self.partitions = settings.partition_table()
         self.reasons: dict[int, str] = {}
         self.dependencies_checked = 0.0
+        self.dependency_cursor = queue.DependencyCursor()
         self.deep_at = 0.0
         self.deep_wanted = False
         self.timer: asyncio.TimerHandle | None = None
@@ -412,12 +413,17 @@ class Scheduler:
     ) -> _PassOutcome:
         """一个事务：判定依赖 → 读占用与队首窗口 → 纯策略决策 → 写等待原因并认领。"""
         with session_scope(self.engine) as session:
-            resolved = queue.resolve_dependencies(session) if check_dependencies else {}
+            resolved: dict[int, str] = {}
+            if check_dependencies:
+                # 游标在提交前就前进：本轮若回滚，漏掉的判定由回看与轮转复查补上
+                resolved, self.dependency_cursor = queue.resolve_dependencies(
+                    session, self.dependency_cursor
+                )
             transitions.set_dependency_states(session, resolved)
             running = queue.load_running(session)
             total = sum(v.total_cpus for v in views)
             allocated = sum(r.cpus for r in running)
-            pending, free = self._read_window(session, views, running, slack)
+            pending, free, window_full = self._read_window(session, views, running, slack)
             self.figures = (total, allocated, len(pending), 0)
             if not pending:
                 return _PassOutcome(bool(resolved))
@@ -451,25 +457,29 @@ class Scheduler:
             rows,
             len(pending),
             len(placements),
-            len(pending) == free + slack and idle > 0,
+            window_full and idle > 0,
         )
 
     def _read_window(
         self, session: Session, views: list[NodeView], running: list[RunningJob], slack: int
-    ) -> tuple[list[PendingJob], int]:
-        """队首窗口与空闲 CPU 总数：每个作业至少 1 个 CPU，最多能放下“空闲 CPU 总数”个，
-        只读这么多（加余量 slack）；集群占满时不读。"""
-        used: dict[str, float] = defaultdict(float)
-        for r in running:
-            used[r.node_id] += r.cpus
-        free = int(sum(max(0.0, v.total_cpus - used[v.node_id]) for v in views))
+    ) -> tuple[list[PendingJob], int, bool]:
+        """各分区的队首窗口、空闲 CPU 总数，以及是否有还空着 CPU 的分区读满了窗口。
+
+        每个作业至少 1 个 CPU：一个分区最多放得下“该分区空闲 CPU”个，每个分区只读这么多（加余量 slack），
+        一个分区排着再多放不下的作业也挡不住别的分区。没有空闲 CPU 的分区（占满、没有存活节点）
+        也读 slack 行：它们的队首照样预留、等待原因照样刷新。集群占满时不读。"""
+        free, by_partition = free_cpus(views, running, self.partitions.names)
         if free == 0:
-            return [], free
+            return [], free, False
         running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
         skip_accounts, skip_arrays = queue.saturated(
             running, self.settings.account_limits, queue.array_limits(session, running_arrays)
         )
-        return queue.load_pending(session, free + slack, skip_accounts, skip_arrays), free
+        windows = {name: idle + slack for name, idle in by_partition.items()}
+        pending = queue.load_pending(session, windows, skip_accounts, skip_arrays)
+        read = Counter(j.partition for j in pending)
+        full = any(read[name] == windows[name] for name, idle in by_partition.items() if idle)
+        return pending, free, full
 
     def _wake_at(self, when: float) -> None:
         """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""

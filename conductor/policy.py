@@ -110,6 +110,24 @@ def can_ever_run(cpus: int, memory_bytes: int, nodes: Iterable[NodeView]) -> boo
     return any(cpus <= n.total_cpus and memory_bytes <= n.total_memory for n in nodes)
 
 
+def free_cpus(
+    nodes: Sequence[NodeView], running: Sequence[RunningJob], partitions: Iterable[str]
+) -> tuple[int, dict[str, int]]:
+    """空闲 CPU：全集群合计，及每个分区的（属于多个分区的节点计入每一个；没有节点的分区为 0）。
+
+    调度器据此决定每个分区读多深的队首：一个分区最多放得下“该分区空闲 CPU”个作业。
+    """
+    used: dict[str, float] = defaultdict(float)
+    for r in running:
+        used[r.node_id] += r.cpus
+    idle = {n.node_id: max(0.0, n.total_cpus - used[n.node_id]) for n in nodes}
+    by_partition = dict.fromkeys(partitions, 0.0)
+    for n in nodes:
+        for name in n.partitions:
+            by_partition[name] = by_partition.get(name, 0.0) + idle[n.node_id]
+    return int(sum(idle.values())), {name: int(cpus) for name, cpus in by_partition.items()}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     nodes: Sequence[NodeView]

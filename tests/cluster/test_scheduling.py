@@ -15,7 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
-from cluster.scheduler import QUICK_SLACK
+from cluster.scheduler import QUEUE_SLACK, QUICK_SLACK
 from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload, make_settings
 from tests.helpers import wait_for
 
@@ -224,6 +224,23 @@ def test_backfill_reaches_beyond_the_quick_window(service: Service, tmp_path: Pa
     assert all(service.state(j) == "PENDING" for j in stuck)
 
 
+def test_busy_partition_queue_does_not_hide_an_idle_partition(
+    service: Service, gpu_node: str, tmp_path: Path
+) -> None:
+    """batch 分区占满，105 个作业排在它的队里；之后提交到空闲 gpu 分区的作业立即运行
+    （原先全集群只读“空闲 CPU + 余量”行，全被 batch 此刻放不下的作业占满）。"""
+    blocker = submit(service, LONG, tmp_path, cpus_per_task=CLUSTER_CPUS)
+    service.wait_state(blocker, "RUNNING")
+    payload = job_payload(LONG, partition="batch", current_working_directory=str(tmp_path))
+    resp = post(service, "/jobs/submit/batch", json={"jobs": [payload] * (QUEUE_SLACK + 5)})
+    assert resp.status_code == 201, resp.text
+    queued = [int(j) for j in resp.json()["job_ids"]]
+    gpu_job = submit(service, LONG, tmp_path, partition="gpu", time_limit="5")
+    service.wait_state(gpu_job, "RUNNING", timeout=30)
+    assert all(service.state(j) == "PENDING" for j in queued)
+    assert service.query(gpu_job)["detail"]["node_list"] == "gpu-1"
+
+
 # ---------- 作业数组 ----------
 
 
@@ -291,6 +308,30 @@ def test_dependencies(service: Service, tmp_path: Path) -> None:
         json=job_payload("true", partition="batch", dependency="afterok:999999"),
     )
     assert resp.status_code == 422 and "999999" in resp.json()["detail"]
+
+
+def test_dependency_behind_a_thousand_waiting_jobs_is_not_starved(
+    service: Service, tmp_path: Path
+) -> None:
+    """1,001 个作业等待一个永不放行的挂起作业；之后提交的依赖照样被判定并运行（原先每轮只复查
+    最早的 1,000 个等待者，它永远轮不到）。"""
+    held = submit(service, "true", tmp_path, hold=True)
+    array_id = submit(service, "true", tmp_path, array="0-1000", dependency=f"afterok:{held}")
+    short = submit(service, "true", tmp_path)
+    later = submit(service, "true", tmp_path, dependency=f"afterok:{short}")
+    service.wait_state(short, "COMPLETED")
+    service.wait_state(later, "COMPLETED", timeout=30)
+    with service.engine.connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM jobs WHERE array_job_id = :a "
+                "AND state = 'PENDING' AND dependency_state = 'WAITING'"
+            ),
+            {"a": array_id},
+        ).scalar_one()
+    assert waiting == 1001
+    post(service, f"/jobs/cancel/{array_id}")
+    post(service, f"/jobs/cancel/{held}")
 
 
 def test_singleton(service: Service, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 一次提交大量作业（大数组、批量提交）之后，到自动 ANALYZE 之前，统计信息仍说“排队作业很少”。
 认领若按部分索引 ix_jobs_queue 找行，就要把整个队列扫一遍（10 万排队时每次认领约 0.25 秒，
-调度器因此每秒只能派发几十个作业）；它必须按主键逐个找。
+调度器因此每秒只能派发几十个作业）；它必须按主键逐个找。依赖复查的几条读取各走自己的部分索引。
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from conductor import transitions
+from conductor import queue, transitions
 from conductor.db import make_engine
+from conductor.queue import DEPENDENCY_LOOKBACK
 from tests.helpers import insert_pending
 
 QUEUED = 20_000
@@ -27,6 +28,22 @@ def stale_engine(database_url: str) -> Iterator[Engine]:
     with eng.begin() as conn:
         conn.execute(text("ANALYZE jobs"))
         insert_pending(conn, QUEUED)
+        # 一半已结束，另一半中的一半等待依赖（各依赖一个已结束的作业），也都在 ANALYZE 之后
+        conn.execute(
+            text(
+                "UPDATE jobs SET state = 'COMPLETED', start_time = now(), end_time = now() "
+                "WHERE id <= :half"
+            ),
+            {"half": QUEUED // 2},
+        )
+        conn.execute(
+            text(
+                "UPDATE jobs SET dependency = 'afterok:' || (id - :half), "
+                "dependency_ids = ARRAY[id - :half], dependency_state = 'WAITING' "
+                "WHERE id > :half AND id % 2 = 0"
+            ),
+            {"half": QUEUED // 2},
+        )
     yield eng
     eng.dispose()
 
@@ -58,3 +75,42 @@ def test_claim_finds_rows_by_primary_key_even_with_stale_statistics(
     )
     assert "jobs_pkey" in plan, plan
     assert "ix_jobs_queue" not in plan, plan
+
+
+def test_dependency_checks_use_their_partial_indexes_even_with_stale_statistics(
+    stale_engine: Engine,
+) -> None:
+    changed = _plan(
+        stale_engine,
+        queue._CHANGED.text,
+        {"since": None, "lookback": DEPENDENCY_LOOKBACK, "n": 1000},
+    )
+    assert "ix_jobs_changed" in changed, changed
+    dependents = _plan(
+        stale_engine,
+        queue._DEPENDENTS.text,
+        {"ids": list(range(1, 1001)), "accounts": ["bench"], "names": ["queued"], "n": 1000},
+    )
+    assert "ix_jobs_dependency_targets" in dependents, dependents
+    assert "ix_jobs_singleton_waiting" in dependents, dependents
+    assert "Seq Scan" not in dependents, dependents
+    with stale_engine.connect() as conn:  # 迁移对比不看存储参数：这里查
+        options = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'ix_jobs_dependency_targets'")
+        ).scalar_one()
+    assert options == ["fastupdate=off"]
+    for sweep in (queue._SWEEP, queue._SWEEP_WRAP):
+        plan = _plan(stale_engine, sweep.text, {"after": 0, "upto": QUEUED, "n": 1000})
+        assert "ix_jobs_dependency_waiting" in plan, plan
+
+
+def test_window_reads_each_partition_along_the_queue_index_even_with_stale_statistics(
+    stale_engine: Engine,
+) -> None:
+    plan = _plan(
+        stale_engine,
+        queue._PENDING.text,
+        {"partitions": ["default", "gpu"], "limits": [108, 108], "accounts": [], "arrays": []},
+    )
+    assert "ix_jobs_queue" in plan, plan
+    assert "Seq Scan on jobs" not in plan, plan

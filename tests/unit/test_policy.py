@@ -14,6 +14,7 @@ from conductor.policy import (
     RunningJob,
     Snapshot,
     can_ever_run,
+    free_cpus,
     plan,
 )
 
@@ -183,6 +184,21 @@ def test_array_throttle() -> None:
     result = run(nodes, pending, busy)
     assert [p.job_id for p in result.placements] == [11, 12]
     assert set(result.reasons.values()) == {"JobArrayTaskLimit"}
+
+
+def test_free_cpus_per_partition() -> None:
+    """共用的节点计入它所属的每个分区；超额占用的节点算 0；没有节点的分区为 0。"""
+    nodes = [
+        node("a", 4),
+        node("b", 2, partitions=frozenset({"default", "gpu"})),
+        node("c", 2, partitions=frozenset({"gpu"})),
+    ]
+    busy = [running(1, "a", 4, None), running(2, "c", 3, None), running(3, "b", 1, None)]
+    assert free_cpus(nodes, busy, ["default", "gpu", "debug"]) == (
+        1,
+        {"default": 1, "gpu": 1, "debug": 0},
+    )
+    assert free_cpus([], [], ["default"]) == (0, {"default": 0})
 
 
 def test_jobs_waiting_for_dependencies_never_start() -> None:
@@ -362,3 +378,17 @@ def test_property_unknown_end_means_strict_order(snap: Snapshot) -> None:
                 for n in snap.nodes
                 if j.partition in n.partitions and can_ever_run(j.cpus, j.memory_bytes, [n])
             }
+
+
+@settings(max_examples=400, deadline=None)
+@given(snapshots())
+def test_property_a_partition_never_starts_more_jobs_than_its_free_cpus(snap: Snapshot) -> None:
+    """调度器每个分区只读“该分区空闲 CPU + 余量”行的依据：一轮里一个分区启动的作业不多于它的空闲 CPU。"""
+    total, by_partition = free_cpus(snap.nodes, snap.running, ["default", "gpu"])
+    by_id = {j.job_id: j for j in snap.pending}
+    started: dict[str, int] = {}
+    for p in plan(snap).placements:
+        name = by_id[p.job_id].partition
+        started[name] = started.get(name, 0) + 1
+    assert sum(started.values()) <= total
+    assert all(n <= by_partition[name] for name, n in started.items())
