@@ -3,7 +3,7 @@
 检查：PostgreSQL 与 Ray 可达、调度器存活、RUNNING 作业是否有存活的执行、
 已结束的作业是否仍占着 CPU。修复只做确定安全的事：节点已失联的作业判 NODE_FAIL，
 执行确已丢失的作业判 FAILED 或只释放资源；“代理存活但不认识”的 RUNNING 作业只报告，
-由调度器下次启动对账时处理（它可能正在派发途中）。
+由调度器的对账处理（它可能正在派发途中；认领超过 stranded_after 秒后周期对账将其重新排队）。
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _describe_and_fix(engine: Engine, job: HeldJob, kind: str, fix: bool) -> Fin
     message = MESSAGES[kind].format(id=job.job_id, state=job.state, node=job.node_name)
     if not fix or kind == "unknown_to_agent":
         if fix:
-            message += "（不自动修复：可能正在派发，调度器重启对账时会处理）"
+            message += "（不自动修复：可能正在派发，调度器的周期对账会处理）"
         return Finding(False, message)
     with session_scope(engine) as session:
         if kind == "node_dead":

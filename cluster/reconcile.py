@@ -3,7 +3,8 @@
 调度器启动时（接受新工作之前）以及空闲时定期执行。判定规则（decide）是纯函数：
 - 节点已死亡                      → NODE_FAIL（已取消的只释放资源）
 - 派发时的代理仍在且持有作业      → 重新接管，什么也不做
-- 派发时的代理仍在但不认识作业    → 仅在启动对账时：作业从未交到代理手里，重新排队
+- 派发时的代理仍在但不认识作业    → 启动对账时，或认领已超过 stranded_after 秒（运行期对账）：
+                                     作业从未交到代理手里，重新排队
 - 节点存活但派发时的代理已不在    → 任务随代理死亡：FAILED，并清理孤儿进程
 - 节点存活但其代理暂时无响应      → 本轮不判定，下次再看（不冤枉慢节点）
 - 本调度器正在派发途中的作业      → 本轮不判定
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +35,8 @@ class HeldJob:
     agent_id: str | None
     token: str | None
     node_host: str | None = None
+    # 认领至今的秒数（数据库时钟）：运行期对账只处理认领已久、早该交到代理手里的作业
+    claimed_for: float = 0.0
 
 
 def load_held_jobs(engine: Engine) -> list[HeldJob]:
@@ -40,8 +44,9 @@ def load_held_jobs(engine: Engine) -> list[HeldJob]:
     with session_scope(engine) as session:
         rows = session.execute(
             text(
-                "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
-                f"WHERE {HOLDING}"
+                "SELECT id, state, node_id, node_name, agent_id, token, node_host, "
+                "EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(start_time, submit_time)) "
+                f"AS claimed_for FROM jobs WHERE {HOLDING}"
             )
         )
         return [
@@ -53,6 +58,7 @@ def load_held_jobs(engine: Engine) -> list[HeldJob]:
                 r.agent_id,
                 r.token,
                 r.node_host,
+                float(r.claimed_for),
             )
             for r in rows
         ]
@@ -98,8 +104,12 @@ def decide(
     *,
     startup: bool,
     in_flight: Collection[int] = (),
+    stranded_after: float = math.inf,
 ) -> ReconcilePlan:
-    """agents：存活节点 → 代理视图；值为 None 表示代理暂时无响应。"""
+    """agents：存活节点 → 代理视图；值为 None 表示代理暂时无响应。
+
+    代理持有每个作业直到其结局写入数据库，所以“同一个存活代理不持有、仍为 RUNNING”即从未启动。
+    运行期对账另加一道时限 stranded_after：刚认领的作业可能还在交给代理的路上，不去碰它。"""
     plan = ReconcilePlan()
     for job in held:
         if job.node_id not in alive_nodes:
@@ -112,7 +122,7 @@ def decide(
             plan.agent_lost.append(job)
         elif job.job_id in agent.jobs:
             plan.reattach.append(job.job_id)
-        elif job.state is JobState.RUNNING and startup:
+        elif job.state is JobState.RUNNING and (startup or job.claimed_for >= stranded_after):
             plan.requeue.append(job)
         elif job.state is JobState.CANCELLED:
             # 已取消且代理不认识：执行已结束或从未开始，只需释放资源

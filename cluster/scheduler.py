@@ -256,7 +256,12 @@ class Scheduler:
         found = await asyncio.gather(*(self._adopt(node_id, h) for node_id, (h, _) in entries))
         views = {node_id: view for (node_id, _), view in zip(entries, found, strict=True)}
         plan = decide(
-            held, {n.node_id for n in nodes}, views, startup=startup, in_flight=self.in_flight
+            held,
+            {n.node_id for n in nodes},
+            views,
+            startup=startup,
+            in_flight=self.in_flight,
+            stranded_after=self.settings.stranded_after,
         )
         self.reconciliations += 1
         self.metrics.reconciled()

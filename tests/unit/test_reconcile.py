@@ -15,8 +15,11 @@ def held(
     node_id: str = "n1",
     agent_id: str | None = "agent-a",
     token: str | None = "tok",
+    claimed_for: float = 0.0,
 ) -> HeldJob:
-    return HeldJob(job_id, state, node_id, f"name-{node_id}", agent_id, token)
+    return HeldJob(
+        job_id, state, node_id, f"name-{node_id}", agent_id, token, claimed_for=claimed_for
+    )
 
 
 def view(agent_id: str, *jobs: int) -> AgentView:
@@ -113,6 +116,45 @@ def test_running_unknown_to_same_agent_undecided_when_not_startup() -> None:
     assert plan.undecided == [1]
     assert plan.requeue == []
     assert not plan.changes_anything
+
+
+def test_stranded_claim_requeued_by_periodic_reconcile() -> None:
+    """运行期对账：认领已超过时限、不在派发途中、同一代理仍不持有 → 从未启动，重新排队。"""
+    old = held(1, claimed_for=31.0)
+    fresh = held(2, claimed_for=29.0)
+    plan = decide([old, fresh], {"n1"}, {"n1": view("agent-a")}, startup=False, stranded_after=30)
+    assert plan.requeue == [old]
+    assert plan.undecided == [2]
+    assert (plan.reattach, plan.node_fail, plan.agent_lost) == ([], [], [])
+    assert plan.changes_anything
+
+
+def test_stranded_claim_in_flight_or_held_or_other_agent_is_not_requeued() -> None:
+    """超过时限也不重新排队：本调度器正在派发、代理持有、代理已换（判丢失）、代理无响应。"""
+    in_flight_job = held(1, claimed_for=100.0)
+    known = held(2, claimed_for=100.0)
+    other_agent = held(3, agent_id="agent-old", claimed_for=100.0)
+    silent = held(4, node_id="n2", claimed_for=100.0)
+    plan = decide(
+        [in_flight_job, known, other_agent, silent],
+        {"n1", "n2"},
+        {"n1": view("agent-a", 2), "n2": None},
+        startup=False,
+        in_flight={1},
+        stranded_after=30,
+    )
+    assert plan.requeue == []
+    assert plan.undecided == [1, 4]
+    assert plan.reattach == [2]
+    assert plan.agent_lost == [other_agent]
+
+
+def test_stranded_cancelled_claim_only_released() -> None:
+    """已取消的作业超过时限也绝不重新排队：只释放资源。"""
+    job = held(1, state=JobState.CANCELLED, claimed_for=100.0)
+    plan = decide([job], {"n1"}, {"n1": view("agent-a")}, startup=False, stranded_after=30)
+    assert plan.agent_lost == [job]
+    assert plan.requeue == []
 
 
 @pytest.mark.parametrize("startup", [True, False])

@@ -1,0 +1,77 @@
+"""没有任何崩溃却搁浅的认领（真实 Ray 集群与真实 PostgreSQL）：作业在数据库里是 RUNNING，
+却不在任何代理手里、也不在派发途中。周期对账必须把它们了结，而不是等到调度器下次重启。"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from sqlalchemy import text
+
+from cluster.agent import agent_name
+from tests.cluster.conftest import Service
+from tests.helpers import wait_for
+
+
+def _head(service: Service) -> tuple[str, str]:
+    """头节点的 (节点 id, 其代理的身份)。"""
+    nodes = service.scheduler_status()["nodes"]
+    assert len(nodes) == 1, nodes
+    agent = ray.get_actor(agent_name(nodes[0]), namespace=service.settings.namespace)
+    return nodes[0], ray.get(agent.identity.remote(), timeout=30)
+
+
+def _insert_job(service: Service, script: str, work_dir: str, **columns: object) -> int:
+    """直接在数据库里写一个作业行（1 CPU、10 MiB）；columns 覆盖任意列，值按 SQL 表达式写入。"""
+    values: dict[str, object] = {
+        "name": "'raw'",
+        "account": "'test'",
+        "partition": "'default'",
+        "script": ":script",
+        "environment": "'{}'",
+        "work_dir": ":wd",
+        "stdout_path": ":out",
+        "stderr_path": "'/dev/null'",
+        "ntasks_per_node": "1",
+        "cpus_per_task": "1",
+        "cpus": "1",
+        "memory_bytes": "10485760",
+        "exclusive": "false",
+        "state": "'PENDING'",
+        "submit_time": "now()",
+        "eligible_time": "now()",
+        "data_source": "'API'",
+    } | columns
+    with service.engine.begin() as conn:
+        return conn.execute(
+            text(
+                f"INSERT INTO jobs ({', '.join(values)}) "
+                f"VALUES ({', '.join(str(v) for v in values.values())}) RETURNING id"
+            ),
+            {"script": script, "wd": work_dir, "out": f"{work_dir}/raw.out"},
+        ).scalar_one()
+
+
+def test_claim_never_dispatched_is_requeued_by_periodic_reconcile(
+    service: Service, tmp_path: Path
+) -> None:
+    """认领已提交而派发从未发生（例如派发前出错）：同一个存活代理不持有它——
+    代理持有每个作业直到结局写入，所以它从未启动；周期对账把它重新排队，它恰好运行一次。"""
+    node_id, agent_id = _head(service)
+    ledger = tmp_path / "ledger"
+    job_id = _insert_job(
+        service,
+        f'echo "$SLURM_JOB_ID" >> {ledger}',
+        str(tmp_path),
+        state="'RUNNING'",
+        start_time="now() - interval '1 hour'",
+        node_id=f"'{node_id}'",
+        node_name="'head'",
+        node_host="'127.0.0.1'",
+        agent_id=f"'{agent_id}'",
+        token="'stranded-never-dispatched'",
+        epoch="1",
+    )
+    service.wait_state(job_id, "COMPLETED", timeout=60)
+    assert ledger.read_text().split() == [str(job_id)]  # 恰好运行一次
+    wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
