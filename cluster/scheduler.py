@@ -37,6 +37,7 @@ from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, plan
 from conductor.proctree import new_token
 from conductor.settings import Settings
 from conductor.states import JobState
+from conductor.transitions import Outcome
 
 log = logging.getLogger("conductor.scheduler")
 
@@ -387,16 +388,21 @@ class Scheduler:
             self.deep_wanted = True
             self._wake_at(self.deep_at + DEEP_RETRY)
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
+        unbuildable: list[Outcome] = []
         node_cpus = {v.node_id: int(v.total_cpus) for v in views}
         for row in outcome.rows:
-            by_node[row["node_id"]].append(
-                JobSpec.from_row(
+            try:
+                spec = JobSpec.from_row(
                     row,
                     token=row["token"],
                     kill_wait=self.settings.kill_wait,
                     node_cpus=node_cpus.get(row["node_id"]),
                 )
-            )
+            except Exception as exc:  # noqa: BLE001 - 库里的坏值只让这一个作业失败，不拖累同轮其他作业
+                reason = f"无法由作业行构造执行规格（{exc}），作业不会运行；请修正后重新提交"
+                unbuildable.append(Outcome(row["id"], JobState.FAILED, None, reason, row["token"]))
+                continue
+            by_node[row["node_id"]].append(spec)
         for node_id, specs in by_node.items():
             # 派发在后台进行：一个卡住的节点不拖住整个调度循环
             self.in_flight.update(s.job_id for s in specs)
@@ -404,6 +410,13 @@ class Scheduler:
             task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, specs))
             self.launches.add(task)
             task.add_done_callback(self.launches.discard)
+        if unbuildable:
+            # 判 FAILED 而不是留给对账：重新排队只会再认领、再失败，永远循环
+            log.error(
+                "作业行无法构造执行规格，判 FAILED：%s",
+                [(o.job_id, o.error_msg) for o in unbuildable],
+            )
+            await asyncio.to_thread(self._finish, unbuildable)
         if outcome.placed and outcome.placed == outcome.read:
             self.wake_event.set()  # 读到的都放下了：可能还有空闲，马上再来一轮
 
@@ -513,3 +526,7 @@ class Scheduler:
     def _requeue(self, claims: list[tuple[int, str]]) -> None:
         with session_scope(self.engine) as session:
             transitions.requeue(session, claims)
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
+        with session_scope(self.engine) as session:
+            transitions.finish(session, outcomes)

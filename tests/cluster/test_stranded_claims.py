@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ray
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from cluster.agent import agent_name
 from tests.cluster.conftest import Service
@@ -21,7 +21,7 @@ def _head(service: Service) -> tuple[str, str]:
     return nodes[0], ray.get(agent.identity.remote(), timeout=30)
 
 
-def _insert_job(service: Service, script: str, work_dir: str, **columns: object) -> int:
+def _insert_job(conn: Connection, script: str, work_dir: str, **columns: object) -> int:
     """直接在数据库里写一个作业行（1 CPU、10 MiB）；columns 覆盖任意列，值按 SQL 表达式写入。"""
     values: dict[str, object] = {
         "name": "'raw'",
@@ -42,14 +42,13 @@ def _insert_job(service: Service, script: str, work_dir: str, **columns: object)
         "eligible_time": "now()",
         "data_source": "'API'",
     } | columns
-    with service.engine.begin() as conn:
-        return conn.execute(
-            text(
-                f"INSERT INTO jobs ({', '.join(values)}) "
-                f"VALUES ({', '.join(str(v) for v in values.values())}) RETURNING id"
-            ),
-            {"script": script, "wd": work_dir, "out": f"{work_dir}/raw.out"},
-        ).scalar_one()
+    return conn.execute(
+        text(
+            f"INSERT INTO jobs ({', '.join(values)}) "
+            f"VALUES ({', '.join(str(v) for v in values.values())}) RETURNING id"
+        ),
+        {"script": script, "wd": work_dir, "out": f"{work_dir}/raw.out"},
+    ).scalar_one()
 
 
 def test_claim_never_dispatched_is_requeued_by_periodic_reconcile(
@@ -59,19 +58,36 @@ def test_claim_never_dispatched_is_requeued_by_periodic_reconcile(
     代理持有每个作业直到结局写入，所以它从未启动；周期对账把它重新排队，它恰好运行一次。"""
     node_id, agent_id = _head(service)
     ledger = tmp_path / "ledger"
-    job_id = _insert_job(
-        service,
-        f'echo "$SLURM_JOB_ID" >> {ledger}',
-        str(tmp_path),
-        state="'RUNNING'",
-        start_time="now() - interval '1 hour'",
-        node_id=f"'{node_id}'",
-        node_name="'head'",
-        node_host="'127.0.0.1'",
-        agent_id=f"'{agent_id}'",
-        token="'stranded-never-dispatched'",
-        epoch="1",
-    )
+    with service.engine.begin() as conn:
+        job_id = _insert_job(
+            conn,
+            f'echo "$SLURM_JOB_ID" >> {ledger}',
+            str(tmp_path),
+            state="'RUNNING'",
+            start_time="now() - interval '1 hour'",
+            node_id=f"'{node_id}'",
+            node_name="'head'",
+            node_host="'127.0.0.1'",
+            agent_id=f"'{agent_id}'",
+            token="'stranded-never-dispatched'",
+            epoch="1",
+        )
     service.wait_state(job_id, "COMPLETED", timeout=60)
     assert ledger.read_text().split() == [str(job_id)]  # 恰好运行一次
+    wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
+
+
+def test_row_whose_spec_cannot_be_built_fails_with_the_reason(
+    service: Service, tmp_path: Path
+) -> None:
+    """认领之后由作业行构造执行规格失败（库里的 environment 是 JSON 字符串而不是对象）：
+    这个作业判 FAILED 并写明原因，不会被重新排队、再认领、再失败；同一轮认领的其他作业照常运行。"""
+    ledger = tmp_path / "ledger"
+    with service.engine.begin() as conn:  # 同一个事务：两个作业在同一轮里被认领
+        bad = _insert_job(conn, f"echo bad >> {ledger}", str(tmp_path), environment="'\"oops\"'")
+        good = _insert_job(conn, f"echo good >> {ledger}", str(tmp_path))
+    body = service.wait_state(bad, "FAILED", timeout=60)
+    assert "environment" in body["error_msg"], body["error_msg"]
+    service.wait_state(good, "COMPLETED", timeout=60)
+    assert ledger.read_text().split() == ["good"]
     wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
