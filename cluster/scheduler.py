@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlmodel import Session
 
@@ -59,6 +59,8 @@ NODES_TTL = 1.0
 AGENT_TIMEOUT = 5.0
 # 新建代理要启动一个 worker 进程，给足时间
 AGENT_START_TIMEOUT = 60.0
+# 等待派发应答的上限：超时后不再算“派发途中”，由对账按代理是否持有来判定
+LAUNCH_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,12 @@ class Scheduler:
             self.agents[node.node_id] = entry
             self.wake_event.set()  # 新节点可以接活了
 
+    def _forget_agent(self, node_id: str, handle: ray.actor.ActorHandle) -> None:
+        """丢弃已退出的代理；期间该节点若已换上新代理，保留新的。"""
+        entry = self.agents.get(node_id)
+        if entry is not None and entry[0] == handle:
+            del self.agents[node_id]
+
     async def _get_or_create_agent(self, node: RayNode) -> tuple[ray.actor.ActorHandle, str] | None:
         handle = NodeAgent.options(  # type: ignore[attr-defined]
             name=agent_name(node.node_id),
@@ -290,7 +298,7 @@ class Scheduler:
             agent_id, jobs = await asyncio.wait_for(handle.adopt.remote(self.epoch), AGENT_TIMEOUT)
         except RayActorError as exc:
             log.warning("节点 %s 的代理已退出：%s", node_id, exc)
-            self.agents.pop(node_id, None)  # 下一轮为该节点创建新代理
+            self._forget_agent(node_id, handle)  # 下一轮为该节点创建新代理
             return None
         except TimeoutError:
             log.warning("节点 %s 的代理 %s 秒内无响应，本轮不判定其作业", node_id, AGENT_TIMEOUT)
@@ -510,18 +518,58 @@ class Scheduler:
     ) -> None:
         ids = [s.job_id for s in specs]
         try:
-            accepted = set(await handle.launch.remote(specs, self.epoch))
+            accepted = set(
+                await asyncio.wait_for(handle.launch.remote(specs, self.epoch), LAUNCH_TIMEOUT)
+            )
         except RayActorError as exc:
             # 代理在派发途中死亡：任务（若已提交）随之死亡，下一次对账判定
             log.warning("向节点 %s 派发作业 %s 失败：%s", node_id, ids, exc)
-            self.agents.pop(node_id, None)
+            self._forget_agent(node_id, handle)
             self.wake_event.set()
+            return
+        except RayTaskError as exc:
+            # 代理活着，处理派发时出错：找出出错的作业，只让它失败
+            await self._launch_failed(node_id, handle, specs, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - 超时、序列化失败……一律不能让认领搁浅
+            # 不知道代理收下了哪些：代理持有每个作业直到结局写入，对账据此判定
+            # （同一代理不持有的，认领超过 stranded_after 秒后重新排队）
+            log.warning(
+                "向节点 %s 派发作业 %s 的结果不明（%s: %s），交给对账判定",
+                node_id,
+                ids,
+                type(exc).__name__,
+                exc,
+            )
             return
         finally:
             self.in_flight.difference_update(ids)
         rejected = [(s.job_id, s.token) for s in specs if s.job_id not in accepted]
         if rejected:
             await asyncio.to_thread(self._requeue, rejected)
+
+    async def _launch_failed(
+        self, node_id: str, handle: ray.actor.ActorHandle, specs: list[JobSpec], exc: RayTaskError
+    ) -> None:
+        """代理的 launch 抛出异常。同样的规格重派多半还会出错：出错的作业判 FAILED，不循环。"""
+        if len(specs) > 1:
+            # 代理对已收下的作业去重，逐个重派是安全的：只有出错的那个会失败
+            for spec in specs:
+                await self._launch(node_id, handle, [spec])
+            return
+        spec = specs[0]
+        view = await self._adopt(node_id, handle)
+        if view is None or spec.job_id in view.jobs:
+            return  # 代理无响应或已收下了它：交给对账
+        cause = getattr(exc, "cause", None) or exc
+        reason = (
+            f"节点代理无法启动作业（{type(cause).__name__}: {str(cause).strip()[:500]}），"
+            "作业不会运行；请修正后重新提交"
+        )
+        log.error("作业 %s 派发到节点 %s 时代理报错，判 FAILED：%s", spec.job_id, node_id, reason)
+        await asyncio.to_thread(
+            self._finish, [Outcome(spec.job_id, JobState.FAILED, None, reason, spec.token)]
+        )
 
     def _requeue(self, claims: list[tuple[int, str]]) -> None:
         with session_scope(self.engine) as session:

@@ -91,3 +91,20 @@ def test_row_whose_spec_cannot_be_built_fails_with_the_reason(
     service.wait_state(good, "COMPLETED", timeout=60)
     assert ledger.read_text().split() == ["good"]
     wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
+
+
+def test_launch_error_other_than_actor_death_fails_only_that_job(
+    service: Service, tmp_path: Path
+) -> None:
+    """派发调用抛出的不是 RayActorError（这里：代理的 launch 因库里的负内存值而报错，
+    调度器收到 RayTaskError）：出错的作业判 FAILED 并写明原因，同一批派发的其他作业照常运行，
+    都不搁浅为 RUNNING。"""
+    ledger = tmp_path / "ledger"
+    with service.engine.begin() as conn:  # 同一个事务：两个作业在同一轮里被认领、同一批派发
+        bad = _insert_job(conn, f"echo bad >> {ledger}", str(tmp_path), memory_bytes="-1")
+        good = _insert_job(conn, f"echo good >> {ledger}", str(tmp_path))
+    body = service.wait_state(bad, "FAILED", timeout=60)
+    assert "memory" in body["error_msg"], body["error_msg"]
+    service.wait_state(good, "COMPLETED", timeout=60)
+    assert ledger.read_text().split() == ["good"]  # 正常作业恰好运行一次
+    wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
