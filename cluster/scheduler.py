@@ -354,7 +354,9 @@ class Scheduler:
     async def _plan_and_launch(self) -> None:
         self.passes += 1
         nodes = await self._alive_nodes(max_age=NODES_TTL)
-        agents = self._ensure_agents(nodes)
+        # 句柄与代理身份一起取快照：决策在线程里进行期间 self.agents 可能被改（派发失败时丢弃死代理），
+        # 认领记下的代理身份与随后派发所用的句柄必须出自同一份
+        agents = dict(self._ensure_agents(nodes))
         views = [
             NodeView(
                 n.node_id,

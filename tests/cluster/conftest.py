@@ -164,6 +164,11 @@ class Service:
         self.engine.dispose()
 
 
+def actor_pid(handle: ray.actor.ActorHandle) -> int:
+    """actor 所在 worker 进程的 pid（GCS 的 actor 表），供测试向它发信号。"""
+    return int(ray._private.state.actors(handle._actor_id.hex())["Pid"])
+
+
 def job_payload(script: str, **job: object) -> dict:
     """契约格式的提交请求；测试只写关心的字段。"""
     base: dict[str, object] = {

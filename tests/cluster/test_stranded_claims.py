@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import ray
 from sqlalchemy import Connection, text
 
 from cluster.agent import agent_name
-from tests.cluster.conftest import Service
+from tests.cluster.conftest import Service, actor_pid
 from tests.helpers import wait_for
 
 
@@ -108,3 +110,69 @@ def test_launch_error_other_than_actor_death_fails_only_that_job(
     service.wait_state(good, "COMPLETED", timeout=60)
     assert ledger.read_text().split() == ["good"]  # 正常作业恰好运行一次
     wait_for(lambda: service.held_cpus() == 0, 10, what="资源全部归还")
+
+
+def _claim_waits_for_a_lock(service: Service) -> bool:
+    """调度器的认领语句正在等行锁。"""
+    with service.engine.connect() as conn:
+        return bool(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%SET state = ''RUNNING'', start_time%'"
+                )
+            ).scalar_one()
+        )
+
+
+def test_agent_dropped_while_a_pass_is_in_its_thread_strands_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    """一轮调度在线程里决策、认领时，另一个派发发现代理已死、丢弃了它的句柄：认领已提交的作业
+    照样派发给决策时的那个代理（线程切换前的快照），随后按代理丢失了结，不会永远搁浅。
+
+    用真实机制排出这个时序：SIGSTOP 冻住代理，让先前的一次派发挂起；测试持有大作业的行锁，
+    让这一轮停在认领上；此时 SIGKILL 代理，挂起的派发得到 RayActorError、丢弃句柄；再放开行锁。"""
+    node_id, agent_id = _head(service)
+    pid = actor_pid(ray.get_actor(agent_name(node_id), namespace=service.settings.namespace))
+    wd = str(tmp_path)
+    with service.engine.begin() as conn:
+        # 一行占着 3 个 CPU 的记账（已结束而未释放）：在它释放之前，3 CPU 的大作业放不下
+        gate = _insert_job(
+            conn,
+            "true",
+            wd,
+            state="'COMPLETED'",
+            cpus="3",
+            start_time="now()",
+            node_id=f"'{node_id}'",
+            node_name="'head'",
+            agent_id=f"'{agent_id}'",
+            token="'gate'",
+        )
+    os.kill(pid, signal.SIGSTOP)
+    lock = service.engine.connect()
+    try:
+        first = service.submit("true", current_working_directory=wd)
+        service.wait_state(first, "RUNNING")  # 已认领；派发挂在冻住的代理上
+        big = service.submit("true", current_working_directory=wd, cpus_per_task=3)
+        assert service.state(big) == "PENDING"
+        txn = lock.begin()
+        lock.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": big})
+        with service.engine.begin() as conn:
+            conn.execute(text("UPDATE jobs SET released_at = now() WHERE id = :id"), {"id": gate})
+        wait_for(lambda: _claim_waits_for_a_lock(service), 60, what="这一轮停在认领大作业的行锁上")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: node_id not in service.scheduler_status()["agents"],
+        30,
+        what="挂起的派发发现代理已死，丢弃了它的句柄",
+    )
+    txn.rollback()
+    lock.close()
+    for job_id in (first, big):
+        body = service.wait_state(job_id, "FAILED", timeout=60)
+        assert "节点代理已退出" in body["error_msg"], body["error_msg"]
+    wait_for(lambda: service.held_cpus() == 0, 30, what="资源全部归还")
