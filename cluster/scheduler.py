@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlmodel import Session
 
 from cluster.agent import NodeAgent, agent_name
+from cluster.health import Liveness, fatal, problems
 from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
@@ -61,6 +63,10 @@ AGENT_TIMEOUT = 5.0
 AGENT_START_TIMEOUT = 60.0
 # 等待派发应答的上限：超时后不再算“派发途中”，由对账按代理是否持有来判定
 LAUNCH_TIMEOUT = 60.0
+# 读取 Ray 节点列表的时限秒数：超时的一轮沿用上次的结果
+NODES_TIMEOUT = 10.0
+# 看门狗线程检查主循环的间隔秒数
+WATCHDOG_PERIOD = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,15 @@ class Scheduler:
         # 同一批数字也作为 Ray 指标导出；figures 为本轮的 (CPU 总数, 已分配, 读到的排队数, 派发数)
         self.metrics = SchedulerMetrics(settings.namespace)
         self.figures: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
+        # 活性（cluster/health.py）：主循环上一次转回顶端的时刻、上一次完成调度轮的时刻、主循环退出的原因
+        self.progress = time.monotonic()
+        self.pass_done: float | None = None
+        self.main_error: str | None = None
+        # 正在进行的节点列表读取从何时开始（没在读为 None），自上次成功以来连续超时几次
+        self.gcs_since: float | None = None
+        self.gcs_timeouts = 0
         self.main = asyncio.get_running_loop().create_task(self._main())
+        threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
 
     # ---- 对外方法 ----
 
@@ -118,8 +132,23 @@ class Scheduler:
         self.wake_event.set()
 
     async def status(self) -> dict:
-        """健康检查与观测用的状态。"""
+        """健康检查与观测用的状态。healthy/problems 是活性判断（cluster/health.py）：
+        能应答并不说明主循环还在干活。"""
+        live = self._liveness()
+        found = problems(live, self.settings.scheduler_stall_timeout, NODES_TIMEOUT)
+        now = time.monotonic()
         return {
+            "healthy": not found,
+            "problems": found,
+            "main_alive": live.main_error is None,
+            "main_error": live.main_error,
+            "loop_idle_s": round(live.loop_idle, 3),
+            "last_pass_s": None if self.pass_done is None else round(now - self.pass_done, 3),
+            "gcs_reader": {
+                "busy_s": round(live.gcs_busy, 3),
+                "timeouts": self.gcs_timeouts,
+                "nodes_age_s": round(now - self.nodes[0], 3) if self.nodes[0] else None,
+            },
             "ready": self.ready.is_set(),
             "epoch": self.epoch,
             "passes": self.passes,
@@ -149,23 +178,54 @@ class Scheduler:
     # ---- 主循环 ----
 
     async def _main(self) -> None:
-        self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
-        self.startup["epoch"] = time.time() - self.started
-        log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
-        self.metrics.started(self.epoch)
-        await self._retrying(lambda: self._reconcile(startup=True))
-        self.startup["ready"] = time.time() - self.started
-        self.ready.set()
-        self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
-        last_resync = time.monotonic()
+        try:
+            self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
+            self.startup["epoch"] = time.time() - self.started
+            log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
+            self.metrics.started(self.epoch)
+            await self._retrying(lambda: self._reconcile(startup=True))
+            self.startup["ready"] = time.time() - self.started
+            self.ready.set()
+            self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
+            last_resync = time.monotonic()
+            while True:
+                self.progress = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)
+                self.progress = time.monotonic()
+                self.wake_event.clear()
+                if time.monotonic() - last_resync >= self.settings.idle_resync:
+                    await self._retrying(lambda: self._reconcile(startup=False))
+                    last_resync = time.monotonic()
+                await self._retrying(self._schedule_pass)
+        except Exception as exc:
+            # 主循环不该退出（例如领取纪元遇到 with_retry 不重试的错误）：记下原因，
+            # 健康检查据此报告，看门狗据此让进程退出、由 Ray 重启
+            self.main_error = f"{type(exc).__name__}: {exc}"
+            log.exception("调度器主循环退出")
+            raise
+
+    def _liveness(self) -> Liveness:
+        """活性快照；看门狗线程也调用它，只读几个字段。"""
+        now = time.monotonic()
+        error = (self.main_error or "主循环已结束") if self.main.done() else None
+        return Liveness(
+            ready=self.ready.is_set(),
+            main_error=error,
+            loop_idle=now - self.progress,
+            gcs_timeouts=self.gcs_timeouts,
+            gcs_busy=0.0 if self.gcs_since is None else now - self.gcs_since,
+        )
+
+    def _watchdog(self) -> None:
+        """独立线程：主循环已退出或停滞太久时让进程退出，Ray 随即重启调度器（max_restarts=-1）。
+        放在线程里，事件循环本身被堵住时也看得见。"""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)
-            self.wake_event.clear()
-            if time.monotonic() - last_resync >= self.settings.idle_resync:
-                await self._retrying(lambda: self._reconcile(startup=False))
-                last_resync = time.monotonic()
-            await self._retrying(self._schedule_pass)
+            time.sleep(WATCHDOG_PERIOD)
+            reason = fatal(self._liveness(), self.settings.scheduler_stall_timeout)
+            if reason is not None:
+                log.critical("看门狗：%s；退出调度器进程，由 Ray 重启", reason)
+                os._exit(1)
 
     async def _retrying(self, step) -> None:  # type: ignore[no-untyped-def]
         """数据库不可用或事务冲突时退避重试同一步；其他错误记录后继续，循环永不退出。"""
@@ -196,12 +256,19 @@ class Scheduler:
         fetched, nodes = self.nodes
         if time.monotonic() - fetched <= max_age:
             return nodes
+        self.gcs_since = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            nodes = await asyncio.wait_for(loop.run_in_executor(self.gcs_reader, alive_nodes), 10)
+            nodes = await asyncio.wait_for(
+                loop.run_in_executor(self.gcs_reader, alive_nodes), NODES_TIMEOUT
+            )
         except TimeoutError:
-            log.warning("读取 Ray 节点列表超时，沿用上次的结果")
+            self.gcs_timeouts += 1
+            log.warning("读取 Ray 节点列表超时（连续 %d 次），沿用上次的结果", self.gcs_timeouts)
             return nodes
+        finally:
+            self.gcs_since = None
+        self.gcs_timeouts = 0
         self.nodes = (time.monotonic(), nodes)
         log.debug("节点列表：%s", [n.node_name for n in nodes])
         return nodes
@@ -347,6 +414,7 @@ class Scheduler:
         started = time.perf_counter()
         try:
             await self._plan_and_launch()
+            self.pass_done = time.monotonic()
         finally:
             self.pass_times.append(time.perf_counter() - started)
             self.metrics.scheduled(self.pass_times[-1], *self.figures)
