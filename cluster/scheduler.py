@@ -80,6 +80,10 @@ class _PassOutcome:
     window_full: bool = False  # 窗口读满且仍有空闲 CPU
 
 
+def _gcs_reader() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcs-nodes")
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=100)
 class Scheduler:
     """集群唯一的调度器（detached、具名；Ray 在它死亡后自动重启）。"""
@@ -98,7 +102,7 @@ class Scheduler:
         self.passes = 0
         self.nodes: tuple[float, list[RayNode]] = (0.0, [])
         # ray.nodes() 用的 GCS 访问器不宜并发：一个专用线程串行读取，卡住也不占用数据库线程
-        self.gcs_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcs-nodes")
+        self.gcs_reader = _gcs_reader()
         self.in_flight: set[int] = set()
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.launches: set[asyncio.Task[None]] = set()
@@ -122,6 +126,7 @@ class Scheduler:
         # 正在进行的节点列表读取从何时开始（没在读为 None），自上次成功以来连续超时几次
         self.gcs_since: float | None = None
         self.gcs_timeouts = 0
+        self.gcs_replaced = 0
         self.main = asyncio.get_running_loop().create_task(self._main())
         threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
 
@@ -147,6 +152,7 @@ class Scheduler:
             "gcs_reader": {
                 "busy_s": round(live.gcs_busy, 3),
                 "timeouts": self.gcs_timeouts,
+                "replaced": self.gcs_replaced,
                 "nodes_age_s": round(now - self.nodes[0], 3) if self.nodes[0] else None,
             },
             "ready": self.ready.is_set(),
@@ -256,15 +262,22 @@ class Scheduler:
         fetched, nodes = self.nodes
         if time.monotonic() - fetched <= max_age:
             return nodes
+        reader = self.gcs_reader
         self.gcs_since = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            nodes = await asyncio.wait_for(
-                loop.run_in_executor(self.gcs_reader, alive_nodes), NODES_TIMEOUT
-            )
+            nodes = await asyncio.wait_for(loop.run_in_executor(reader, alive_nodes), NODES_TIMEOUT)
         except TimeoutError:
+            # 读取线程可能永远卡在这次调用里，线程又无法终止：弃用它，换一个新线程，
+            # 之后的读取不再排在它后面（它若终于返回，会自行退出）
+            self.gcs_reader = _gcs_reader()
+            reader.shutdown(wait=False, cancel_futures=True)
             self.gcs_timeouts += 1
-            log.warning("读取 Ray 节点列表超时（连续 %d 次），沿用上次的结果", self.gcs_timeouts)
+            self.gcs_replaced += 1
+            log.warning(
+                "读取 Ray 节点列表超时（连续 %d 次），换用新的读取线程；本轮沿用上次的结果",
+                self.gcs_timeouts,
+            )
             return nodes
         finally:
             self.gcs_since = None

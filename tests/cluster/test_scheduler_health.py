@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import ray
+from ray._private import ray_constants
+from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
 from tests.cluster.conftest import Service
@@ -62,3 +66,32 @@ def test_main_loop_death_is_unhealthy_and_heals_itself(service: Service, tmp_pat
     wait_for(lambda: service.client.get("/health").status_code == 200, 30, what="/health 恢复")
     job = service.submit("echo after", current_working_directory=str(tmp_path))
     assert service.wait_state(job, "COMPLETED")["job_log"]["stdout"] == "after\n"
+
+
+def test_hung_gcs_read_is_reported_and_the_reader_replaced(
+    service: Service, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """GCS 不应答（SIGSTOP GCS 进程）：读取节点列表的线程卡住。status() 报告不健康、说明节点列表
+    读不到，并换用新的读取线程而不是排在卡住的线程后面；GCS 恢复后重新健康，作业照常运行。"""
+    gcs = ray_cluster.head_node.all_processes[ray_constants.PROCESS_TYPE_GCS_SERVER][0].process
+    os.kill(gcs.pid, signal.SIGSTOP)
+    try:
+
+        def reported() -> dict | None:
+            s = _status_or_none(service)
+            if s is None or s.get("healthy", True) or not s["gcs_reader"].get("replaced"):
+                return None
+            return s
+
+        status = wait_for(reported, 45, interval=0.5, what="status() 报告节点读取卡住")
+        assert any("节点列表" in p for p in status["problems"]), status["problems"]
+        assert status["main_alive"]
+    finally:
+        os.kill(gcs.pid, signal.SIGCONT)
+    wait_for(
+        lambda: (s := _status_or_none(service)) is not None and s["healthy"],
+        60,
+        what="GCS 恢复后调度器重新健康",
+    )
+    job = service.submit("echo after", current_working_directory=str(tmp_path))
+    service.wait_state(job, "COMPLETED")
