@@ -6,6 +6,7 @@
 - 派发时的代理仍在但不认识作业    → 启动对账时，或认领已超过 stranded_after 秒（运行期对账）：
                                      作业从未交到代理手里，重新排队
 - 节点存活但派发时的代理已不在    → 任务随代理死亡：FAILED，并清理孤儿进程
+- 孤儿进程按主机清理（orphan_tokens / sweepers），重试到那台主机上的代理确认为止
 - 节点存活但其代理暂时无响应      → 本轮不判定，下次再看（不冤枉慢节点）
 - 本调度器正在派发途中的作业      → 本轮不判定
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -130,3 +132,31 @@ def decide(
         else:
             plan.undecided.append(job.job_id)
     return plan
+
+
+def orphan_tokens(plan: ReconcilePlan, hosts: Mapping[str, str]) -> dict[str, set[str]]:
+    """执行丢失的作业留下的令牌，按主机分组（清理按令牌扫描本机进程，同一主机上哪个代理都行）。
+
+    hosts：存活节点 → 主机地址。代理换了的节点仍存活，主机取作业行的 node_host，缺了查 hosts；
+    节点失联的只能取 node_host（没有记录的无从清理）。"""
+    by_host: dict[str, set[str]] = defaultdict(set)
+    for job in plan.agent_lost:
+        host = job.node_host or hosts.get(job.node_id)
+        if job.token and host:
+            by_host[host].add(job.token)
+    for job in plan.node_fail:
+        if job.token and job.node_host:
+            by_host[job.node_host].add(job.token)
+    return dict(by_host)
+
+
+def sweepers(pending: Mapping[str, Collection[str]], hosts: Mapping[str, str]) -> dict[str, str]:
+    """为每个有待清理令牌的主机选一个节点：主机 → 节点（取 id 最小的，结果确定）。
+
+    hosts：代理已就绪的存活节点 → 主机地址。还没有这样的节点的主机不在结果里：清理继续等，
+    直到那台主机上出现存活节点与代理。"""
+    chosen: dict[str, str] = {}
+    for node_id, host in sorted(hosts.items()):
+        if pending.get(host) and host not in chosen:
+            chosen[host] = node_id
+    return chosen

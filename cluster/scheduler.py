@@ -27,7 +27,14 @@ from cluster.agent import NodeAgent, agent_name
 from cluster.health import Liveness, fatal, problems
 from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
-from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
+from cluster.reconcile import (
+    AgentView,
+    ReconcilePlan,
+    decide,
+    load_held_jobs,
+    orphan_tokens,
+    sweepers,
+)
 from conductor import queue, transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable, TransactionConflict
@@ -106,6 +113,8 @@ class Scheduler:
         self.in_flight: set[int] = set()
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.launches: set[asyncio.Task[None]] = set()
+        # 主机 → 待清理孤儿进程的令牌：每次对账重试，直到那台主机上的代理确认清理完
+        self.sweeps: dict[str, set[str]] = {}
         self.last_reconcile = ""
         # 最近若干轮调度的耗时（秒），供观测与基准测试
         self.pass_times: deque[float] = deque(maxlen=200)
@@ -163,6 +172,7 @@ class Scheduler:
             "agents": sorted(self.agents),
             "nodes": sorted(n.node_id for n in self.nodes[1]),
             "last_reconcile": self.last_reconcile,
+            "pending_sweeps": {host: len(tokens) for host, tokens in self.sweeps.items()},
             "pid": os.getpid(),
             "pass_ms_last": [round(t * 1000, 3) for t in self.pass_times],
             "startup_s": {k: round(v, 3) for k, v in self.startup.items()},
@@ -340,6 +350,7 @@ class Scheduler:
             self.startup["agents"] = time.time() - self.started
         held = await asyncio.to_thread(load_held_jobs, self.engine)
         if not held and not startup:
+            await self._sweep(nodes)
             return
         entries = list(self.agents.items())
         found = await asyncio.gather(*(self._adopt(node_id, h) for node_id, (h, _) in entries))
@@ -369,8 +380,10 @@ class Scheduler:
         if plan.changes_anything:
             freed = await asyncio.to_thread(self._apply, plan)
             log.info("对账释放资源的作业：%s", freed)
-            await self._sweep(plan, nodes)
+            for host, tokens in orphan_tokens(plan, {n.node_id: n.host for n in nodes}).items():
+                self.sweeps.setdefault(host, set()).update(tokens)
             self.wake_event.set()
+        await self._sweep(nodes)
 
     async def _adopt(self, node_id: str, handle: ray.actor.ActorHandle) -> AgentView | None:
         """向代理提高纪元栅栏并取回它手中的作业；无响应时返回 None（本轮不判定）。"""
@@ -405,21 +418,36 @@ class Scheduler:
             )
             return freed + lost
 
-    async def _sweep(self, plan: ReconcilePlan, nodes: list[RayNode]) -> None:
-        """清理丢失的执行留下的孤儿进程：代理换了的节点由新代理清理；
-        节点失联但同一主机上还有存活节点（Ray 重启、同机模拟节点）时由那里的代理清理。"""
-        by_node: dict[str, list[str]] = defaultdict(list)
-        for job in plan.agent_lost:
-            if job.token:
-                by_node[job.node_id].append(job.token)
-        by_host = {n.host: n.node_id for n in nodes}
-        for job in plan.node_fail:
-            if job.token and job.node_host in by_host:
-                by_node[by_host[job.node_host]].append(job.token)
-        for node_id, tokens in by_node.items():
-            entry = self.agents.get(node_id)
-            if entry is not None:
-                entry[0].sweep.remote(tokens)
+    async def _sweep(self, nodes: list[RayNode]) -> None:
+        """让各主机上的代理按令牌清理丢失的执行留下的孤儿进程（代理换了的节点、失联的节点）。
+
+        等代理确认才算完成：代理无响应、清理途中死亡、那台主机上还没有存活节点与代理时，
+        令牌留着，下次对账再试。"""
+        if not self.sweeps:
+            return
+        agents = dict(self.agents)
+        chosen = sweepers(self.sweeps, {n.node_id: n.host for n in nodes if n.node_id in agents})
+        await asyncio.gather(
+            *(self._sweep_on(host, node_id, agents[node_id][0]) for host, node_id in chosen.items())
+        )
+
+    async def _sweep_on(self, host: str, node_id: str, handle: ray.actor.ActorHandle) -> None:
+        tokens = set(self.sweeps[host])
+        try:
+            await asyncio.wait_for(handle.sweep.remote(sorted(tokens)), AGENT_TIMEOUT)
+        except RayActorError as exc:
+            log.warning("节点 %s 的代理在清理孤儿进程时已退出，下次对账再试：%s", node_id, exc)
+            self._forget_agent(node_id, handle)
+            return
+        except Exception as exc:  # noqa: BLE001 - 超时等：令牌留着，下次对账再试
+            log.warning("节点 %s 的代理没有确认清理孤儿进程（%s），下次对账再试", node_id, exc)
+            return
+        remaining = self.sweeps.get(host, set()) - tokens  # 清理期间可能又有新的令牌加入
+        if remaining:
+            self.sweeps[host] = remaining
+        else:
+            self.sweeps.pop(host, None)
+        log.info("主机 %s 上的孤儿进程已清理（%d 个作业的令牌）", host, len(tokens))
 
     # ---- 调度 ----
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, decide
+from cluster.reconcile import (
+    AgentView,
+    HeldJob,
+    ReconcilePlan,
+    decide,
+    orphan_tokens,
+    sweepers,
+)
 from conductor.states import JobState
 
 
@@ -201,3 +208,25 @@ def test_summary_empty_plan() -> None:
         "重新接管 0 个 []；重新排队（从未启动）0 个 []；"
         "节点失联判 NODE_FAIL 0 个 []；代理丢失判 FAILED 0 个 []；暂不判定 0 个 []"
     )
+
+
+def test_orphan_tokens_grouped_by_host() -> None:
+    """代理换了：主机取作业行的 node_host，缺了查存活节点；节点失联：只能取 node_host。"""
+    lost_with_host = HeldJob(1, JobState.RUNNING, "n1", "a", "old", "t1", node_host="h1")
+    lost_without_host = HeldJob(2, JobState.CANCELLED, "n2", "b", "old", "t2")
+    lost_no_token = HeldJob(3, JobState.RUNNING, "n1", "a", "old", None, node_host="h1")
+    dead = HeldJob(4, JobState.RUNNING, "gone", "c", "x", "t4", node_host="h1")
+    dead_unknown_host = HeldJob(5, JobState.RUNNING, "gone", "c", "x", "t5")
+    plan = ReconcilePlan(
+        agent_lost=[lost_with_host, lost_without_host, lost_no_token],
+        node_fail=[dead, dead_unknown_host],
+    )
+    assert orphan_tokens(plan, {"n1": "h1", "n2": "h2"}) == {"h1": {"t1", "t4"}, "h2": {"t2"}}
+
+
+def test_sweepers_one_node_per_host_and_hosts_without_a_node_wait() -> None:
+    """每台有待清理令牌的主机选一个代理就绪的节点；还没有这样的节点的主机继续等。"""
+    pending = {"h1": {"t1"}, "h2": {"t2"}, "h3": set()}
+    hosts = {"n2": "h1", "n1": "h1", "n3": "h3"}
+    assert sweepers(pending, hosts) == {"h1": "n1"}
+    assert sweepers(pending, {}) == {}
