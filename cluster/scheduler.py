@@ -205,6 +205,7 @@ class Scheduler:
             self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
             last_resync = time.monotonic()
             while True:
+                # 转回循环顶端即一次进展；空闲等待不算停滞，醒来再记一次
                 self.progress = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.runtime import Runtime
-from cluster.agent import AGENT_PREFIX
+from cluster.agent import AGENT_PREFIX, agent_name
 from cluster.bootstrap import ensure_scheduler
 from cluster.client import ClusterClient
 from cluster.scheduler import SCHEDULER_NAME
@@ -128,6 +128,13 @@ class Service:
                 return None
 
         return wait_for(attempt, timeout, interval=0.2, what="调度器应答")
+
+    def head_agent(self) -> tuple[str, str]:
+        """唯一存活节点（头节点）的 (节点 id, 其代理的身份)：测试据此写出认领给它的作业行。"""
+        nodes = self.scheduler_status()["nodes"]
+        assert len(nodes) == 1, nodes
+        agent = ray.get_actor(agent_name(nodes[0]), namespace=self.settings.namespace)
+        return nodes[0], ray.get(agent.identity.remote(), timeout=30)
 
     def kill_scheduler(self) -> int:
         """SIGKILL 调度器 actor 的进程，返回它被杀前的纪元。"""

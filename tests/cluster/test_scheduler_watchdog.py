@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
-from cluster.agent import agent_name
 from cluster.doctor import check_scheduler
 from tests.cluster.conftest import Service, make_settings
-from tests.helpers import wait_for
+from tests.helpers import insert_job, wait_for
 
 STALL = 5.0
 
@@ -34,22 +32,19 @@ def test_stalled_main_loop_is_reported_and_restarted(
     """测试持有一个排队作业的行锁，调度轮认领它时一直等锁：主循环不再前进。
     /health 报告调度器停滞、doctor 报告它不健康；看门狗在两倍时限后让进程退出，Ray 重启调度器
     （新纪元）。放开行锁后作业照常运行，/health 恢复。"""
-    (node_id,) = service.scheduler_status()["nodes"]
-    agent = ray.get_actor(agent_name(node_id), namespace=service.settings.namespace)
-    agent_id = ray.get(agent.identity.remote(), timeout=30)
+    node_id, agent_id = service.head_agent()
     with service.engine.begin() as conn:
         # 一行占满头节点 CPU 的记账（已结束而未释放）：在它释放之前，作业放不下、不会被认领
-        gate = conn.execute(
-            text(
-                "INSERT INTO jobs (name, account, partition, script, environment, work_dir, "
-                "stdout_path, stderr_path, ntasks_per_node, cpus_per_task, cpus, memory_bytes, "
-                "exclusive, state, submit_time, start_time, node_id, node_name, agent_id, token, "
-                "data_source) VALUES ('gate', 'test', 'default', 'true', '{}', '/tmp', '/dev/null', "
-                "'/dev/null', 1, 4, 4, 1024, false, 'COMPLETED', now(), now(), :node, 'head', "
-                ":agent, 'gate', 'API') RETURNING id"
-            ),
-            {"node": node_id, "agent": agent_id},
-        ).scalar_one()
+        gate = insert_job(
+            conn,
+            state="'COMPLETED'",
+            cpus="4",
+            start_time="now()",
+            node_id=f"'{node_id}'",
+            node_name="'head'",
+            agent_id=f"'{agent_id}'",
+            token="'gate'",
+        )
     job = service.submit("echo ran", current_working_directory=str(tmp_path))
     assert service.state(job) == "PENDING"
     old_epoch = service.scheduler_status()["epoch"]

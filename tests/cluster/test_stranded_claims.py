@@ -8,49 +8,11 @@ import signal
 from pathlib import Path
 
 import ray
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
 from cluster.agent import agent_name
 from tests.cluster.conftest import Service, actor_pid
-from tests.helpers import wait_for
-
-
-def _head(service: Service) -> tuple[str, str]:
-    """头节点的 (节点 id, 其代理的身份)。"""
-    nodes = service.scheduler_status()["nodes"]
-    assert len(nodes) == 1, nodes
-    agent = ray.get_actor(agent_name(nodes[0]), namespace=service.settings.namespace)
-    return nodes[0], ray.get(agent.identity.remote(), timeout=30)
-
-
-def _insert_job(conn: Connection, script: str, work_dir: str, **columns: object) -> int:
-    """直接在数据库里写一个作业行（1 CPU、10 MiB）；columns 覆盖任意列，值按 SQL 表达式写入。"""
-    values: dict[str, object] = {
-        "name": "'raw'",
-        "account": "'test'",
-        "partition": "'default'",
-        "script": ":script",
-        "environment": "'{}'",
-        "work_dir": ":wd",
-        "stdout_path": ":out",
-        "stderr_path": "'/dev/null'",
-        "ntasks_per_node": "1",
-        "cpus_per_task": "1",
-        "cpus": "1",
-        "memory_bytes": "10485760",
-        "exclusive": "false",
-        "state": "'PENDING'",
-        "submit_time": "now()",
-        "eligible_time": "now()",
-        "data_source": "'API'",
-    } | columns
-    return conn.execute(
-        text(
-            f"INSERT INTO jobs ({', '.join(values)}) "
-            f"VALUES ({', '.join(str(v) for v in values.values())}) RETURNING id"
-        ),
-        {"script": script, "wd": work_dir, "out": f"{work_dir}/raw.out"},
-    ).scalar_one()
+from tests.helpers import insert_job, wait_for
 
 
 def test_claim_never_dispatched_is_requeued_by_periodic_reconcile(
@@ -58,10 +20,10 @@ def test_claim_never_dispatched_is_requeued_by_periodic_reconcile(
 ) -> None:
     """认领已提交而派发从未发生（例如派发前出错）：同一个存活代理不持有它——
     代理持有每个作业直到结局写入，所以它从未启动；周期对账把它重新排队，它恰好运行一次。"""
-    node_id, agent_id = _head(service)
+    node_id, agent_id = service.head_agent()
     ledger = tmp_path / "ledger"
     with service.engine.begin() as conn:
-        job_id = _insert_job(
+        job_id = insert_job(
             conn,
             f'echo "$SLURM_JOB_ID" >> {ledger}',
             str(tmp_path),
@@ -86,8 +48,8 @@ def test_row_whose_spec_cannot_be_built_fails_with_the_reason(
     这个作业判 FAILED 并写明原因，不会被重新排队、再认领、再失败；同一轮认领的其他作业照常运行。"""
     ledger = tmp_path / "ledger"
     with service.engine.begin() as conn:  # 同一个事务：两个作业在同一轮里被认领
-        bad = _insert_job(conn, f"echo bad >> {ledger}", str(tmp_path), environment="'\"oops\"'")
-        good = _insert_job(conn, f"echo good >> {ledger}", str(tmp_path))
+        bad = insert_job(conn, f"echo bad >> {ledger}", str(tmp_path), environment="'\"oops\"'")
+        good = insert_job(conn, f"echo good >> {ledger}", str(tmp_path))
     body = service.wait_state(bad, "FAILED", timeout=60)
     assert "environment" in body["error_msg"], body["error_msg"]
     service.wait_state(good, "COMPLETED", timeout=60)
@@ -103,8 +65,8 @@ def test_launch_error_other_than_actor_death_fails_only_that_job(
     都不搁浅为 RUNNING。"""
     ledger = tmp_path / "ledger"
     with service.engine.begin() as conn:  # 同一个事务：两个作业在同一轮里被认领、同一批派发
-        bad = _insert_job(conn, f"echo bad >> {ledger}", str(tmp_path), memory_bytes="-1")
-        good = _insert_job(conn, f"echo good >> {ledger}", str(tmp_path))
+        bad = insert_job(conn, f"echo bad >> {ledger}", str(tmp_path), memory_bytes="-1")
+        good = insert_job(conn, f"echo good >> {ledger}", str(tmp_path))
     body = service.wait_state(bad, "FAILED", timeout=60)
     assert "memory" in body["error_msg"], body["error_msg"]
     service.wait_state(good, "COMPLETED", timeout=60)
@@ -134,12 +96,12 @@ def test_agent_dropped_while_a_pass_is_in_its_thread_strands_nothing(
 
     用真实机制排出这个时序：SIGSTOP 冻住代理，让先前的一次派发挂起；测试持有大作业的行锁，
     让这一轮停在认领上；此时 SIGKILL 代理，挂起的派发得到 RayActorError、丢弃句柄；再放开行锁。"""
-    node_id, agent_id = _head(service)
+    node_id, agent_id = service.head_agent()
     pid = actor_pid(ray.get_actor(agent_name(node_id), namespace=service.settings.namespace))
     wd = str(tmp_path)
     with service.engine.begin() as conn:
         # 一行占着 3 个 CPU 的记账（已结束而未释放）：在它释放之前，3 CPU 的大作业放不下
-        gate = _insert_job(
+        gate = insert_job(
             conn,
             "true",
             wd,
