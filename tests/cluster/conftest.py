@@ -22,7 +22,7 @@ from cluster.scheduler import SCHEDULER_NAME
 from conductor.db import make_engine
 from conductor.settings import Settings
 from tests.e2e.serve_process import free_port
-from tests.helpers import wait_for
+from tests.helpers import insert_job, wait_for
 
 CLUSTER_CPUS = 4
 
@@ -135,6 +135,28 @@ class Service:
         assert len(nodes) == 1, nodes
         agent = ray.get_actor(agent_name(nodes[0]), namespace=self.settings.namespace)
         return nodes[0], ray.get(agent.identity.remote(), timeout=30)
+
+    def book_head_cpus(self, cpus: int) -> int:
+        """写一行占着头节点 cpus 个 CPU 的记账（已结束却未释放，同一代理不持有，对账不碰它），返回 id。
+        在 unbook 之前放不下的作业只能排队：测试用它决定调度器何时能认领某个作业。"""
+        node_id, agent_id = self.head_agent()
+        with self.engine.begin() as conn:
+            return insert_job(
+                conn,
+                state="'COMPLETED'",
+                cpus=str(cpus),
+                start_time="now()",
+                node_id=f"'{node_id}'",
+                node_name="'head'",
+                agent_id=f"'{agent_id}'",
+                token="'booking'",
+            )
+
+    def unbook(self, booking: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE jobs SET released_at = now() WHERE id = :id"), {"id": booking}
+            )
 
     def kill_scheduler(self) -> int:
         """SIGKILL 调度器 actor 的进程，返回它被杀前的纪元。"""

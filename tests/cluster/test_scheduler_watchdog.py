@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from cluster.doctor import check_scheduler
 from tests.cluster.conftest import Service, make_settings
-from tests.helpers import insert_job, wait_for
+from tests.helpers import wait_for
 
 STALL = 5.0
 
@@ -32,19 +32,7 @@ def test_stalled_main_loop_is_reported_and_restarted(
     """测试持有一个排队作业的行锁，调度轮认领它时一直等锁：主循环不再前进。
     /health 报告调度器停滞、doctor 报告它不健康；看门狗在两倍时限后让进程退出，Ray 重启调度器
     （新纪元）。放开行锁后作业照常运行，/health 恢复。"""
-    node_id, agent_id = service.head_agent()
-    with service.engine.begin() as conn:
-        # 一行占满头节点 CPU 的记账（已结束而未释放）：在它释放之前，作业放不下、不会被认领
-        gate = insert_job(
-            conn,
-            state="'COMPLETED'",
-            cpus="4",
-            start_time="now()",
-            node_id=f"'{node_id}'",
-            node_name="'head'",
-            agent_id=f"'{agent_id}'",
-            token="'gate'",
-        )
+    booking = service.book_head_cpus(4)  # 占满头节点：在它释放之前，作业放不下、不会被认领
     job = service.submit("echo ran", current_working_directory=str(tmp_path))
     assert service.state(job) == "PENDING"
     old_epoch = service.scheduler_status()["epoch"]
@@ -52,8 +40,7 @@ def test_stalled_main_loop_is_reported_and_restarted(
     txn = lock.begin()
     try:
         lock.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": job})
-        with service.engine.begin() as conn:
-            conn.execute(text("UPDATE jobs SET released_at = now() WHERE id = :id"), {"id": gate})
+        service.unbook(booking)
 
         def stalled() -> dict | None:
             resp = service.client.get("/health")

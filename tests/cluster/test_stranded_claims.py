@@ -96,23 +96,10 @@ def test_agent_dropped_while_a_pass_is_in_its_thread_strands_nothing(
 
     用真实机制排出这个时序：SIGSTOP 冻住代理，让先前的一次派发挂起；测试持有大作业的行锁，
     让这一轮停在认领上；此时 SIGKILL 代理，挂起的派发得到 RayActorError、丢弃句柄；再放开行锁。"""
-    node_id, agent_id = service.head_agent()
+    node_id, _ = service.head_agent()
     pid = actor_pid(ray.get_actor(agent_name(node_id), namespace=service.settings.namespace))
     wd = str(tmp_path)
-    with service.engine.begin() as conn:
-        # 一行占着 3 个 CPU 的记账（已结束而未释放）：在它释放之前，3 CPU 的大作业放不下
-        gate = insert_job(
-            conn,
-            "true",
-            wd,
-            state="'COMPLETED'",
-            cpus="3",
-            start_time="now()",
-            node_id=f"'{node_id}'",
-            node_name="'head'",
-            agent_id=f"'{agent_id}'",
-            token="'gate'",
-        )
+    booking = service.book_head_cpus(3)  # 在它释放之前，3 CPU 的大作业放不下
     os.kill(pid, signal.SIGSTOP)
     lock = service.engine.connect()
     try:
@@ -122,8 +109,7 @@ def test_agent_dropped_while_a_pass_is_in_its_thread_strands_nothing(
         assert service.state(big) == "PENDING"
         txn = lock.begin()
         lock.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": big})
-        with service.engine.begin() as conn:
-            conn.execute(text("UPDATE jobs SET released_at = now() WHERE id = :id"), {"id": gate})
+        service.unbook(booking)
         wait_for(lambda: _claim_waits_for_a_lock(service), 60, what="这一轮停在认领大作业的行锁上")
     finally:
         os.kill(pid, signal.SIGKILL)
