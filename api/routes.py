@@ -472,7 +472,7 @@ def dashboard(principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)) -
 
 @router.get("/health")
 def health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
-    """检查 PostgreSQL、Ray 与调度器；任何一项不可用即 503 并指明哪一项。"""
+    """检查 PostgreSQL、Ray 与调度器；任何一项不可用（调度器能应答但报告不健康也算）即 503 并指明哪一项。"""
     components: dict[str, dict] = {}
     checks = {
         "postgres": lambda: ping(rt.engine),
@@ -485,6 +485,11 @@ def health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
             components[name] = {"status": "up", **(info or {})}
         except Exception as exc:  # noqa: BLE001 - 健康检查要报告任何故障
             components[name] = {"status": "down", "error": str(exc) or type(exc).__name__}
+    scheduler = components["scheduler"]
+    if scheduler["status"] == "up" and scheduler.get("healthy") is False:
+        # 调度器能应答却不在干活（主循环已退出、停滞、节点列表读不到）：同样算不可用
+        scheduler["status"] = "down"
+        scheduler["error"] = "；".join(scheduler.get("problems") or ["调度器报告不健康"])
     down = [name for name, c in components.items() if c["status"] != "up"]
     body = {
         "status": "healthy" if not down else "unhealthy",

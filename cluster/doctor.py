@@ -1,9 +1,9 @@
 """`conductor doctor`：一致性检查，可选地修复能安全修复的问题。供 cron 与监控使用。
 
-检查：PostgreSQL 与 Ray 可达、调度器存活、RUNNING 作业是否有存活的执行、
+检查：PostgreSQL 与 Ray 可达、调度器存活且健康（主循环在前进）、RUNNING 作业是否有存活的执行、
 已结束的作业是否仍占着 CPU。修复只做确定安全的事：节点已失联的作业判 NODE_FAIL，
 执行确已丢失的作业判 FAILED 或只释放资源；“代理存活但不认识”的 RUNNING 作业只报告，
-由调度器下次启动对账时处理（它可能正在派发途中）。
+由调度器的对账处理（它可能正在派发途中；认领超过 stranded_after 秒后周期对账将其重新排队）。
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def run_checks(settings: Settings, fix: bool) -> list[Finding]:
         findings.append(Finding(False, f"Ray 集群不可达：{exc}"))
         return findings
     try:
-        findings.append(_check_scheduler(settings))
+        findings.append(check_scheduler(settings))
         findings += _check_jobs(engine, settings, {n.node_id for n in nodes}, fix)
     finally:
         ray.shutdown()
@@ -66,12 +66,15 @@ def run_checks(settings: Settings, fix: bool) -> list[Finding]:
     return findings
 
 
-def _check_scheduler(settings: Settings) -> Finding:
+def check_scheduler(settings: Settings) -> Finding:
+    """调度器存活、完成了启动对账，并且报告自己健康（能应答不等于主循环还在干活）。"""
     try:
         handle = ray.get_actor(SCHEDULER_NAME, namespace=settings.namespace)
         status = ray.get(handle.status.remote(), timeout=10)
     except Exception as exc:  # noqa: BLE001
         return Finding(False, f"调度器不可用：{type(exc).__name__}: {exc}")
+    if status.get("healthy") is False:
+        return Finding(False, "调度器存活但不健康：" + "；".join(status.get("problems") or []))
     if not status["ready"]:
         return Finding(False, "调度器存活但尚未完成启动对账")
     return Finding(
@@ -144,7 +147,7 @@ def _describe_and_fix(engine: Engine, job: HeldJob, kind: str, fix: bool) -> Fin
     message = MESSAGES[kind].format(id=job.job_id, state=job.state, node=job.node_name)
     if not fix or kind == "unknown_to_agent":
         if fix:
-            message += "（不自动修复：可能正在派发，调度器重启对账时会处理）"
+            message += "（不自动修复：可能正在派发，调度器的周期对账会处理）"
         return Finding(False, message)
     with session_scope(engine) as session:
         if kind == "node_dead":

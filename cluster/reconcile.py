@@ -3,14 +3,19 @@
 调度器启动时（接受新工作之前）以及空闲时定期执行。判定规则（decide）是纯函数：
 - 节点已死亡                      → NODE_FAIL（已取消的只释放资源）
 - 派发时的代理仍在且持有作业      → 重新接管，什么也不做
-- 派发时的代理仍在但不认识作业    → 仅在启动对账时：作业从未交到代理手里，重新排队
+- 派发时的代理仍在但不认识作业    → 启动对账时，或认领已超过 stranded_after 秒（运行期对账）：
+                                     作业从未交到代理手里，重新排队
 - 节点存活但派发时的代理已不在    → 任务随代理死亡：FAILED，并清理孤儿进程
 - 节点存活但其代理暂时无响应      → 本轮不判定，下次再看（不冤枉慢节点）
 - 本调度器正在派发途中的作业      → 本轮不判定
+
+孤儿进程按主机清理（orphan_tokens 分组、sweepers 选节点），调度器重试到那台主机上的代理确认为止。
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +38,8 @@ class HeldJob:
     agent_id: str | None
     token: str | None
     node_host: str | None = None
+    # 认领至今的秒数（数据库时钟）：运行期对账只处理认领已久、早该交到代理手里的作业
+    claimed_for: float = 0.0
 
 
 def load_held_jobs(engine: Engine) -> list[HeldJob]:
@@ -40,8 +47,9 @@ def load_held_jobs(engine: Engine) -> list[HeldJob]:
     with session_scope(engine) as session:
         rows = session.execute(
             text(
-                "SELECT id, state, node_id, node_name, agent_id, token, node_host FROM jobs "
-                f"WHERE {HOLDING}"
+                "SELECT id, state, node_id, node_name, agent_id, token, node_host, "
+                "EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(start_time, submit_time)) "
+                f"AS claimed_for FROM jobs WHERE {HOLDING}"
             )
         )
         return [
@@ -53,6 +61,7 @@ def load_held_jobs(engine: Engine) -> list[HeldJob]:
                 r.agent_id,
                 r.token,
                 r.node_host,
+                float(r.claimed_for),
             )
             for r in rows
         ]
@@ -98,8 +107,12 @@ def decide(
     *,
     startup: bool,
     in_flight: Collection[int] = (),
+    stranded_after: float = math.inf,
 ) -> ReconcilePlan:
-    """agents：存活节点 → 代理视图；值为 None 表示代理暂时无响应。"""
+    """agents：存活节点 → 代理视图；值为 None 表示代理暂时无响应。
+
+    代理持有每个作业直到其结局写入数据库，所以“同一个存活代理不持有、仍为 RUNNING”即从未启动。
+    运行期对账另加一道时限 stranded_after：刚认领的作业可能还在交给代理的路上，不去碰它。"""
     plan = ReconcilePlan()
     for job in held:
         if job.node_id not in alive_nodes:
@@ -112,7 +125,7 @@ def decide(
             plan.agent_lost.append(job)
         elif job.job_id in agent.jobs:
             plan.reattach.append(job.job_id)
-        elif job.state is JobState.RUNNING and startup:
+        elif job.state is JobState.RUNNING and (startup or job.claimed_for >= stranded_after):
             plan.requeue.append(job)
         elif job.state is JobState.CANCELLED:
             # 已取消且代理不认识：执行已结束或从未开始，只需释放资源
@@ -120,3 +133,31 @@ def decide(
         else:
             plan.undecided.append(job.job_id)
     return plan
+
+
+def orphan_tokens(plan: ReconcilePlan, hosts: Mapping[str, str]) -> dict[str, set[str]]:
+    """执行丢失的作业留下的令牌，按主机分组（清理按令牌扫描本机进程，同一主机上哪个代理都行）。
+
+    hosts：存活节点 → 主机地址。代理换了的节点仍存活，主机取作业行的 node_host，缺了查 hosts；
+    节点失联的只能取 node_host（没有记录的无从清理）。"""
+    by_host: dict[str, set[str]] = defaultdict(set)
+    for job in plan.agent_lost:
+        host = job.node_host or hosts.get(job.node_id)
+        if job.token and host:
+            by_host[host].add(job.token)
+    for job in plan.node_fail:
+        if job.token and job.node_host:
+            by_host[job.node_host].add(job.token)
+    return dict(by_host)
+
+
+def sweepers(pending: Mapping[str, Collection[str]], hosts: Mapping[str, str]) -> dict[str, str]:
+    """为每个有待清理令牌的主机选一个节点：主机 → 节点（取 id 最小的，结果确定）。
+
+    hosts：代理已就绪的存活节点 → 主机地址。还没有这样的节点的主机不在结果里：清理继续等，
+    直到那台主机上出现存活节点与代理。"""
+    chosen: dict[str, str] = {}
+    for node_id, host in sorted(hosts.items()):
+        if pending.get(host) and host not in chosen:
+            chosen[host] = node_id
+    return chosen

@@ -12,20 +12,29 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlmodel import Session
 
 from cluster.agent import NodeAgent, agent_name
+from cluster.health import Liveness, fatal, problems
 from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
-from cluster.reconcile import AgentView, ReconcilePlan, decide, load_held_jobs
+from cluster.reconcile import (
+    AgentView,
+    ReconcilePlan,
+    decide,
+    load_held_jobs,
+    orphan_tokens,
+    sweepers,
+)
 from conductor import queue, transitions
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable, TransactionConflict
@@ -37,6 +46,7 @@ from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, free_cp
 from conductor.proctree import new_token
 from conductor.settings import Settings
 from conductor.states import JobState
+from conductor.transitions import Outcome
 
 log = logging.getLogger("conductor.scheduler")
 
@@ -58,6 +68,12 @@ NODES_TTL = 1.0
 AGENT_TIMEOUT = 5.0
 # 新建代理要启动一个 worker 进程，给足时间
 AGENT_START_TIMEOUT = 60.0
+# 等待派发应答的上限：超时后不再算“派发途中”，由对账按代理是否持有来判定
+LAUNCH_TIMEOUT = 60.0
+# 读取 Ray 节点列表的时限秒数：超时的一轮沿用上次的结果
+NODES_TIMEOUT = 10.0
+# 看门狗线程检查主循环的间隔秒数
+WATCHDOG_PERIOD = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,10 @@ class _PassOutcome:
     read: int = 0
     placed: int = 0
     window_full: bool = False  # 窗口读满且仍有空闲 CPU
+
+
+def _gcs_reader() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcs-nodes")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=100)
@@ -89,10 +109,12 @@ class Scheduler:
         self.passes = 0
         self.nodes: tuple[float, list[RayNode]] = (0.0, [])
         # ray.nodes() 用的 GCS 访问器不宜并发：一个专用线程串行读取，卡住也不占用数据库线程
-        self.gcs_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcs-nodes")
+        self.gcs_reader = _gcs_reader()
         self.in_flight: set[int] = set()
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.launches: set[asyncio.Task[None]] = set()
+        # 主机 → 待清理孤儿进程的令牌：每次对账重试，直到那台主机上的代理确认清理完
+        self.sweeps: dict[str, set[str]] = {}
         self.last_reconcile = ""
         # 最近若干轮调度的耗时（秒），供观测与基准测试
         self.pass_times: deque[float] = deque(maxlen=200)
@@ -107,7 +129,16 @@ class Scheduler:
         # 同一批数字也作为 Ray 指标导出；figures 为本轮的 (CPU 总数, 已分配, 读到的排队数, 派发数)
         self.metrics = SchedulerMetrics(settings.namespace)
         self.figures: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
+        # 活性（cluster/health.py）：主循环上一次转回顶端的时刻、上一次完成调度轮的时刻、主循环退出的原因
+        self.progress = time.monotonic()
+        self.pass_done: float | None = None
+        self.main_error: str | None = None
+        # 正在进行的节点列表读取从何时开始（没在读为 None），自上次成功以来连续超时几次
+        self.gcs_since: float | None = None
+        self.gcs_timeouts = 0
+        self.gcs_replaced = 0
         self.main = asyncio.get_running_loop().create_task(self._main())
+        threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
 
     # ---- 对外方法 ----
 
@@ -116,8 +147,24 @@ class Scheduler:
         self.wake_event.set()
 
     async def status(self) -> dict:
-        """健康检查与观测用的状态。"""
+        """健康检查与观测用的状态。healthy/problems 是活性判断（cluster/health.py）：
+        能应答并不说明主循环还在干活。"""
+        live = self._liveness()
+        found = problems(live, self.settings.scheduler_stall_timeout, NODES_TIMEOUT)
+        now = time.monotonic()
         return {
+            "healthy": not found,
+            "problems": found,
+            "main_alive": live.main_error is None,
+            "main_error": live.main_error,
+            "loop_idle_s": round(live.loop_idle, 3),
+            "last_pass_s": None if self.pass_done is None else round(now - self.pass_done, 3),
+            "gcs_reader": {
+                "busy_s": round(live.gcs_busy, 3),
+                "timeouts": self.gcs_timeouts,
+                "replaced": self.gcs_replaced,
+                "nodes_age_s": round(now - self.nodes[0], 3) if self.nodes[0] else None,
+            },
             "ready": self.ready.is_set(),
             "epoch": self.epoch,
             "passes": self.passes,
@@ -126,6 +173,7 @@ class Scheduler:
             "agents": sorted(self.agents),
             "nodes": sorted(n.node_id for n in self.nodes[1]),
             "last_reconcile": self.last_reconcile,
+            "pending_sweeps": {host: len(tokens) for host, tokens in self.sweeps.items()},
             "pid": os.getpid(),
             "pass_ms_last": [round(t * 1000, 3) for t in self.pass_times],
             "startup_s": {k: round(v, 3) for k, v in self.startup.items()},
@@ -147,23 +195,55 @@ class Scheduler:
     # ---- 主循环 ----
 
     async def _main(self) -> None:
-        self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
-        self.startup["epoch"] = time.time() - self.started
-        log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
-        self.metrics.started(self.epoch)
-        await self._retrying(lambda: self._reconcile(startup=True))
-        self.startup["ready"] = time.time() - self.started
-        self.ready.set()
-        self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
-        last_resync = time.monotonic()
+        try:
+            self.epoch = await asyncio.to_thread(with_retry, self._new_epoch, what="领取调度器纪元")
+            self.startup["epoch"] = time.time() - self.started
+            log.info("调度器启动，纪元 %s；先对账，再接受新工作", self.epoch)
+            self.metrics.started(self.epoch)
+            await self._retrying(lambda: self._reconcile(startup=True))
+            self.startup["ready"] = time.time() - self.started
+            self.ready.set()
+            self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
+            last_resync = time.monotonic()
+            while True:
+                # 转回循环顶端即一次进展；空闲等待不算停滞，醒来再记一次
+                self.progress = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)
+                self.progress = time.monotonic()
+                self.wake_event.clear()
+                if time.monotonic() - last_resync >= self.settings.idle_resync:
+                    await self._retrying(lambda: self._reconcile(startup=False))
+                    last_resync = time.monotonic()
+                await self._retrying(self._schedule_pass)
+        except Exception as exc:
+            # 主循环不该退出（例如领取纪元遇到 with_retry 不重试的错误）：记下原因，
+            # 健康检查据此报告，看门狗据此让进程退出、由 Ray 重启
+            self.main_error = f"{type(exc).__name__}: {exc}"
+            log.exception("调度器主循环退出")
+            raise
+
+    def _liveness(self) -> Liveness:
+        """活性快照；看门狗线程也调用它，只读几个字段。"""
+        now = time.monotonic()
+        error = (self.main_error or "主循环已结束") if self.main.done() else None
+        return Liveness(
+            ready=self.ready.is_set(),
+            main_error=error,
+            loop_idle=now - self.progress,
+            gcs_timeouts=self.gcs_timeouts,
+            gcs_busy=0.0 if self.gcs_since is None else now - self.gcs_since,
+        )
+
+    def _watchdog(self) -> None:
+        """独立线程：主循环已退出或停滞太久时让进程退出，Ray 随即重启调度器（max_restarts=-1）。
+        放在线程里，事件循环本身被堵住时也看得见。"""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)
-            self.wake_event.clear()
-            if time.monotonic() - last_resync >= self.settings.idle_resync:
-                await self._retrying(lambda: self._reconcile(startup=False))
-                last_resync = time.monotonic()
-            await self._retrying(self._schedule_pass)
+            time.sleep(WATCHDOG_PERIOD)
+            reason = fatal(self._liveness(), self.settings.scheduler_stall_timeout)
+            if reason is not None:
+                log.critical("看门狗：%s；退出调度器进程，由 Ray 重启", reason)
+                os._exit(1)
 
     async def _retrying(self, step) -> None:  # type: ignore[no-untyped-def]
         """数据库不可用或事务冲突时退避重试同一步；其他错误记录后继续，循环永不退出。"""
@@ -194,12 +274,26 @@ class Scheduler:
         fetched, nodes = self.nodes
         if time.monotonic() - fetched <= max_age:
             return nodes
+        reader = self.gcs_reader
+        self.gcs_since = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
-            nodes = await asyncio.wait_for(loop.run_in_executor(self.gcs_reader, alive_nodes), 10)
+            nodes = await asyncio.wait_for(loop.run_in_executor(reader, alive_nodes), NODES_TIMEOUT)
         except TimeoutError:
-            log.warning("读取 Ray 节点列表超时，沿用上次的结果")
+            # 读取线程可能永远卡在这次调用里，线程又无法终止：弃用它，换一个新线程，
+            # 之后的读取不再排在它后面（它若终于返回，会自行退出）
+            self.gcs_reader = _gcs_reader()
+            reader.shutdown(wait=False, cancel_futures=True)
+            self.gcs_timeouts += 1
+            self.gcs_replaced += 1
+            log.warning(
+                "读取 Ray 节点列表超时（连续 %d 次），换用新的读取线程；本轮沿用上次的结果",
+                self.gcs_timeouts,
+            )
             return nodes
+        finally:
+            self.gcs_since = None
+        self.gcs_timeouts = 0
         self.nodes = (time.monotonic(), nodes)
         log.debug("节点列表：%s", [n.node_name for n in nodes])
         return nodes
@@ -225,6 +319,12 @@ class Scheduler:
         if entry is not None:
             self.agents[node.node_id] = entry
             self.wake_event.set()  # 新节点可以接活了
+
+    def _forget_agent(self, node_id: str, handle: ray.actor.ActorHandle) -> None:
+        """丢弃已退出的代理；期间该节点若已换上新代理，保留新的。"""
+        entry = self.agents.get(node_id)
+        if entry is not None and entry[0] == handle:
+            del self.agents[node_id]
 
     async def _get_or_create_agent(self, node: RayNode) -> tuple[ray.actor.ActorHandle, str] | None:
         handle = NodeAgent.options(  # type: ignore[attr-defined]
@@ -252,12 +352,18 @@ class Scheduler:
             self.startup["agents"] = time.time() - self.started
         held = await asyncio.to_thread(load_held_jobs, self.engine)
         if not held and not startup:
+            await self._sweep(nodes)
             return
         entries = list(self.agents.items())
         found = await asyncio.gather(*(self._adopt(node_id, h) for node_id, (h, _) in entries))
         views = {node_id: view for (node_id, _), view in zip(entries, found, strict=True)}
         plan = decide(
-            held, {n.node_id for n in nodes}, views, startup=startup, in_flight=self.in_flight
+            held,
+            {n.node_id for n in nodes},
+            views,
+            startup=startup,
+            in_flight=self.in_flight,
+            stranded_after=self.settings.stranded_after,
         )
         self.reconciliations += 1
         self.metrics.reconciled()
@@ -276,8 +382,10 @@ class Scheduler:
         if plan.changes_anything:
             freed = await asyncio.to_thread(self._apply, plan)
             log.info("对账释放资源的作业：%s", freed)
-            await self._sweep(plan, nodes)
+            for host, tokens in orphan_tokens(plan, {n.node_id: n.host for n in nodes}).items():
+                self.sweeps.setdefault(host, set()).update(tokens)
             self.wake_event.set()
+        await self._sweep(nodes)
 
     async def _adopt(self, node_id: str, handle: ray.actor.ActorHandle) -> AgentView | None:
         """向代理提高纪元栅栏并取回它手中的作业；无响应时返回 None（本轮不判定）。"""
@@ -285,7 +393,7 @@ class Scheduler:
             agent_id, jobs = await asyncio.wait_for(handle.adopt.remote(self.epoch), AGENT_TIMEOUT)
         except RayActorError as exc:
             log.warning("节点 %s 的代理已退出：%s", node_id, exc)
-            self.agents.pop(node_id, None)  # 下一轮为该节点创建新代理
+            self._forget_agent(node_id, handle)  # 下一轮为该节点创建新代理
             return None
         except TimeoutError:
             log.warning("节点 %s 的代理 %s 秒内无响应，本轮不判定其作业", node_id, AGENT_TIMEOUT)
@@ -312,21 +420,36 @@ class Scheduler:
             )
             return freed + lost
 
-    async def _sweep(self, plan: ReconcilePlan, nodes: list[RayNode]) -> None:
-        """清理丢失的执行留下的孤儿进程：代理换了的节点由新代理清理；
-        节点失联但同一主机上还有存活节点（Ray 重启、同机模拟节点）时由那里的代理清理。"""
-        by_node: dict[str, list[str]] = defaultdict(list)
-        for job in plan.agent_lost:
-            if job.token:
-                by_node[job.node_id].append(job.token)
-        by_host = {n.host: n.node_id for n in nodes}
-        for job in plan.node_fail:
-            if job.token and job.node_host in by_host:
-                by_node[by_host[job.node_host]].append(job.token)
-        for node_id, tokens in by_node.items():
-            entry = self.agents.get(node_id)
-            if entry is not None:
-                entry[0].sweep.remote(tokens)
+    async def _sweep(self, nodes: list[RayNode]) -> None:
+        """让各主机上的代理按令牌清理丢失的执行留下的孤儿进程（代理换了的节点、失联的节点）。
+
+        等代理确认才算完成：代理无响应、清理途中死亡、那台主机上还没有存活节点与代理时，
+        令牌留着，下次对账再试。"""
+        if not self.sweeps:
+            return
+        agents = dict(self.agents)
+        chosen = sweepers(self.sweeps, {n.node_id: n.host for n in nodes if n.node_id in agents})
+        await asyncio.gather(
+            *(self._sweep_on(host, node_id, agents[node_id][0]) for host, node_id in chosen.items())
+        )
+
+    async def _sweep_on(self, host: str, node_id: str, handle: ray.actor.ActorHandle) -> None:
+        tokens = set(self.sweeps[host])
+        try:
+            await asyncio.wait_for(handle.sweep.remote(sorted(tokens)), AGENT_TIMEOUT)
+        except RayActorError as exc:
+            log.warning("节点 %s 的代理在清理孤儿进程时已退出，下次对账再试：%s", node_id, exc)
+            self._forget_agent(node_id, handle)
+            return
+        except Exception as exc:  # noqa: BLE001 - 超时等：令牌留着，下次对账再试
+            log.warning("节点 %s 的代理没有确认清理孤儿进程（%s），下次对账再试", node_id, exc)
+            return
+        remaining = self.sweeps.get(host, set()) - tokens  # 清理期间可能又有新的令牌加入
+        if remaining:
+            self.sweeps[host] = remaining
+        else:
+            self.sweeps.pop(host, None)
+        log.info("主机 %s 上的孤儿进程已清理（%d 个作业的令牌）", host, len(tokens))
 
     # ---- 调度 ----
 
@@ -334,6 +457,7 @@ class Scheduler:
         started = time.perf_counter()
         try:
             await self._plan_and_launch()
+            self.pass_done = time.monotonic()
         finally:
             self.pass_times.append(time.perf_counter() - started)
             self.metrics.scheduled(self.pass_times[-1], *self.figures)
@@ -341,7 +465,9 @@ class Scheduler:
     async def _plan_and_launch(self) -> None:
         self.passes += 1
         nodes = await self._alive_nodes(max_age=NODES_TTL)
-        agents = self._ensure_agents(nodes)
+        # 句柄与代理身份一起取快照：决策在线程里进行期间 self.agents 可能被改（派发失败时丢弃死代理），
+        # 认领记下的代理身份与随后派发所用的句柄必须出自同一份
+        agents = dict(self._ensure_agents(nodes))
         views = [
             NodeView(
                 n.node_id,
@@ -383,16 +509,21 @@ class Scheduler:
             self.deep_wanted = True
             self._wake_at(self.deep_at + DEEP_RETRY)
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
+        unbuildable: list[Outcome] = []
         node_cpus = {v.node_id: int(v.total_cpus) for v in views}
         for row in outcome.rows:
-            by_node[row["node_id"]].append(
-                JobSpec.from_row(
+            try:
+                spec = JobSpec.from_row(
                     row,
                     token=row["token"],
                     kill_wait=self.settings.kill_wait,
                     node_cpus=node_cpus.get(row["node_id"]),
                 )
-            )
+            except Exception as exc:  # noqa: BLE001 - 库里的坏值只让这一个作业失败，不拖累同轮其他作业
+                reason = f"无法由作业行构造执行规格（{exc}），作业不会运行；请修正后重新提交"
+                unbuildable.append(Outcome(row["id"], JobState.FAILED, None, reason, row["token"]))
+                continue
+            by_node[row["node_id"]].append(spec)
         for node_id, specs in by_node.items():
             # 派发在后台进行：一个卡住的节点不拖住整个调度循环
             self.in_flight.update(s.job_id for s in specs)
@@ -400,6 +531,13 @@ class Scheduler:
             task = asyncio.get_running_loop().create_task(self._launch(node_id, handle, specs))
             self.launches.add(task)
             task.add_done_callback(self.launches.discard)
+        if unbuildable:
+            # 判 FAILED 而不是留给对账：重新排队只会再认领、再失败，永远循环
+            log.error(
+                "作业行无法构造执行规格，判 FAILED：%s",
+                [(o.job_id, o.error_msg) for o in unbuildable],
+            )
+            await asyncio.to_thread(self._finish, unbuildable)
         if outcome.placed and outcome.placed == outcome.read:
             self.wake_event.set()  # 读到的都放下了：可能还有空闲，马上再来一轮
 
@@ -502,12 +640,29 @@ class Scheduler:
     ) -> None:
         ids = [s.job_id for s in specs]
         try:
-            accepted = set(await handle.launch.remote(specs, self.epoch))
+            accepted = set(
+                await asyncio.wait_for(handle.launch.remote(specs, self.epoch), LAUNCH_TIMEOUT)
+            )
         except RayActorError as exc:
             # 代理在派发途中死亡：任务（若已提交）随之死亡，下一次对账判定
             log.warning("向节点 %s 派发作业 %s 失败：%s", node_id, ids, exc)
-            self.agents.pop(node_id, None)
+            self._forget_agent(node_id, handle)
             self.wake_event.set()
+            return
+        except RayTaskError as exc:
+            # 代理活着，处理派发时出错：找出出错的作业，只让它失败
+            await self._launch_failed(node_id, handle, specs, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - 超时、序列化失败……一律不能让认领搁浅
+            # 不知道代理收下了哪些：代理持有每个作业直到结局写入，对账据此判定
+            # （同一代理不持有的，认领超过 stranded_after 秒后重新排队）
+            log.warning(
+                "向节点 %s 派发作业 %s 的结果不明（%s: %s），交给对账判定",
+                node_id,
+                ids,
+                type(exc).__name__,
+                exc,
+            )
             return
         finally:
             self.in_flight.difference_update(ids)
@@ -515,6 +670,33 @@ class Scheduler:
         if rejected:
             await asyncio.to_thread(self._requeue, rejected)
 
+    async def _launch_failed(
+        self, node_id: str, handle: ray.actor.ActorHandle, specs: list[JobSpec], exc: RayTaskError
+    ) -> None:
+        """代理的 launch 抛出异常。同样的规格重派多半还会出错：出错的作业判 FAILED，不循环。"""
+        if len(specs) > 1:
+            # 代理对已收下的作业去重，逐个重派是安全的：只有出错的那个会失败
+            for spec in specs:
+                await self._launch(node_id, handle, [spec])
+            return
+        spec = specs[0]
+        view = await self._adopt(node_id, handle)
+        if view is None or spec.job_id in view.jobs:
+            return  # 代理无响应或已收下了它：交给对账
+        cause = getattr(exc, "cause", None) or exc
+        reason = (
+            f"节点代理无法启动作业（{type(cause).__name__}: {str(cause).strip()[:500]}），"
+            "作业不会运行；请修正后重新提交"
+        )
+        log.error("作业 %s 派发到节点 %s 时代理报错，判 FAILED：%s", spec.job_id, node_id, reason)
+        await asyncio.to_thread(
+            self._finish, [Outcome(spec.job_id, JobState.FAILED, None, reason, spec.token)]
+        )
+
     def _requeue(self, claims: list[tuple[int, str]]) -> None:
         with session_scope(self.engine) as session:
             transitions.requeue(session, claims)
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
+        with session_scope(self.engine) as session:
+            transitions.finish(session, outcomes)

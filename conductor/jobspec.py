@@ -52,14 +52,23 @@ class JobSpec:
     def from_row(
         cls, row: Mapping[str, Any], token: str, kill_wait: float, node_cpus: int | None = None
     ) -> JobSpec:
-        """由 jobs 表的一行构造。node_cpus 为所在节点的 CPU 总数（独占作业用）。"""
+        """由 jobs 表的一行构造。node_cpus 为所在节点的 CPU 总数（独占作业用）。
+
+        库里的值不成样子时 ValueError，消息指明哪一列：调度器据此让这个作业失败。"""
+        environment = row["environment"] or {}
+        if not isinstance(environment, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in environment.items()
+        ):
+            raise ValueError(
+                f"environment 应为字符串到字符串的 JSON 对象，实为 {str(environment)[:100]!r}"
+            )
         return cls(
             job_id=row["id"],
             name=row["name"],
             account=row["account"],
             partition=row["partition"],
             script=row["script"],
-            environment=dict(row["environment"] or {}),
+            environment=dict(environment),
             work_dir=row["work_dir"],
             stdout_path=row["stdout_path"],
             stderr_path=row["stderr_path"],

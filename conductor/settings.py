@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     default_partition: str = Field("default", description="默认分区名")
     debug: bool = Field(False, description="调度器输出调试日志（每轮的放置决定、节点列表）")
     idle_resync: float = Field(2.0, gt=0, description="调度器空闲时与数据库对账的间隔秒数")
+    scheduler_stall_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="调度器主循环超过这么多秒没有进展即报告不健康；达到两倍时看门狗让调度器进程退出，"
+        "由 Ray 重启",
+    )
+    stranded_after: float = Field(
+        30.0,
+        gt=0,
+        description="认领超过这么多秒、不在派发途中、其代理（同一实例）仍不持有的 RUNNING 作业"
+        "由周期对账重新排队（它从未启动）",
+    )
 
     partitions: dict[str, PartitionConfig] = Field(
         default_factory=dict,

@@ -15,14 +15,14 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.runtime import Runtime
-from cluster.agent import AGENT_PREFIX
+from cluster.agent import AGENT_PREFIX, agent_name
 from cluster.bootstrap import ensure_scheduler
 from cluster.client import ClusterClient
 from cluster.scheduler import SCHEDULER_NAME
 from conductor.db import make_engine
 from conductor.settings import Settings
 from tests.e2e.serve_process import free_port
-from tests.helpers import wait_for
+from tests.helpers import insert_job, wait_for
 
 CLUSTER_CPUS = 4
 
@@ -129,6 +129,35 @@ class Service:
 
         return wait_for(attempt, timeout, interval=0.2, what="调度器应答")
 
+    def head_agent(self) -> tuple[str, str]:
+        """唯一存活节点（头节点）的 (节点 id, 其代理的身份)：测试据此写出认领给它的作业行。"""
+        nodes = self.scheduler_status()["nodes"]
+        assert len(nodes) == 1, nodes
+        agent = ray.get_actor(agent_name(nodes[0]), namespace=self.settings.namespace)
+        return nodes[0], ray.get(agent.identity.remote(), timeout=30)
+
+    def book_head_cpus(self, cpus: int) -> int:
+        """写一行占着头节点 cpus 个 CPU 的记账（已结束却未释放，同一代理不持有，对账不碰它），返回 id。
+        在 unbook 之前放不下的作业只能排队：测试用它决定调度器何时能认领某个作业。"""
+        node_id, agent_id = self.head_agent()
+        with self.engine.begin() as conn:
+            return insert_job(
+                conn,
+                state="'COMPLETED'",
+                cpus=str(cpus),
+                start_time="now()",
+                node_id=f"'{node_id}'",
+                node_name="'head'",
+                agent_id=f"'{agent_id}'",
+                token="'booking'",
+            )
+
+    def unbook(self, booking: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE jobs SET released_at = now() WHERE id = :id"), {"id": booking}
+            )
+
     def kill_scheduler(self) -> int:
         """SIGKILL 调度器 actor 的进程，返回它被杀前的纪元。"""
         status = self.scheduler_status()
@@ -162,6 +191,11 @@ class Service:
                 )
         self.client.close()
         self.engine.dispose()
+
+
+def actor_pid(handle: ray.actor.ActorHandle) -> int:
+    """actor 所在 worker 进程的 pid（GCS 的 actor 表），供测试向它发信号。"""
+    return int(ray._private.state.actors(handle._actor_id.hex())["Pid"])
 
 
 def job_payload(script: str, **job: object) -> dict:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -10,10 +11,12 @@ import threading
 from pathlib import Path
 
 import pytest
+import ray
 from sqlalchemy import text
 
+from cluster.agent import agent_name
 from conductor.proctree import kill_job_tree
-from tests.cluster.conftest import CLUSTER_CPUS, Service
+from tests.cluster.conftest import CLUSTER_CPUS, Service, actor_pid
 from tests.helpers import pid_alive, wait_for
 
 
@@ -232,3 +235,42 @@ def test_node_death_fails_only_its_jobs(
         # 同一台机器模拟的“死节点”上，脱离会话的脚本进程仍在：按标记清理
         for token in tokens:
             kill_job_tree(token, grace=0)
+
+
+def test_orphan_sweep_is_retried_until_an_agent_confirms(
+    service: Service, worker_node, ray_cluster, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """节点死亡后的孤儿清理重试到某个代理确认为止。第一次清理请求交给了同一主机上
+    一个被冻住（SIGSTOP）、随后被杀死（SIGKILL）的代理，请求随之丢失；调度器为头节点新建代理后
+    再清理一次，失联节点上作业留下的进程被终止。"""
+    job_id = service.submit(
+        "sleep 300 & echo $! > orphan.pid; touch started; wait",
+        current_working_directory=str(tmp_path),
+    )
+    _wait_file(tmp_path / "started")
+    orphan = int((tmp_path / "orphan.pid").read_text())
+    with service.engine.connect() as conn:
+        node_id, token = conn.execute(
+            text("SELECT node_id, token FROM jobs WHERE id = :id"), {"id": job_id}
+        ).one()
+    assert node_id == worker_node.node_id  # 最佳适配：1 CPU 的作业先放进小节点
+    (head_id,) = set(service.scheduler_status()["agents"]) - {worker_node.node_id}
+    agents = [
+        actor_pid(ray.get_actor(agent_name(n), namespace=service.settings.namespace))
+        for n in (head_id, worker_node.node_id)
+    ]
+    # 两个代理都冻住：失联节点上的代理来不及自己清理，头节点上的代理收到清理请求也不执行
+    for pid in agents:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        ray_cluster.remove_node(worker_node, allow_graceful=False)
+        service.wait_state(job_id, "NODE_FAIL", timeout=60)
+        assert pid_alive(orphan)  # 清理请求挂在冻住的代理上
+    finally:
+        for pid in agents:
+            with contextlib.suppress(ProcessLookupError):  # 失联节点上的代理可能已随节点退出
+                os.kill(pid, signal.SIGKILL)
+    try:
+        wait_for(lambda: not pid_alive(orphan), 60, what="新代理确认清理，孤儿进程被终止")
+    finally:
+        kill_job_tree(token, grace=0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
+import pytest
+
 from conductor.jobspec import DEFAULT_BASE, JobSpec, build_env, slurm_vars
 from conductor.proctree import TOKEN_VAR
 
@@ -199,6 +201,14 @@ def test_from_row_defaults() -> None:
     assert spec.environment == {}
     assert spec.node_name == ""
     assert (spec.job_id, spec.token, spec.kill_wait) == (7, "t", 1.5)
+
+
+@pytest.mark.parametrize("environment", ["oops", ["A", "B"], {"A": 1}, {"A": None}])
+def test_from_row_rejects_malformed_environment(environment: object) -> None:
+    """库里的 environment 不是字符串到字符串的对象：ValueError 指明是哪一列，不构造出坏规格。"""
+    row = {**asdict(make_spec()), "id": 42, "environment": environment}
+    with pytest.raises(ValueError, match="environment"):
+        JobSpec.from_row(row, token="t", kill_wait=1.0)
 
 
 def test_exclusive_job_sees_whole_node_cpus() -> None:

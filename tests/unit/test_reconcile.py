@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, decide
+from cluster.reconcile import (
+    AgentView,
+    HeldJob,
+    ReconcilePlan,
+    decide,
+    orphan_tokens,
+    sweepers,
+)
 from conductor.states import JobState
 
 
@@ -15,8 +22,11 @@ def held(
     node_id: str = "n1",
     agent_id: str | None = "agent-a",
     token: str | None = "tok",
+    claimed_for: float = 0.0,
 ) -> HeldJob:
-    return HeldJob(job_id, state, node_id, f"name-{node_id}", agent_id, token)
+    return HeldJob(
+        job_id, state, node_id, f"name-{node_id}", agent_id, token, claimed_for=claimed_for
+    )
 
 
 def view(agent_id: str, *jobs: int) -> AgentView:
@@ -115,6 +125,45 @@ def test_running_unknown_to_same_agent_undecided_when_not_startup() -> None:
     assert not plan.changes_anything
 
 
+def test_stranded_claim_requeued_by_periodic_reconcile() -> None:
+    """运行期对账：认领已超过时限、不在派发途中、同一代理仍不持有 → 从未启动，重新排队。"""
+    old = held(1, claimed_for=31.0)
+    fresh = held(2, claimed_for=29.0)
+    plan = decide([old, fresh], {"n1"}, {"n1": view("agent-a")}, startup=False, stranded_after=30)
+    assert plan.requeue == [old]
+    assert plan.undecided == [2]
+    assert (plan.reattach, plan.node_fail, plan.agent_lost) == ([], [], [])
+    assert plan.changes_anything
+
+
+def test_stranded_claim_in_flight_or_held_or_other_agent_is_not_requeued() -> None:
+    """超过时限也不重新排队：本调度器正在派发、代理持有、代理已换（判丢失）、代理无响应。"""
+    in_flight_job = held(1, claimed_for=100.0)
+    known = held(2, claimed_for=100.0)
+    other_agent = held(3, agent_id="agent-old", claimed_for=100.0)
+    silent = held(4, node_id="n2", claimed_for=100.0)
+    plan = decide(
+        [in_flight_job, known, other_agent, silent],
+        {"n1", "n2"},
+        {"n1": view("agent-a", 2), "n2": None},
+        startup=False,
+        in_flight={1},
+        stranded_after=30,
+    )
+    assert plan.requeue == []
+    assert plan.undecided == [1, 4]
+    assert plan.reattach == [2]
+    assert plan.agent_lost == [other_agent]
+
+
+def test_stranded_cancelled_claim_only_released() -> None:
+    """已取消的作业超过时限也绝不重新排队：只释放资源。"""
+    job = held(1, state=JobState.CANCELLED, claimed_for=100.0)
+    plan = decide([job], {"n1"}, {"n1": view("agent-a")}, startup=False, stranded_after=30)
+    assert plan.agent_lost == [job]
+    assert plan.requeue == []
+
+
 @pytest.mark.parametrize("startup", [True, False])
 def test_cancelled_unknown_is_agent_lost_not_requeued(startup: bool) -> None:
     """已取消且代理不认识：只需释放资源，绝不能重新排队。"""
@@ -159,3 +208,25 @@ def test_summary_empty_plan() -> None:
         "重新接管 0 个 []；重新排队（从未启动）0 个 []；"
         "节点失联判 NODE_FAIL 0 个 []；代理丢失判 FAILED 0 个 []；暂不判定 0 个 []"
     )
+
+
+def test_orphan_tokens_grouped_by_host() -> None:
+    """代理换了：主机取作业行的 node_host，缺了查存活节点；节点失联：只能取 node_host。"""
+    lost_with_host = HeldJob(1, JobState.RUNNING, "n1", "a", "old", "t1", node_host="h1")
+    lost_without_host = HeldJob(2, JobState.CANCELLED, "n2", "b", "old", "t2")
+    lost_no_token = HeldJob(3, JobState.RUNNING, "n1", "a", "old", None, node_host="h1")
+    dead = HeldJob(4, JobState.RUNNING, "gone", "c", "x", "t4", node_host="h1")
+    dead_unknown_host = HeldJob(5, JobState.RUNNING, "gone", "c", "x", "t5")
+    plan = ReconcilePlan(
+        agent_lost=[lost_with_host, lost_without_host, lost_no_token],
+        node_fail=[dead, dead_unknown_host],
+    )
+    assert orphan_tokens(plan, {"n1": "h1", "n2": "h2"}) == {"h1": {"t1", "t4"}, "h2": {"t2"}}
+
+
+def test_sweepers_one_node_per_host_and_hosts_without_a_node_wait() -> None:
+    """每台有待清理令牌的主机选一个代理就绪的节点；还没有这样的节点的主机继续等。"""
+    pending = {"h1": {"t1"}, "h2": {"t2"}, "h3": set()}
+    hosts = {"n2": "h1", "n1": "h1", "n3": "h3"}
+    assert sweepers(pending, hosts) == {"h1": "n1"}
+    assert sweepers(pending, {}) == {}
