@@ -11,9 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import NodeDiedError
@@ -22,7 +27,8 @@ from sqlalchemy import text
 
 from cluster.executor import cancel_marker, run_job
 from conductor import transitions
-from conductor.db import make_engine, session_scope, with_retry
+from conductor.db import make_engine, session_scope
+from conductor.errors import ConductorError, DatabaseUnavailable
 from conductor.jobspec import JobSpec
 from conductor.logtail import owner_uid, read_range, read_tail
 from conductor.outcome import ExecResult, classify, node_lost_message
@@ -32,8 +38,15 @@ from conductor.states import JobState
 from conductor.transitions import Outcome
 
 log = logging.getLogger("conductor.agent")
+T = TypeVar("T")
 
 AGENT_PREFIX = "conductor-agent-"
+# 结局写入失败后的退避：0.1 秒起倍增，最长 5 秒，带抖动（与 with_retry 相同）
+REPORT_FIRST_DELAY = 0.1
+REPORT_MAX_DELAY = 5.0
+# 整批写入失败后逐个写：连续这么多个都写不进，就是数据库本身的问题（只读、超时），
+# 不是某个结局有毒，剩下的不必再逐个试，整批稍后重来
+POISON_PROBE = 3
 
 
 def agent_name(node_id: str) -> str:
@@ -56,6 +69,30 @@ class Run:
         return self.watcher is not None and self.watcher.done()
 
 
+@dataclass
+class ReporterHealth:
+    """结局上报器的健康：调度器的 status()、API 的 /health 与 conductor doctor 据此发现
+    “结局写不进数据库”，而不是看着作业一直 RUNNING。"""
+
+    failures: int = 0  # 连续失败的次数；0 表示最近一次写入成功
+    last_error: str | None = None
+    # 错误的类名（不含消息）：/health 不需认证，只报告它，不泄露数据库地址等细节
+    error_kind: str | None = None
+    since: float | None = None  # 本轮连续失败开始的时刻（Unix 秒）
+    last_ok: float | None = None
+    restarts: int = 0  # 上报循环意外退出后被重新启动的次数
+
+    def failed(self, exc: BaseException) -> None:
+        if self.failures == 0:
+            self.since = time.time()
+        self.failures += 1
+        self.last_error = describe_error(exc)
+        self.error_kind = type(getattr(exc, "orig", None) or exc).__name__
+
+    def succeeded(self) -> None:
+        self.failures, self.since, self.last_ok = 0, None, time.time()
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
 class NodeAgent:
     """本节点作业任务的所有者：启动、监视、终止作业并上报结局。"""
@@ -68,10 +105,12 @@ class NodeAgent:
         self.min_epoch = epoch
         self.engine = make_engine(settings.database_url or "", pool_size=2, pre_ping=False)
         self.runs: dict[int, Run] = {}
-        self.reports: list[Outcome] = []
+        # 尚未写入数据库的结局（每个作业至多一个）：写入成功才删除，失败的留着重试
+        self.pending: dict[int, Outcome] = {}
         self.report_ready = asyncio.Event()
+        self.reporter_health = ReporterHealth()
         self.scheduler: ray.actor.ActorHandle | None = None
-        self.reporter = asyncio.get_running_loop().create_task(self._report_loop())
+        self.reporter = self._start_reporter()
 
     def identity(self) -> str:
         """本代理实例的身份；派发时记入作业行。"""
@@ -81,10 +120,34 @@ class NodeAgent:
         """只读：(代理身份, 手中的作业)。供 conductor doctor 使用，不改变纪元栅栏。"""
         return self.agent_id, sorted(self.runs)
 
-    async def adopt(self, epoch: int) -> tuple[str, list[int]]:
-        """调度器对账：提高纪元栅栏，返回 (代理身份, 仍在手中的作业)。"""
+    def health(self) -> dict[str, Any]:
+        """只读：本代理与结局上报器的健康（调度器 status()、/health、conductor doctor 用）。
+
+        reporter.ok 为假表示有结局写不进数据库：pending 个作业仍记为 RUNNING、占着 CPU。"""
+        h = self.reporter_health
+        alive = not self.reporter.done()
+        return {
+            "agent_id": self.agent_id,
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "jobs": len(self.runs),
+            "reporter": {
+                "ok": alive and h.failures == 0,
+                "alive": alive,
+                "pending": len(self.pending),
+                "failures": h.failures,
+                "last_error": h.last_error,
+                "error_kind": h.error_kind,
+                "since": h.since,
+                "last_ok": h.last_ok,
+                "restarts": h.restarts,
+            },
+        }
+
+    async def adopt(self, epoch: int) -> tuple[str, list[int], dict[str, Any]]:
+        """调度器对账：提高纪元栅栏，返回 (代理身份, 仍在手中的作业, 健康)。"""
         self.min_epoch = max(self.min_epoch, epoch)
-        return self.agent_id, sorted(self.runs)
+        return self.agent_id, sorted(self.runs), self.health()
 
     async def sweep(self, tokens: list[str]) -> None:
         """清理随旧代理死亡的作业留下的孤儿进程。"""
@@ -193,30 +256,105 @@ class NodeAgent:
         if run.stop_reason is not None and state is not JobState.COMPLETED:
             state, msg = JobState.NODE_FAIL, run.stop_reason
         cancel_marker(spec.token).unlink(missing_ok=True)
-        self.reports.append(Outcome(spec.job_id, state, code, msg, spec.token))
+        self.pending[spec.job_id] = Outcome(spec.job_id, state, code, msg, spec.token)
         self.report_ready.set()
 
+    # ---- 结局上报 ----
+
+    def _start_reporter(self) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._report_loop())
+        task.add_done_callback(self._reporter_stopped)
+        return task
+
+    def _reporter_stopped(self, task: asyncio.Task[None]) -> None:
+        """监督：上报循环无论因何结束（被取消除外）都重新启动，并记入健康状况。"""
+        if task.cancelled():
+            return
+        exc = task.exception() or RuntimeError("上报循环返回")
+        log.error("结局上报循环意外退出（%s），重新启动", describe_error(exc))
+        self.reporter_health.restarts += 1
+        self.reporter_health.failed(exc)
+        self.reporter = self._start_reporter()
+
     async def _report_loop(self) -> None:
-        """批量把结局写入数据库；数据库不可用时退避重试，直到写入才忘记作业。"""
+        """批量把结局写入数据库，写入后才忘记作业。一批出任何错都不停下：
+        结局留在 pending 里退避重试（新结局并入同一批），状况见 health()。"""
         loop = asyncio.get_running_loop()
         last_check = loop.time()
+        retry_at = 0.0
+        delay = REPORT_FIRST_DELAY
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.report_ready.wait(), self.settings.idle_resync)
-            if loop.time() - last_check >= self.settings.idle_resync:
-                # 不论是否繁忙都定期执行：结局源源不断时也不能漏掉丢失的取消
-                await self._kill_cancelled()
-                last_check = loop.time()
-            if not self.report_ready.is_set():
-                continue
+            now = loop.time()
+            due = bool(self.pending) and now >= retry_at
+            if not due:
+                wait = self.settings.idle_resync - (now - last_check)
+                if self.pending:
+                    wait = min(wait, retry_at - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.report_ready.wait(), max(0.0, wait))
             self.report_ready.clear()
-            batch, self.reports = self.reports, []
-            await asyncio.to_thread(
-                with_retry, lambda b=batch: self._record(b), what="上报作业结局"
+            try:
+                if loop.time() - last_check >= self.settings.idle_resync:
+                    # 不论是否繁忙都定期执行：结局源源不断时也不能漏掉丢失的取消
+                    await self._kill_cancelled()
+                    last_check = loop.time()
+                if not self.pending or loop.time() < retry_at:
+                    continue
+                if await self._flush():
+                    delay = REPORT_FIRST_DELAY
+                    continue
+            except Exception as exc:  # noqa: BLE001 - 任何错误都不能让上报停下
+                log.exception("上报结局时出错，稍后重试")
+                self.reporter_health.failed(exc)
+            retry_at = loop.time() + delay * (0.5 + random.random())
+            delay = min(delay * 2, REPORT_MAX_DELAY)
+
+    async def _flush(self) -> bool:
+        """写入手中全部结局，返回是否都已写入。整批失败时逐个写：一个写不进的结局不拖住别的。"""
+        batch = list(self.pending.values())
+        try:
+            await self._db(self._record, batch)
+        except Exception as exc:  # noqa: BLE001 - 失败的批次留着重试，原因记入健康状况
+            self.reporter_health.failed(exc)
+            log.warning(
+                "%d 个作业结局写入失败，稍后重试：%s", len(batch), self.reporter_health.last_error
             )
-            for o in batch:
-                self.runs.pop(o.job_id, None)
+            if len(batch) == 1 or isinstance(exc, DatabaseUnavailable):
+                return False
+        else:
+            self._recorded(batch)
+            self.reporter_health.succeeded()
+            return True
+        done: list[Outcome] = []
+        misses = 0
+        for outcome in batch:
+            try:
+                await self._db(self._record, [outcome])
+            except DatabaseUnavailable:
+                break
+            except Exception as exc:  # noqa: BLE001
+                log.warning("作业 %s 的结局写入失败：%s", outcome.job_id, describe_error(exc))
+                misses += 1
+                if misses >= POISON_PROBE:
+                    break
+                continue
+            done.append(outcome)
+            misses = 0
+        self._recorded(done)
+        return False
+
+    def _recorded(self, outcomes: list[Outcome]) -> None:
+        """结局已写入：忘记这些作业，并让调度器立刻用上释放的资源。"""
+        for o in outcomes:
+            if self.pending.get(o.job_id) is o:
+                del self.pending[o.job_id]
+            self.runs.pop(o.job_id, None)
+        if outcomes:
             self._notify_scheduler()
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """在线程里执行一次数据库操作（不阻塞事件循环）。"""
+        return await asyncio.to_thread(fn, *args)
 
     def _record(self, batch: list[Outcome]) -> None:
         with session_scope(self.engine) as session:
@@ -228,7 +366,7 @@ class NodeAgent:
         if not live:
             return
         try:
-            cancelled = await asyncio.to_thread(self._cancelled_among, live)
+            cancelled = await self._db(self._cancelled_among, live)
         except Exception as exc:  # noqa: BLE001 - 数据库暂不可用时下次再查
             log.warning("检查已取消作业失败：%s", exc)
             return
@@ -252,6 +390,15 @@ class NodeAgent:
             self.scheduler.wake.remote()
         except Exception:  # noqa: BLE001 - 调度器正在重启：它启动时会自行对账
             self.scheduler = None
+
+
+def describe_error(exc: BaseException) -> str:
+    """一行说明错误（健康状况与日志用）：驱动错误取底层异常，不带 SQL 与参数。"""
+    if isinstance(exc, ConductorError) and exc.__cause__ is not None:
+        return f"{exc.message}（{describe_error(exc.__cause__)}）"
+    inner = getattr(exc, "orig", None) or exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -109,6 +109,16 @@ _FINISH = text(
 )
 
 
+def storable_text(value: str | None) -> str | None:
+    """PostgreSQL 的 text 存不下 NUL，也存不下孤立的代理对（psycopg2 对前者直接抛 ValueError）。
+
+    说明文字常含作业写出的任意字节：NUL 转义成可见的 \\x00，无法编码的字符换成“?”，
+    免得一条结局因说明文字写不进数据库。"""
+    if value is None:
+        return None
+    return value.replace("\0", "\\x00").encode("utf-8", "replace").decode("utf-8")
+
+
 def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
     """RUNNING → 终态，并释放资源（批量）。返回状态真正改变的作业 id。
 
@@ -126,7 +136,7 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
         "ids": ids,
         "states": [o.state.value for o in outcomes],
         "codes": codes,
-        "msgs": [o.error_msg for o in outcomes],
+        "msgs": [storable_text(o.error_msg) for o in outcomes],
         "tokens": tokens,
     }
     changed = session.execute(

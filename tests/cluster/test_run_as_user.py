@@ -187,3 +187,26 @@ def test_spool_owned_by_someone_else_is_refused(
     os.chown(spool, b.pw_uid, b.pw_gid)  # 别的用户抢先建好的目录
     with pytest.raises(OSError, match="不属于服务用户"):
         prepare_spool()
+
+
+def test_outcome_with_nul_byte_does_not_stop_reporting(
+    service: Service, users: Users, mapped: TestClient
+) -> None:
+    """作业的 BASH_ENV 在引导脚本里先执行（以作业用户身份，标准错误是交给执行器的管道），
+    它写出的 NUL 进了 error_msg：psycopg2 拒绝含 NUL 的字符串。结局照样写入（NUL 转义），
+    之后的作业也照常记录。"""
+    wd = users.base / "a" / "nul"
+    env_file = users.base / "a" / "nul-env.sh"
+    env_file.write_text("printf 'before\\000after' >&2; exit 1\n")
+    env_file.chmod(0o644)
+    bad = submit(
+        mapped,
+        "echo never",
+        account="acct-a",
+        current_working_directory=str(wd),
+        environment={"BASH_ENV": str(env_file)},
+    )
+    body = service.wait_state(bad, "FAILED", timeout=30)
+    assert "before\\x00after" in body["error_msg"]
+    good = submit(mapped, "echo ok", account="acct-a", current_working_directory=str(wd))
+    service.wait_state(good, "COMPLETED", timeout=30)

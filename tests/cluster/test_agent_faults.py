@@ -1,0 +1,152 @@
+"""节点代理的故障（真实 Ray、真实 PostgreSQL、真实进程）：结局写不进数据库、启动前卡住、
+代理死亡。每个场景都检查作业最终有结局、CPU 归还、不留进程，而不是悄悄卡在 RUNNING。"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
+
+from cluster.doctor import check_agents
+from tests.cluster.conftest import Service
+from tests.helpers import wait_for
+
+
+def _wait_file(path: Path, timeout: float = 30.0) -> None:
+    wait_for(path.exists, timeout, what=f"文件 {path} 出现")
+
+
+@contextmanager
+def admin(service: Service) -> Iterator[Connection]:
+    """本模块数据库上的一个自动提交连接（改数据库级设置、建触发器、看 pg_stat_activity）。"""
+    engine = create_engine(service.settings.database_url or "", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def reconnect_everyone(conn: Connection) -> None:
+    """断开本库的其他连接：各进程重连后才用上数据库级的新设置（如同故障切换到另一台服务器）。"""
+    conn.execute(
+        text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    )
+
+
+def _db_name(service: Service) -> str:
+    return str(make_url(service.settings.database_url or "").database)
+
+
+def _blocked_by(conn: Connection, pid: int) -> int:
+    return int(
+        conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+            {"pid": pid},
+        ).scalar_one()
+    )
+
+
+def _failing_reporter(service: Service) -> dict | None:
+    """第一个报告失败的节点代理的上报器状况；都正常时为 None。"""
+    for health in service.scheduler_status()["agents_health"].values():
+        if health.get("reachable") and not health["reporter"]["ok"]:
+            return health["reporter"]
+    return None
+
+
+def test_reporter_survives_statement_timeout(service: Service, tmp_path: Path) -> None:
+    """结局的 UPDATE 等行锁超过 statement_timeout 被取消（不是连接错误，with_retry 不重试）：
+    上报器不能就此停下，锁放开后结局照样写入，CPU 归还。"""
+    job = service.submit(
+        "touch started; while [ ! -e go ]; do sleep 0.05; done; echo done",
+        current_working_directory=str(tmp_path),
+    )
+    _wait_file(tmp_path / "started")
+    db = _db_name(service)
+    with admin(service) as conn:
+        conn.execute(text(f'ALTER DATABASE "{db}" SET statement_timeout = 500'))
+        try:
+            reconnect_everyone(conn)
+            locker = service.engine.connect()
+            tx = locker.begin()
+            locker.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": job})
+            pid = int(locker.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            (tmp_path / "go").touch()
+            # 代理写结局时等在这把锁上，0.5 秒后语句被取消
+            wait_for(lambda: _blocked_by(conn, pid) > 0, 30, what="代理的 UPDATE 等在行锁上")
+            wait_for(lambda: _blocked_by(conn, pid) == 0, 30, what="代理的 UPDATE 因超时被取消")
+            assert service.state(job) == "RUNNING"
+            # 上报器还活着、留着这条结局重试，并如实报告自己的状况
+            reporter = wait_for(lambda: _failing_reporter(service), 30, what="上报器报告失败")
+            assert reporter["alive"] and reporter["pending"] == 1
+            assert "statement timeout" in reporter["last_error"]
+            health = service.client.get("/health")
+            assert health.status_code == 503
+            agents = health.json()["components"]["agents"]
+            assert agents["status"] == "down" and "1 个作业结局写不进数据库" in agents["error"]
+            tx.rollback()
+            locker.close()
+        finally:
+            conn.execute(text(f'ALTER DATABASE "{db}" RESET statement_timeout'))
+            reconnect_everyone(conn)
+    body = service.wait_state(job, "COMPLETED", timeout=30)
+    assert body["detail"]["exit_code"] == "0:0"
+    assert body["job_log"]["stdout"] == "done\n"
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+    wait_for(lambda: _failing_reporter(service) is None, 10, what="上报器恢复正常")
+    assert service.client.get("/health").status_code == 200
+
+
+def test_poisoned_outcome_does_not_block_others(service: Service, tmp_path: Path) -> None:
+    """一个结局总是写不进（数据库触发器拒绝它）：别的作业的结局照常写入；
+    障碍消除后它也以真实的退出码写入。"""
+    wd = str(tmp_path)
+    poisoned = service.submit(
+        "touch started; while [ ! -e go ]; do sleep 0.05; done; exit 7",
+        current_working_directory=wd,
+    )
+    _wait_file(tmp_path / "started")
+    with admin(service) as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION reject_outcome() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION '测试：拒绝作业 % 的结局', NEW.id; END $$"
+            )
+        )
+        try:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER reject_outcome BEFORE UPDATE ON jobs FOR EACH ROW "
+                    f"WHEN (NEW.id = {poisoned} AND NEW.state NOT IN ('PENDING', 'RUNNING')) "
+                    "EXECUTE FUNCTION reject_outcome()"
+                )
+            )
+            (tmp_path / "go").touch()
+            others = [
+                service.submit(
+                    f"echo {i}", current_working_directory=wd, standard_output=f"{i}.out"
+                )
+                for i in range(3)
+            ]
+            for job in others:
+                service.wait_state(job, "COMPLETED", timeout=30)
+            assert service.state(poisoned) == "RUNNING"
+            reporter = wait_for(lambda: _failing_reporter(service), 30, what="上报器报告失败")
+            assert (
+                reporter["pending"] == 1 and f"拒绝作业 {poisoned} 的结局" in reporter["last_error"]
+            )
+            (finding,) = check_agents(service.settings, set(service.scheduler_status()["agents"]))
+            assert not finding.ok and "1 个作业结局写不进数据库" in finding.message
+        finally:
+            conn.execute(text("DROP TRIGGER IF EXISTS reject_outcome ON jobs"))
+            conn.execute(text("DROP FUNCTION IF EXISTS reject_outcome()"))
+    body = service.wait_state(poisoned, "FAILED", timeout=30)
+    assert body["detail"]["exit_code"] == "7:0"
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
