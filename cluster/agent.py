@@ -25,7 +25,7 @@ from ray.exceptions import NodeDiedError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import text
 
-from cluster.executor import cancel_marker, run_job
+from cluster.executor import cancel_marker, run_job, script_path, started_marker
 from conductor import transitions
 from conductor.db import make_engine, session_scope
 from conductor.errors import ConductorError, DatabaseUnavailable
@@ -35,6 +35,7 @@ from conductor.outcome import ExecResult, classify, node_lost_message
 from conductor.proctree import kill_job_tree_async
 from conductor.settings import Settings
 from conductor.states import JobState
+from conductor.timefmt import format_limit
 from conductor.transitions import Outcome
 
 log = logging.getLogger("conductor.agent")
@@ -47,6 +48,8 @@ REPORT_MAX_DELAY = 5.0
 # 整批写入失败后逐个写：连续这么多个都写不进，就是数据库本身的问题（只读、超时），
 # 不是某个结局有毒，剩下的不必再逐个试，整批稍后重来
 POISON_PROBE = 3
+# 过了期限强制取消任务后，再等它这么久：任务恰好自己结束时用它真实的结果
+ABANDON_WAIT = 2.0
 
 
 def agent_name(node_id: str) -> str:
@@ -62,6 +65,8 @@ class Run:
     stopping: bool = False
     # 服务关闭时代理主动终止的作业以 NODE_FAIL 结束，并写明原因
     stop_reason: str | None = None
+    # 派发时刻（事件循环时钟）：代理的期限从这里算起
+    launched: float = 0.0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -175,7 +180,7 @@ class NodeAgent:
                 name=f"job-{spec.job_id}:{spec.name}",
                 scheduling_strategy=strategy,
             ).remote(spec)
-            run = Run(spec, ref)
+            run = Run(spec, ref, launched=asyncio.get_running_loop().time())
             self.runs[spec.job_id] = run
             run.watcher = asyncio.get_running_loop().create_task(self._watch(run))
             accepted.append(spec.job_id)
@@ -239,23 +244,100 @@ class NodeAgent:
         return await asyncio.to_thread(read_range, Path(path), offset, limit, owner_uid(owner))
 
     async def _watch(self, run: Run) -> None:
+        """监视一个执行直到得出结局。这里无论出什么错，作业都要有结局，否则它永远 RUNNING。"""
         spec = run.spec
+        outcome: tuple[JobState, str | None, str | None] = (
+            JobState.FAILED,
+            None,
+            "节点代理在作业结束前停止了监视",
+        )
         try:
-            result: ExecResult = await run.ref
-            state, code, msg = classify(result, spec.time_limit_seconds)
+            outcome = await self._supervise(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - 监视本身的任何错误（含 classify 的错误）
+            log.exception("监视作业 %s 时出错，按失败记录并清理进程树", spec.job_id)
+            with contextlib.suppress(Exception):
+                await kill_job_tree_async(spec.token, grace=0)
+            outcome = (
+                JobState.FAILED,
+                None,
+                f"节点代理监视作业时出错（{type(exc).__name__}：{_first_line(exc)}），作业已被终止",
+            )
+        finally:
+            self._settle(run, *outcome)
+
+    async def _supervise(self, run: Run) -> tuple[JobState, str | None, str | None]:
+        """等执行结束并得出结局。时限要到脚本启动后才开始计时，而启动前的步骤（Ray 排队、
+        切换用户、进入工作目录、打开日志文件）可能永远卡住：代理另设期限——启动预算内
+        脚本必须启动；有时限的作业还须在 启动预算 + 时限 + KillWait 内结束。超过就强制结束。"""
+        spec = run.spec
+        loop = asyncio.get_running_loop()
+        done = run.ref.as_future()
+        budget = self.settings.launch_timeout
+        if not await _wait(done, run.launched + budget - loop.time()):
+            if not started_marker(spec.token).exists():
+                return await self._abandon(
+                    run,
+                    done,
+                    JobState.FAILED,
+                    f"作业在 {budget:g} 秒内没有启动（卡在启动前：Ray 排队、切换用户、进入工作目录"
+                    "或打开日志文件），节点代理已强制结束它（CONDUCTOR_LAUNCH_TIMEOUT）",
+                )
+            limit = spec.time_limit_seconds
+            if limit is not None:
+                left = run.launched + budget + limit + spec.kill_wait - loop.time()
+                if not await _wait(done, left):
+                    return await self._abandon(
+                        run,
+                        done,
+                        JobState.TIMEOUT,
+                        f"超过时间限制（{format_limit(limit)}），执行器在宽限期后仍未结束作业，"
+                        "节点代理已强制终止它",
+                    )
+            await asyncio.wait([done])
+        try:
+            result = done.result()
         except Exception as exc:  # noqa: BLE001 - 执行进程死亡的各种 Ray 异常一并处理
             # 执行器所在的 worker 进程（或整个 raylet）死了：代理与作业在同一台机器上，
             # 脚本的子孙进程成了孤儿，由这里按标记清理
             await kill_job_tree_async(spec.token, grace=0)
-            code = None
             if isinstance(exc, NodeDiedError):
-                state, msg = JobState.NODE_FAIL, node_lost_message(spec.node_name)
-            else:
-                state = JobState.FAILED
-                msg = f"执行作业的进程意外退出（{type(exc).__name__}）：{_first_line(exc)}"
+                return JobState.NODE_FAIL, None, node_lost_message(spec.node_name)
+            return (
+                JobState.FAILED,
+                None,
+                f"执行作业的进程意外退出（{type(exc).__name__}）：{_first_line(exc)}",
+            )
+        return _classify(result, spec)
+
+    async def _abandon(
+        self, run: Run, done: asyncio.Future[Any], state: JobState, reason: str
+    ) -> tuple[JobState, str | None, str | None]:
+        """过了期限：强制结束任务（SIGKILL 执行器所在的 worker），按标记杀掉整棵进程树。"""
+        spec = run.spec
+        log.warning("作业 %s：%s", spec.job_id, reason)
+        try:
+            ray.cancel(run.ref, force=True)
+        except Exception as exc:  # noqa: BLE001 - 任务可能已结束；进程树照样清理
+            log.warning("强制取消作业 %s 的任务失败：%s", spec.job_id, exc)
+        await kill_job_tree_async(spec.token, grace=0)
+        # 任务恰好在此刻自己结束了：真实的结果优先
+        if await _wait(done, ABANDON_WAIT) and not done.cancelled() and done.exception() is None:
+            return _classify(done.result(), spec)
+        return state, None, reason
+
+    def _settle(self, run: Run, state: JobState, code: str | None, msg: str | None) -> None:
+        """记下结局，交给上报循环（不抛出：清理标记失败也不能丢掉结局）。"""
+        spec = run.spec
         if run.stop_reason is not None and state is not JobState.COMPLETED:
             state, msg = JobState.NODE_FAIL, run.stop_reason
-        cancel_marker(spec.token).unlink(missing_ok=True)
+        # 执行器被强制结束时来不及删除它的脚本副本
+        for path in (cancel_marker(spec.token), started_marker(spec.token), script_path(spec)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("作业 %s 的临时文件 %s 无法删除：%s", spec.job_id, path, exc)
         self.pending[spec.job_id] = Outcome(spec.job_id, state, code, msg, spec.token)
         self.report_ready.set()
 
@@ -390,6 +472,20 @@ class NodeAgent:
             self.scheduler.wake.remote()
         except Exception:  # noqa: BLE001 - 调度器正在重启：它启动时会自行对账
             self.scheduler = None
+
+
+async def _wait(fut: asyncio.Future[Any], timeout: float) -> bool:
+    """等 fut 完成，最多 timeout 秒（超时不取消它）；返回它是否已完成。"""
+    if not fut.done() and timeout > 0:
+        await asyncio.wait([fut], timeout=timeout)
+    return fut.done()
+
+
+def _classify(result: object, spec: JobSpec) -> tuple[JobState, str | None, str | None]:
+    if not isinstance(result, ExecResult):
+        # 例如 worker 被强制结束时 ray.get 可能返回 -9 而不是抛出异常（DESIGN.md）
+        return JobState.FAILED, None, f"执行器返回了意外的结果（{type(result).__name__}）"
+    return classify(result, spec.time_limit_seconds)
 
 
 def describe_error(exc: BaseException) -> str:

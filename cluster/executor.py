@@ -61,9 +61,30 @@ def prepare_spool() -> Path:
     return spool
 
 
+def script_path(spec: JobSpec) -> Path:
+    """作业脚本在临时目录里的副本（执行器写入，结束时删除）。"""
+    return spool_dir() / f"job-{spec.job_id}-{spec.token[:8]}.sh"
+
+
 def cancel_marker(token: str) -> Path:
     """取消标记：代理在取消时创建；任务若此后才开始执行，就不再启动脚本。"""
     return spool_dir() / f"cancel-{token}"
+
+
+def started_marker(token: str) -> Path:
+    """启动标记：脚本已启动（时限已开始计时）。代理据此区分“卡在启动前”与“运行超时”。"""
+    return spool_dir() / f"started-{token}"
+
+
+def touch_marker(path: Path) -> bool:
+    """建立一个空的标记文件，不跟随符号链接、不阻塞：以服务用户运行的作业能在临时目录里
+    抢先放一个同名的 FIFO 或符号链接，普通的 touch 会被 FIFO 挂住。返回是否成功。"""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _open_output(path: str) -> int:
@@ -164,8 +185,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     进程的子进程都属于它，脚本退出后残留的由这里清理并回收。
     """
     _adopts_orphans()
-    spool = spool_dir()
-    script = spool / f"job-{spec.job_id}-{spec.token[:8]}.sh"
+    script = script_path(spec)
     if cancel_marker(spec.token).exists():
         return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
@@ -184,6 +204,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     finally:
         for fd in fds:
             os.close(fd)
+    touch_marker(started_marker(spec.token))
     try:
         timed_out = not _wait_exit(proc, spec.time_limit_seconds)
         if timed_out:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     default_partition: str = Field("default", description="默认分区名")
     debug: bool = Field(False, description="调度器输出调试日志（每轮的放置决定、节点列表）")
     idle_resync: float = Field(2.0, gt=0, description="调度器空闲时与数据库对账的间隔秒数")
+    launch_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="作业从派发到脚本启动的最长秒数（含 Ray 排队、切换用户、进入工作目录、打开日志文件）；"
+        "超过即强制结束并记 FAILED。作业时限从脚本启动时才开始计时，这是它之前的兜底",
+    )
 
     partitions: dict[str, PartitionConfig] = Field(
         default_factory=dict,

@@ -7,12 +7,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
 from cluster.doctor import check_agents
-from tests.cluster.conftest import Service
+from cluster.executor import spool_dir
+from tests.cluster.conftest import CLUSTER_CPUS, Service, make_settings
 from tests.helpers import wait_for
+
+# 启动预算（秒）：派发之后这么久脚本还没启动，代理就放弃这次执行
+LAUNCH_TIMEOUT = 8.0
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
+    svc = Service(make_settings(database_url, launch_timeout=LAUNCH_TIMEOUT))
+    yield svc
+    svc.close()
 
 
 def _wait_file(path: Path, timeout: float = 30.0) -> None:
@@ -150,3 +165,54 @@ def test_poisoned_outcome_does_not_block_others(service: Service, tmp_path: Path
     body = service.wait_state(poisoned, "FAILED", timeout=30)
     assert body["detail"]["exit_code"] == "7:0"
     wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+
+
+@ray.remote(num_cpus=0)
+class CpuHolder:
+    """别的 Ray 用户的 actor：占着节点的 CPU（共享的 Ray 集群上确有其事）。"""
+
+    def ready(self) -> bool:
+        return True
+
+
+def _token(service: Service, job_id: int) -> str:
+    with service.engine.connect() as conn:
+        return str(
+            conn.execute(text("SELECT token FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one()
+        )
+
+
+def test_job_that_never_starts_ends_after_launch_budget(
+    service: Service, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Ray 里的 CPU 被别人占满：作业任务排着队，脚本永远不启动，时限也就永远不开始计时。
+    启动预算用完，代理强制取消任务，作业以说明原因的 FAILED 结束，CPU 归还。"""
+    head = ray_cluster.head_node.node_id
+    assert service.scheduler_status()["nodes"] == [head]
+    holder = CpuHolder.options(  # type: ignore[attr-defined]
+        num_cpus=CLUSTER_CPUS, scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)
+    ).remote()
+    try:
+        ray.get(holder.ready.remote(), timeout=60)
+        job = service.submit("touch started", current_working_directory=str(tmp_path))
+        body = service.wait_state(job, "FAILED", timeout=LAUNCH_TIMEOUT + 30)
+        assert f"{LAUNCH_TIMEOUT:g} 秒内没有启动" in body["error_msg"]
+        wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+    finally:
+        ray.kill(holder)
+    after = service.submit("echo after", current_working_directory=str(tmp_path))
+    service.wait_state(after, "COMPLETED")
+    assert not (tmp_path / "started").exists()  # 被放弃的任务没有在资源空出后再运行
+
+
+def test_watcher_error_still_records_an_outcome(service: Service, tmp_path: Path) -> None:
+    """作业把自己的取消标记路径建成目录（以服务用户运行的作业能写临时目录）：代理清理标记时
+    出错。监视者里出任何错都要得出结局，作业不能一直 RUNNING。"""
+    marker = spool_dir() / "cancel-$CONDUCTOR_JOB_TOKEN"
+    job = service.submit(f'mkdir "{marker}"; echo hi', current_working_directory=str(tmp_path))
+    try:
+        body = service.wait_state(job, "COMPLETED", timeout=30)
+        assert body["detail"]["exit_code"] == "0:0"
+        wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+    finally:
+        (spool_dir() / f"cancel-{_token(service, job)}").rmdir()
