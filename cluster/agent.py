@@ -48,8 +48,6 @@ REPORT_MAX_DELAY = 5.0
 # 整批写入失败后逐个写：连续这么多个都写不进，就是数据库本身的问题（只读、超时），
 # 不是某个结局有毒，剩下的不必再逐个试，整批稍后重来
 POISON_PROBE = 3
-# 过了期限强制取消任务后，再等它这么久：任务恰好自己结束时用它真实的结果
-ABANDON_WAIT = 2.0
 
 
 def agent_name(node_id: str) -> str:
@@ -279,7 +277,6 @@ class NodeAgent:
             if not started_marker(spec.token).exists():
                 return await self._abandon(
                     run,
-                    done,
                     JobState.FAILED,
                     f"作业在 {budget:g} 秒内没有启动（卡在启动前：Ray 排队、切换用户、进入工作目录"
                     "或打开日志文件），节点代理已强制结束它（CONDUCTOR_LAUNCH_TIMEOUT）",
@@ -290,7 +287,6 @@ class NodeAgent:
                 if not await _wait(done, left):
                     return await self._abandon(
                         run,
-                        done,
                         JobState.TIMEOUT,
                         f"超过时间限制（{format_limit(limit)}），执行器在宽限期后仍未结束作业，"
                         "节点代理已强制终止它",
@@ -312,7 +308,7 @@ class NodeAgent:
         return _classify(result, spec)
 
     async def _abandon(
-        self, run: Run, done: asyncio.Future[Any], state: JobState, reason: str
+        self, run: Run, state: JobState, reason: str
     ) -> tuple[JobState, str | None, str | None]:
         """过了期限：强制结束任务（SIGKILL 执行器所在的 worker），按标记杀掉整棵进程树。"""
         spec = run.spec
@@ -321,10 +317,8 @@ class NodeAgent:
             ray.cancel(run.ref, force=True)
         except Exception as exc:  # noqa: BLE001 - 任务可能已结束；进程树照样清理
             log.warning("强制取消作业 %s 的任务失败：%s", spec.job_id, exc)
+        # 之后任务若还返回结果，也只是被我们杀掉的结果（如 SIGKILL），不再采用
         await kill_job_tree_async(spec.token, grace=0)
-        # 任务恰好在此刻自己结束了：真实的结果优先
-        if await _wait(done, ABANDON_WAIT) and not done.cancelled() and done.exception() is None:
-            return _classify(done.result(), spec)
         return state, None, reason
 
     def _settle(self, run: Run, state: JobState, code: str | None, msg: str | None) -> None:
