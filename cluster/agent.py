@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +27,7 @@ from ray.exceptions import NodeDiedError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import text
 
-from cluster.executor import cancel_marker, run_job, script_path, started_marker
+from cluster.executor import cancel_marker, run_job, script_path, started_marker, touch_marker
 from conductor import transitions
 from conductor.db import make_engine, session_scope
 from conductor.errors import ConductorError, DatabaseUnavailable
@@ -107,6 +109,8 @@ class NodeAgent:
         self.agent_id = uuid.uuid4().hex
         self.min_epoch = epoch
         self.engine = make_engine(settings.database_url or "", pool_size=2, pre_ping=False)
+        # 数据库操作都在这一个线程里串行执行（见 _db）
+        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-db")
         self.runs: dict[int, Run] = {}
         # 尚未写入数据库的结局（每个作业至多一个）：写入成功才删除，失败的留着重试
         self.pending: dict[int, Outcome] = {}
@@ -202,7 +206,7 @@ class NodeAgent:
         run.stopping = True
         marker = cancel_marker(run.spec.token)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        touch_marker(marker)
         while not run.finished:
             await kill_job_tree_async(run.spec.token, grace=grace)
             if run.watcher is not None:
@@ -224,14 +228,17 @@ class NodeAgent:
     ) -> dict[str, str | None]:
         """在本节点读取作业日志（不假设共享文件系统）。文件不存在时为 None。
 
-        owner（作业的 Unix 用户）非空时，只读属于该用户的文件。"""
-        uid = owner_uid(owner)
-        return await asyncio.to_thread(
-            lambda: {
+        owner（作业的 Unix 用户）非空时，只读属于该用户的文件。读日志（连同查用户，可能经 NSS
+        访问网络）都在默认线程池里做，不占事件循环，也不占数据库线程。"""
+
+        def read() -> dict[str, str | None]:
+            uid = owner_uid(owner)
+            return {
                 "stdout": read_tail(Path(stdout_path), uid),
                 "stderr": read_tail(Path(stderr_path), uid),
             }
-        )
+
+        return await asyncio.to_thread(read)
 
     async def read_log_range(
         self, path: str, offset: int | None, limit: int, owner: str | None = None
@@ -239,7 +246,9 @@ class NodeAgent:
         """按偏移读取一段日志（跟随输出用）。offset 为 None 时读最后 limit 字节。
 
         owner 非空时只读属于该用户的文件（同 read_logs）。"""
-        return await asyncio.to_thread(read_range, Path(path), offset, limit, owner_uid(owner))
+        return await asyncio.to_thread(
+            lambda: read_range(Path(path), offset, limit, owner_uid(owner))
+        )
 
     async def _watch(self, run: Run) -> None:
         """监视一个执行直到得出结局。这里无论出什么错，作业都要有结局，否则它永远 RUNNING。"""
@@ -429,8 +438,10 @@ class NodeAgent:
             self._notify_scheduler()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        """在线程里执行一次数据库操作（不阻塞事件循环）。"""
-        return await asyncio.to_thread(fn, *args)
+        """在专用的数据库线程里执行一次数据库操作。不与读日志共用默认线程池：
+        卡住的读（网络文件系统、FIFO）占满线程池时，结局照样写得进数据库。"""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_thread, functools.partial(fn, *args))
 
     def _record(self, batch: list[Outcome]) -> None:
         with session_scope(self.engine) as session:

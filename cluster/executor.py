@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ray
 
+from conductor.fileopen import open_output
 from conductor.jobspec import JobSpec, build_env
 from conductor.outcome import ExecResult
 from conductor.proctree import become_subreaper, kill_job_tree, live_children
@@ -88,16 +89,27 @@ def touch_marker(path: Path) -> bool:
 
 
 def _open_output(path: str) -> int:
+    """打开日志文件：只接受普通文件与 /dev/null，FIFO、设备、符号链接一律拒绝（不阻塞、不打开）。"""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    return open_output(path)
 
 
 # 以作业用户身份运行的引导脚本：工作目录与日志文件由该用户自己创建和打开，
 # 服务（root）从不在用户可控的目录里创建文件（否则符号链接可让 root 覆盖任意文件）。
 # 失败信息写到原来的标准错误（交给执行器的管道）；成功重定向后管道即关闭。
+# 已存在的日志必须是普通文件（或 /dev/null）：exec >FIFO 会一直等读者。检查与打开之间
+# 用户若换上 FIFO，只能挂住自己的作业，由代理的启动期限（launch_timeout）兜底。
 _LAUNCH_AS_USER = r"""
 mkdir -p -- "$1" && cd -- "$1" || exit 1
 mkdir -p -- "$(dirname -- "$2")" "$(dirname -- "$3")" || exit 1
+for f in "$2" "$3"; do
+  if [ -e "$f" ] && [ ! -f "$f" ] && [ ! "$f" -ef /dev/null ]; then
+    if [ -p "$f" ]; then k=FIFO; elif [ -c "$f" ] || [ -b "$f" ]; then k=设备
+    elif [ -S "$f" ]; then k=套接字; elif [ -d "$f" ]; then k=目录; else k=特殊文件; fi
+    echo "输出文件 $f 不是普通文件（$k），拒绝打开" >&2
+    exit 1
+  fi
+done
 if [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
 exec /bin/bash "$4"
 """

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -216,3 +219,45 @@ def test_watcher_error_still_records_an_outcome(service: Service, tmp_path: Path
         wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
     finally:
         (spool_dir() / f"cancel-{_token(service, job)}").rmdir()
+
+
+def test_output_path_that_is_a_fifo_fails_the_job_at_once(service: Service, tmp_path: Path) -> None:
+    """标准输出指向一个 FIFO：以前执行器打开它时阻塞（没有读者就永远等），作业卡在启动前。
+    现在作业立即失败，说明指明路径、它不是普通文件；没有进程启动，CPU 归还。"""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    job = service.submit(
+        "touch started", current_working_directory=str(tmp_path), standard_output=str(fifo)
+    )
+    body = service.wait_state(job, "FAILED", timeout=30)
+    assert f"输出文件 {fifo} 不是普通文件（FIFO）" in body["error_msg"]
+    assert not (tmp_path / "started").exists()
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+
+
+def test_log_that_became_a_fifo_is_not_read_and_blocks_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    """作业结束前把自己的日志换成 FIFO：以前读日志时 open 阻塞，每次查询都永久占住代理的一个
+    线程，线程池耗尽后连结局都写不进数据库（写库与读日志共用默认线程池）。现在读日志立即
+    答复“不是普通文件”，之后的作业照常记录。"""
+    job = service.submit(
+        "echo hi; rm -f out.txt; mkfifo out.txt", current_working_directory=str(tmp_path)
+    )
+    service.wait_state(job, "COMPLETED", timeout=30)
+    fifo = tmp_path / "out.txt"
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            bodies = list(pool.map(lambda _: service.query(job), range(8)))
+        after = service.submit(
+            "echo after", current_working_directory=str(tmp_path), standard_output="after.txt"
+        )
+        service.wait_state(after, "COMPLETED", timeout=30)
+        for body in bodies:
+            assert f"日志文件 {fifo} 不是普通文件（FIFO）" in body["job_log"]["stdout"]
+        logs = service.client.get(f"/jobs/{job}/logs")
+        assert logs.status_code == 200 and "不是普通文件（FIFO）" in logs.text
+    finally:
+        # 修复之前：打开写端，放走所有卡在 open 里的读者（没有读者时打开失败，正是修复后的情形）
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

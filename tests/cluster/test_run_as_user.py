@@ -255,3 +255,28 @@ def test_launch_stuck_before_time_limit_is_armed(
     assert f"{LAUNCH_TIMEOUT:g} 秒内没有启动" in body["error_msg"]
     wait_for(lambda: find_job_pids(token) == [], 30, what="作业的进程全部被清理")
     wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+
+
+def test_output_fifo_of_the_user_fails_the_job_at_once(
+    service: Service, users: Users, mapped: TestClient
+) -> None:
+    """以作业用户身份打开日志的引导脚本遇到 FIFO（exec >"$2" 会一直等读者）：作业立即失败，
+    说明指明路径、它不是普通文件。"""
+    wd = users.base / "a" / "fifo"
+    wd.mkdir()
+    a = pwd.getpwnam(users.a)
+    os.chown(wd, a.pw_uid, a.pw_gid)
+    fifo = wd / "out.txt"
+    os.mkfifo(fifo)
+    os.chown(fifo, a.pw_uid, a.pw_gid)
+    job = submit(
+        mapped,
+        "touch started",
+        account="acct-a",
+        current_working_directory=str(wd),
+        standard_output="out.txt",
+    )
+    body = service.wait_state(job, "FAILED", timeout=30)
+    assert f"输出文件 {fifo} 不是普通文件（FIFO）" in body["error_msg"]
+    assert not (wd / "started").exists()
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
