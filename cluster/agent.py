@@ -30,11 +30,11 @@ from sqlalchemy import text
 from cluster.executor import cancel_marker, run_job, script_path, started_marker, touch_marker
 from conductor import transitions
 from conductor.db import make_engine, session_scope
-from conductor.errors import ConductorError, DatabaseUnavailable
+from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
 from conductor.jobspec import JobSpec
 from conductor.logtail import owner_uid, read_range, read_tail
 from conductor.outcome import ExecResult, classify, node_lost_message
-from conductor.proctree import kill_job_tree_async
+from conductor.proctree import find_job_pids, kill_job_tree, kill_job_tree_async
 from conductor.settings import Settings
 from conductor.states import JobState
 from conductor.timefmt import format_limit
@@ -50,6 +50,8 @@ REPORT_MAX_DELAY = 5.0
 # 整批写入失败后逐个写：连续这么多个都写不进，就是数据库本身的问题（只读、超时），
 # 不是某个结局有毒，剩下的不必再逐个试，整批稍后重来
 POISON_PROBE = 3
+# 新代理上任时清理多久以内结束的、随前任丢失的作业的残留进程（秒）
+ORPHAN_WINDOW = 3600.0
 
 
 def agent_name(node_id: str) -> str:
@@ -118,6 +120,8 @@ class NodeAgent:
         self.reporter_health = ReporterHealth()
         self.scheduler: ray.actor.ActorHandle | None = None
         self.reporter = self._start_reporter()
+        self.host = ray.util.get_node_ip_address()
+        self.sweeper = asyncio.get_running_loop().create_task(self._sweep_orphans())
 
     def identity(self) -> str:
         """本代理实例的身份；派发时记入作业行。"""
@@ -159,6 +163,35 @@ class NodeAgent:
     async def sweep(self, tokens: list[str]) -> None:
         """清理随旧代理死亡的作业留下的孤儿进程。"""
         await asyncio.gather(*(kill_job_tree_async(t, grace=0) for t in tokens))
+
+    async def _sweep_orphans(self) -> None:
+        """新代理上任：按令牌清理随前任死亡的作业留下的进程。
+
+        调度器对账时也会让新代理清理，但那只覆盖它判为丢失的作业；作业若已由别人（如 doctor）
+        判为丢失，或调度器的清理消息丢了，孤儿进程就没人管。这里从数据库找出这些令牌。"""
+        delay = REPORT_FIRST_DELAY
+        while True:
+            try:
+                tokens = await self._db(
+                    self._orphan_tokens, self.node_id, self.host, self.agent_id, ORPHAN_WINDOW
+                )
+                break
+            except (DatabaseUnavailable, TransactionConflict):
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, REPORT_MAX_DELAY)
+            except Exception:  # noqa: BLE001 - 清理只是兜底，失败不影响代理工作
+                log.exception("查找前任代理留下的作业失败，不清理")
+                return
+        if tokens:
+            # 扫描 /proc 是阻塞的：放进线程，不占事件循环
+            killed = await asyncio.to_thread(_kill_tokens, tokens)
+            log.info(
+                "新代理上任：检查前任留下的 %d 个作业，清理了 %d 个的残留进程", len(tokens), killed
+            )
+
+    def _orphan_tokens(self, node_id: str, host: str, agent_id: str, window: float) -> list[str]:
+        with session_scope(self.engine) as session:
+            return transitions.orphan_tokens(session, node_id, host, agent_id, window)
 
     async def launch(self, specs: list[JobSpec], epoch: int) -> list[int]:
         """启动作业任务（绑定本节点）。过期纪元的派发被拒绝，返回被接受的作业 id。"""
@@ -477,6 +510,16 @@ class NodeAgent:
             self.scheduler.wake.remote()
         except Exception:  # noqa: BLE001 - 调度器正在重启：它启动时会自行对账
             self.scheduler = None
+
+
+def _kill_tokens(tokens: list[str]) -> int:
+    """按令牌 SIGKILL 各作业的进程树，返回确有残留进程的作业数。"""
+    found = 0
+    for token in tokens:
+        if find_job_pids(token):
+            found += 1
+            kill_job_tree(token, grace=0)
+    return found
 
 
 async def _wait(fut: asyncio.Future[Any], timeout: float) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,10 +18,14 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
+from cluster.bootstrap import ensure_scheduler
+from cluster.doctor import _check_jobs as doctor_check_jobs
 from cluster.doctor import check_agents
 from cluster.executor import spool_dir
+from cluster.nodes import alive_nodes
+from conductor.proctree import find_job_pids, kill_job_tree
 from tests.cluster.conftest import CLUSTER_CPUS, Service, make_settings
-from tests.helpers import wait_for
+from tests.helpers import pid_alive, wait_for
 
 # 启动预算（秒）：派发之后这么久脚本还没启动，代理就放弃这次执行
 LAUNCH_TIMEOUT = 8.0
@@ -261,3 +266,41 @@ def test_log_that_became_a_fifo_is_not_read_and_blocks_nothing(
         # 修复之前：打开写端，放走所有卡在 open 里的读者（没有读者时打开失败，正是修复后的情形）
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def _agent_pid(service: Service) -> int:
+    (health,) = service.scheduler_status()["agents_health"].values()
+    return int(health["pid"])
+
+
+def test_new_agent_sweeps_orphans_of_jobs_settled_while_it_was_away(
+    service: Service, tmp_path: Path
+) -> None:
+    """调度器不在时代理被 SIGKILL，作业由 conductor doctor --fix 记为 FAILED（doctor 不清理进程），
+    setsid 的孙进程活了下来。调度器回来、为节点新建代理时已没有占用资源的作业可对账：
+    新代理上任时自己清理前任留下的进程。"""
+    job = service.submit(
+        "setsid sleep 300 & echo $! > child.pid; touch started; sleep 300",
+        current_working_directory=str(tmp_path),
+    )
+    _wait_file(tmp_path / "started")
+    wait_for(lambda: (tmp_path / "child.pid").read_text().strip(), 10)
+    child = int((tmp_path / "child.pid").read_text())
+    token = _token(service, job)
+    agent = _agent_pid(service)
+    try:
+        ray.kill(service.scheduler, no_restart=True)
+        os.kill(agent, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(agent), 30, what="代理进程已死")
+        alive = {n.node_id for n in alive_nodes()}
+        findings = doctor_check_jobs(service.engine, service.settings, alive, fix=True)
+        assert any("旧代理丢失——已修复" in f.message for f in findings), findings
+        assert service.state(job) == "FAILED"
+        assert pid_alive(child)  # 孤儿：没有谁清理它
+        service.scheduler = ensure_scheduler(service.settings)
+        wait_for(lambda: not pid_alive(child), 30, what="新代理清理了孤儿进程")
+        wait_for(lambda: find_job_pids(token) == [], 30, what="作业的进程全部被清理")
+    finally:
+        kill_job_tree(token, grace=0)
+    after = service.submit("echo after", current_working_directory=str(tmp_path))
+    service.wait_state(after, "COMPLETED")
