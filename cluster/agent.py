@@ -27,7 +27,16 @@ from ray.exceptions import NodeDiedError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import text
 
-from cluster.executor import cancel_marker, run_job, script_path, started_marker, touch_marker
+from cluster.executor import (
+    cancel_marker,
+    read_result,
+    result_file,
+    run_job,
+    script_path,
+    spool_dir,
+    started_marker,
+    touch_marker,
+)
 from conductor import transitions
 from conductor.db import make_engine, session_scope
 from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
@@ -121,10 +130,16 @@ class NodeAgent:
         self.scheduler: ray.actor.ActorHandle | None = None
         self.reporter = self._start_reporter()
         self.host = ray.util.get_node_ip_address()
-        self.sweeper = asyncio.get_running_loop().create_task(self._sweep_orphans())
+        # 上任：补记前任留下的结局（完成后 ready），再清理前任留下的进程
+        self.ready = asyncio.Event()
+        self.starting = asyncio.get_running_loop().create_task(self._take_office())
 
-    def identity(self) -> str:
-        """本代理实例的身份；派发时记入作业行。"""
+    async def identity(self) -> str:
+        """本代理实例的身份；派发时记入作业行。
+
+        先补记前任留下的结果文件再答复：调度器拿到身份后才对账（把随前任丢失的作业记 FAILED），
+        那时它看到的只剩真正丢失的作业。"""
+        await self.ready.wait()
         return self.agent_id
 
     def holding(self) -> tuple[str, list[int]]:
@@ -141,6 +156,7 @@ class NodeAgent:
             "agent_id": self.agent_id,
             "node_id": self.node_id,
             "pid": os.getpid(),
+            "ready": self.ready.is_set(),
             "jobs": len(self.runs),
             "reporter": {
                 "ok": alive and h.failures == 0,
@@ -164,24 +180,67 @@ class NodeAgent:
         """清理随旧代理死亡的作业留下的孤儿进程。"""
         await asyncio.gather(*(kill_job_tree_async(t, grace=0) for t in tokens))
 
+    async def _take_office(self) -> None:
+        try:
+            await self._collect_results()
+        except Exception:  # noqa: BLE001 - 补记只是兜底，失败也要开始工作
+            log.exception("补记前任留下的结局失败")
+        finally:
+            self.ready.set()
+        await self._sweep_orphans()
+
+    async def _collect_results(self) -> None:
+        """补记前任留下的结果文件：它们的脚本已经结束，结局却没来得及写进数据库。
+
+        只写仍为 RUNNING 且令牌相同的作业（finish 的条件），写入后删除文件；不认识的令牌
+        （同一台机器上别的 Conductor 实例）的文件不动。数据库不可用时一直等：此时调度器也无法对账。"""
+        found = await asyncio.to_thread(_leftover_results)
+        if not found:
+            return
+        jobs = await self._db_retrying(self._jobs_by_token, [r[1] for r in found])
+        outcomes = []
+        for job_id, token, limit, result in found:
+            if jobs.get(token) != job_id:
+                continue
+            state, code, msg = classify(result, limit)
+            outcomes.append(Outcome(job_id, state, code, msg, token))
+        try:
+            await self._db_retrying(self._record, outcomes)
+        except Exception as exc:  # noqa: BLE001 - 写不进的交给上报循环逐个重试
+            log.warning("补记前任留下的结局失败，交给上报循环：%s", describe_error(exc))
+            for o in outcomes:
+                self.pending[o.job_id] = o
+            self.report_ready.set()
+            return
+        self._recorded(outcomes)
+        log.info("补记了前任留下的 %d 个作业结局：%s", len(outcomes), [o.job_id for o in outcomes])
+
+    async def _db_retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        """数据库不可用或事务冲突时退避重试（不占着数据库线程睡眠）；其他错误照常抛出。"""
+        delay = REPORT_FIRST_DELAY
+        while True:
+            try:
+                return await self._db(fn, *args)
+            except (DatabaseUnavailable, TransactionConflict):
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, REPORT_MAX_DELAY)
+
+    def _jobs_by_token(self, tokens: list[str]) -> dict[str, int]:
+        with session_scope(self.engine) as session:
+            return transitions.jobs_by_token(session, tokens)
+
     async def _sweep_orphans(self) -> None:
         """新代理上任：按令牌清理随前任死亡的作业留下的进程。
 
         调度器对账时也会让新代理清理，但那只覆盖它判为丢失的作业；作业若已由别人（如 doctor）
         判为丢失，或调度器的清理消息丢了，孤儿进程就没人管。这里从数据库找出这些令牌。"""
-        delay = REPORT_FIRST_DELAY
-        while True:
-            try:
-                tokens = await self._db(
-                    self._orphan_tokens, self.node_id, self.host, self.agent_id, ORPHAN_WINDOW
-                )
-                break
-            except (DatabaseUnavailable, TransactionConflict):
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, REPORT_MAX_DELAY)
-            except Exception:  # noqa: BLE001 - 清理只是兜底，失败不影响代理工作
-                log.exception("查找前任代理留下的作业失败，不清理")
-                return
+        try:
+            tokens = await self._db_retrying(
+                self._orphan_tokens, self.node_id, self.host, self.agent_id, ORPHAN_WINDOW
+            )
+        except Exception:  # noqa: BLE001 - 清理只是兜底，失败不影响代理工作
+            log.exception("查找前任代理留下的作业失败，不清理")
+            return
         if tokens:
             # 扫描 /proc 是阻塞的：放进线程，不占事件循环
             killed = await asyncio.to_thread(_kill_tokens, tokens)
@@ -340,6 +399,10 @@ class NodeAgent:
             # 执行器所在的 worker 进程（或整个 raylet）死了：代理与作业在同一台机器上，
             # 脚本的子孙进程成了孤儿，由这里按标记清理
             await kill_job_tree_async(spec.token, grace=0)
+            kept = await asyncio.to_thread(read_result, result_file(spec.token))
+            if kept is not None and kept[1] == spec.token:
+                # 执行器写下结果之后、返回之前死了：结果是真实的
+                return _classify(kept[3], spec)
             if isinstance(exc, NodeDiedError):
                 return JobState.NODE_FAIL, None, node_lost_message(spec.node_name)
             return (
@@ -467,6 +530,11 @@ class NodeAgent:
             if self.pending.get(o.job_id) is o:
                 del self.pending[o.job_id]
             self.runs.pop(o.job_id, None)
+            if o.token:
+                try:
+                    result_file(o.token).unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("作业 %s 的结果文件无法删除：%s", o.job_id, exc)
         if outcomes:
             self._notify_scheduler()
 
@@ -512,13 +580,26 @@ class NodeAgent:
             self.scheduler = None
 
 
+def _leftover_results() -> list[tuple[int, str, int | None, ExecResult]]:
+    """临时目录里的全部结果文件（读不出的跳过）。"""
+    found = []
+    for path in spool_dir().glob("result-*.json"):
+        left = read_result(path)
+        if left is not None and path.name == f"result-{left[1]}.json":
+            found.append(left)
+    return found
+
+
 def _kill_tokens(tokens: list[str]) -> int:
-    """按令牌 SIGKILL 各作业的进程树，返回确有残留进程的作业数。"""
+    """按令牌 SIGKILL 各作业的进程树，顺带删掉前任来不及删的标记；返回确有残留进程的作业数。"""
     found = 0
     for token in tokens:
         if find_job_pids(token):
             found += 1
             kill_job_tree(token, grace=0)
+        for marker in (cancel_marker(token), started_marker(token)):
+            with contextlib.suppress(OSError):
+                marker.unlink(missing_ok=True)
     return found
 
 

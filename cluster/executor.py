@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import pwd
 import select
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import ray
 
-from conductor.fileopen import open_output
+from conductor.fileopen import open_output, open_regular
 from conductor.jobspec import JobSpec, build_env
 from conductor.outcome import ExecResult
 from conductor.proctree import become_subreaper, kill_job_tree, live_children
@@ -75,6 +77,63 @@ def cancel_marker(token: str) -> Path:
 def started_marker(token: str) -> Path:
     """启动标记：脚本已启动（时限已开始计时）。代理据此区分“卡在启动前”与“运行超时”。"""
     return spool_dir() / f"started-{token}"
+
+
+def result_file(token: str) -> Path:
+    """执行结果文件：执行器返回前写下，代理把结局写入数据库后删除。
+
+    代理在两者之间死亡时（Ray 随之杀掉执行器，但已经结束的脚本留下了结果），新代理上任时据此
+    以真实的退出码补记结局，而不是让对账记成“代理已退出”的 FAILED。"""
+    return spool_dir() / f"result-{token}.json"
+
+
+# 结果文件的大小上限：文件在作业（以服务用户运行时）可写的目录里，读它不能读进任意多的数据
+RESULT_MAX_BYTES = 64 * 1024
+
+
+def leave_result(spec: JobSpec, result: ExecResult) -> None:
+    """原子地写下结果文件（先写临时文件再改名）：读到的要么没有，要么完整。失败只放弃这份兜底。"""
+    body = json.dumps(
+        {
+            "job_id": spec.job_id,
+            "token": spec.token,
+            "time_limit_seconds": spec.time_limit_seconds,
+            **dataclasses.asdict(result),
+        }
+    ).encode()
+    try:
+        fd, tmp = tempfile.mkstemp(dir=spool_dir(), prefix=".result-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+            os.replace(tmp, result_file(spec.token))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
+
+
+def read_result(path: Path) -> tuple[int, str, int | None, ExecResult] | None:
+    """读一个结果文件：(作业 id, 令牌, 时限秒数, 结果)；不是普通文件、过大或内容不对时为 None。"""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            raw = f.read(RESULT_MAX_BYTES + 1)
+        if len(raw) > RESULT_MAX_BYTES:
+            return None
+        data = json.loads(raw)
+        job_id, token, limit = data["job_id"], data["token"], data["time_limit_seconds"]
+        result = ExecResult(data["returncode"], bool(data["timed_out"]), data["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    fields_ok = (
+        isinstance(job_id, int)
+        and isinstance(token, str)
+        and (limit is None or isinstance(limit, int))
+        and (result.returncode is None or isinstance(result.returncode, int))
+        and (result.error is None or isinstance(result.error, str))
+    )
+    return (job_id, token, limit, result) if fields_ok else None
 
 
 def touch_marker(path: Path) -> bool:
@@ -228,6 +287,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
             live_children()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
+        # 启动标记留给代理删除：这里删了，代理恰在此刻检查期限时会误以为脚本从未启动
         script.unlink(missing_ok=True)
 
 
@@ -254,5 +314,9 @@ def _start(
 
 @ray.remote(max_retries=0)
 def run_job(spec: JobSpec) -> ExecResult:
-    """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。"""
-    return execute(spec, ray.get_runtime_context().get_node_id())
+    """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。
+
+    返回之前在本节点留下结果文件（见 result_file）。"""
+    result = execute(spec, ray.get_runtime_context().get_node_id())
+    leave_result(spec, result)
+    return result

@@ -373,3 +373,13 @@ def orphan_tokens(
         {"node": node_id, "host": host, "agent": agent_id, "window": window, "limit": limit},
     )
     return [r[0] for r in rows]
+
+
+def jobs_by_token(session: Session, tokens: Sequence[str]) -> dict[str, int]:
+    """令牌 → 作业 id（只含本库认识的令牌；别的 Conductor 实例的令牌不在其中）。"""
+    if not tokens:
+        return {}
+    rows = session.execute(
+        text("SELECT token, id FROM jobs WHERE token = ANY(:tokens)"), {"tokens": list(tokens)}
+    )
+    return {r.token: r.id for r in rows}

@@ -304,3 +304,52 @@ def test_new_agent_sweeps_orphans_of_jobs_settled_while_it_was_away(
         kill_job_tree(token, grace=0)
     after = service.submit("echo after", current_working_directory=str(tmp_path))
     service.wait_state(after, "COMPLETED")
+
+
+def test_agent_killed_keeps_real_outcomes_and_leaves_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    """代理被 SIGKILL（如 OOM）时：一个作业刚结束、结局还没写进数据库（它的 UPDATE 正等着行锁），
+    另一个仍在运行并有 setsid 的孙进程。前者以真实的退出码记录，而不是“代理已退出”的 FAILED；
+    后者记 FAILED 并写明原因；CPU 全部归还且能再用，不留任何进程。"""
+    wd = str(tmp_path)
+    finished = service.submit(
+        "touch started-a; while [ ! -e go ]; do sleep 0.05; done; echo real",
+        current_working_directory=wd,
+        standard_output="a.out",
+    )
+    running = service.submit(
+        "setsid sleep 300 & echo $! > child.pid; touch started-b; sleep 300",
+        current_working_directory=wd,
+        standard_output="b.out",
+    )
+    _wait_file(tmp_path / "started-a")
+    _wait_file(tmp_path / "started-b")
+    wait_for(lambda: (tmp_path / "child.pid").read_text().strip(), 10)
+    child = int((tmp_path / "child.pid").read_text())
+    tokens = [_token(service, finished), _token(service, running)]
+    agent = _agent_pid(service)
+    try:
+        with admin(service) as conn, service.engine.connect() as locker:
+            tx = locker.begin()
+            locker.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": finished})
+            pid = int(locker.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            (tmp_path / "go").touch()
+            wait_for(lambda: _blocked_by(conn, pid) > 0, 30, what="代理写结局时等在行锁上")
+            os.kill(agent, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(agent), 30, what="代理进程已死")
+            tx.rollback()
+        body = service.wait_state(finished, "COMPLETED", "FAILED", timeout=60)
+        assert (body["state"], body["detail"]["exit_code"]) == ("COMPLETED", "0:0"), body
+        assert body["job_log"]["stdout"] == "real\n"
+        body = service.wait_state(running, "FAILED", timeout=60)
+        assert "节点代理已退出" in body["error_msg"]
+        wait_for(lambda: not pid_alive(child), 30, what="孙进程已被清理")
+        for token in tokens:
+            wait_for(lambda t=token: find_job_pids(t) == [], 30, what="作业的进程全部被清理")
+        wait_for(lambda: service.held_cpus() == 0, 30, what="CPU 已归还")
+    finally:
+        for token in tokens:
+            kill_job_tree(token, grace=0)
+    again = service.submit("true", current_working_directory=wd, cpus_per_task=CLUSTER_CPUS)
+    service.wait_state(again, "COMPLETED")
