@@ -127,6 +127,7 @@ class NodeAgent:
         self.pending: dict[int, Outcome] = {}
         self.report_ready = asyncio.Event()
         self.reporter_health = ReporterHealth()
+        self.cancelling: set[asyncio.Task[bool]] = set()
         self.scheduler: ray.actor.ActorHandle | None = None
         self.reporter = self._start_reporter()
         self.host = ray.util.get_node_ip_address()
@@ -559,7 +560,10 @@ class NodeAgent:
             log.warning("检查已取消作业失败：%s", exc)
             return
         for job_id in cancelled:
-            await self.cancel(job_id)
+            # 不在这里等宽限期结束：上报循环不能被一次取消拖住
+            task = asyncio.get_running_loop().create_task(self.cancel(job_id))
+            self.cancelling.add(task)
+            task.add_done_callback(self.cancelling.discard)
 
     def _cancelled_among(self, job_ids: list[int]) -> list[int]:
         with session_scope(self.engine) as session:
