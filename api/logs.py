@@ -95,6 +95,13 @@ async def job_logs(
             rt.cluster.read_log_range, job.node_id, path, offset, CHUNK, job.run_as_user
         )
         data, start, size = chunk["data"] or b"", chunk["offset"], chunk["size"]
+        if chunk.get("error"):
+            # 日志不是普通文件（作业把它换成了 FIFO 等）：说明代替内容，偏移不前进
+            return Response(
+                content=f"[无法读取日志：{chunk['error']}]\n".encode(),
+                media_type=TEXT,
+                headers={"X-Job-State": job.state, "X-Log-Offset": str(start), "X-Log-Size": "0"},
+            )
     return Response(
         content=data,
         media_type=TEXT,
@@ -125,6 +132,9 @@ async def _follow(
             )
         except ClusterUnavailable as exc:
             yield f"\n[无法继续读取日志：{exc.message}]\n".encode()
+            return
+        if chunk.get("error"):
+            yield f"\n[无法继续读取日志：{chunk['error']}]\n".encode()
             return
         data = chunk["data"] or b""
         if data:

@@ -158,6 +158,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "postgres": {"status": "up"},
                 "ray": {"status": "up", "alive_nodes": 1},
                 "scheduler": {"status": "up", "ready": True, "epoch": 3},
+                "agents": {
+                    "status": "up",
+                    "nodes": {
+                        "4f1c…": {
+                            "ok": True,
+                            "pending": 0,
+                            "failures": 0,
+                            "error_kind": None,
+                            "since": None,
+                        }
+                    },
+                },
             },
             "dashboard_url": "http://127.0.0.1:8265",
         },

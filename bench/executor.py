@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import ray
 
-from cluster.executor import run_job
+from cluster.executor import result_file, run_job
 from cluster.ray_auth import ensure_cluster_token
 from conductor.jobspec import JobSpec
 from conductor.proctree import new_token
@@ -31,7 +31,12 @@ def run_true() -> int:
     return subprocess.run(["true"]).returncode
 
 
+# run_job 在临时目录里留下结果文件（平时由节点代理删除）；这里没有代理，结束时自己删
+TOKENS: list[str] = []
+
+
 def _spec(job_id: int, wd: str) -> JobSpec:
+    TOKENS.append(new_token())
     return JobSpec(
         job_id=job_id,
         name="bench",
@@ -48,7 +53,7 @@ def _spec(job_id: int, wd: str) -> JobSpec:
         memory_bytes=10 << 20,
         time_limit_seconds=10,
         node_name="bench",
-        token=new_token(),
+        token=TOKENS[-1],
         kill_wait=1.0,
     )
 
@@ -106,6 +111,8 @@ def main() -> None:
         print(f"run_job / 裸任务：{rates[1] / rates[0]:.0%}")
     finally:
         ray.shutdown()
+        for token in TOKENS:
+            result_file(token).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`conductor doctor`：一致性检查，可选地修复能安全修复的问题。供 cron 与监控使用。
 
-检查：PostgreSQL 与 Ray 可达、调度器存活且健康（主循环在前进）、RUNNING 作业是否有存活的执行、
-已结束的作业是否仍占着 CPU。修复只做确定安全的事：节点已失联的作业判 NODE_FAIL，
+检查：PostgreSQL 与 Ray 可达、调度器存活且健康（主循环在前进）、各节点代理能否把结局写入数据库、
+RUNNING 作业是否有存活的执行、已结束的作业是否仍占着 CPU。修复只做确定安全的事：节点已失联的作业判 NODE_FAIL，
 执行确已丢失的作业判 FAILED 或只释放资源；“代理存活但不认识”的 RUNNING 作业只报告，
 由调度器的对账处理（它可能正在派发途中；认领超过 stranded_after 秒后周期对账将其重新排队）。
 """
@@ -59,6 +59,7 @@ def run_checks(settings: Settings, fix: bool) -> list[Finding]:
         return findings
     try:
         findings.append(check_scheduler(settings))
+        findings += check_agents(settings, {n.node_id for n in nodes})
         findings += _check_jobs(engine, settings, {n.node_id for n in nodes}, fix)
     finally:
         ray.shutdown()
@@ -80,6 +81,40 @@ def check_scheduler(settings: Settings) -> Finding:
     return Finding(
         True, f"调度器存活（纪元 {status['epoch']}，已对账 {status['reconciliations']} 次）"
     )
+
+
+def check_agents(settings: Settings, node_ids: set[str]) -> list[Finding]:
+    """各节点代理的结局上报器：有结局写不进数据库、或代理不应答，都是问题（只报告，不修复）。"""
+    problems, healthy = [], 0
+    for node_id in sorted(node_ids):
+        try:
+            handle = ray.get_actor(agent_name(node_id), namespace=settings.namespace)
+            health = ray.get(handle.health.remote(), timeout=10)
+        except (ValueError, RayActorError):
+            continue  # 还没有代理（或刚退出）：它手里的作业由下面的检查判定
+        except GetTimeoutError:
+            problems.append(Finding(False, f"节点 {node_id[:8]} 的代理 10 秒内无应答"))
+            continue
+        reporter = health["reporter"]
+        if reporter["ok"]:
+            healthy += 1
+            continue
+        since = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(reporter["since"]))
+            if reporter["since"]
+            else "未知时刻"
+        )
+        problems.append(
+            Finding(
+                False,
+                f"节点 {node_id[:8]} 的代理有 {reporter['pending']} 个作业结局写不进数据库"
+                f"（自 {since} 起连续失败 {reporter['failures']} 次，"
+                f"上报循环{'在运行' if reporter['alive'] else '已停止'}）：{reporter['last_error']}",
+            )
+        )
+    if problems:
+        return problems
+    return [Finding(True, f"各节点代理的结局上报正常（{healthy} 个代理）")]
 
 
 def _agent_holdings(

@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import pwd
 import select
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import ray
 
+from conductor.fileopen import open_output, open_regular
 from conductor.jobspec import JobSpec, build_env
 from conductor.outcome import ExecResult
 from conductor.proctree import become_subreaper, kill_job_tree, live_children
@@ -61,22 +64,111 @@ def prepare_spool() -> Path:
     return spool
 
 
+def script_path(spec: JobSpec) -> Path:
+    """作业脚本在临时目录里的副本（执行器写入，结束时删除）。"""
+    return spool_dir() / f"job-{spec.job_id}-{spec.token[:8]}.sh"
+
+
 def cancel_marker(token: str) -> Path:
     """取消标记：代理在取消时创建；任务若此后才开始执行，就不再启动脚本。"""
     return spool_dir() / f"cancel-{token}"
 
 
+def started_marker(token: str) -> Path:
+    """启动标记：脚本已启动（时限已开始计时）。代理据此区分“卡在启动前”与“运行超时”。"""
+    return spool_dir() / f"started-{token}"
+
+
+def result_file(token: str) -> Path:
+    """执行结果文件：执行器返回前写下，代理把结局写入数据库后删除。
+
+    代理在两者之间死亡时（Ray 随之杀掉执行器，但已经结束的脚本留下了结果），新代理上任时据此
+    以真实的退出码补记结局，而不是让对账记成“代理已退出”的 FAILED。"""
+    return spool_dir() / f"result-{token}.json"
+
+
+# 结果文件的大小上限：文件在作业（以服务用户运行时）可写的目录里，读它不能读进任意多的数据
+RESULT_MAX_BYTES = 64 * 1024
+
+
+def leave_result(spec: JobSpec, result: ExecResult) -> None:
+    """原子地写下结果文件（先写临时文件再改名）：读到的要么没有，要么完整。失败只放弃这份兜底。"""
+    body = json.dumps(
+        {
+            "job_id": spec.job_id,
+            "token": spec.token,
+            "time_limit_seconds": spec.time_limit_seconds,
+            **dataclasses.asdict(result),
+        }
+    ).encode()
+    try:
+        fd, tmp = tempfile.mkstemp(dir=spool_dir(), prefix=".result-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+            os.replace(tmp, result_file(spec.token))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
+
+
+def read_result(path: Path) -> tuple[int, str, int | None, ExecResult] | None:
+    """读一个结果文件：(作业 id, 令牌, 时限秒数, 结果)；不是普通文件、过大或内容不对时为 None。"""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            raw = f.read(RESULT_MAX_BYTES + 1)
+        if len(raw) > RESULT_MAX_BYTES:
+            return None
+        data = json.loads(raw)
+        job_id, token, limit = data["job_id"], data["token"], data["time_limit_seconds"]
+        result = ExecResult(data["returncode"], bool(data["timed_out"]), data["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    fields_ok = (
+        isinstance(job_id, int)
+        and isinstance(token, str)
+        and (limit is None or isinstance(limit, int))
+        and (result.returncode is None or isinstance(result.returncode, int))
+        and (result.error is None or isinstance(result.error, str))
+    )
+    return (job_id, token, limit, result) if fields_ok else None
+
+
+def touch_marker(path: Path) -> bool:
+    """建立一个空的标记文件，不跟随符号链接、不阻塞：以服务用户运行的作业能在临时目录里
+    抢先放一个同名的 FIFO 或符号链接，普通的 touch 会被 FIFO 挂住。返回是否成功。"""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 def _open_output(path: str) -> int:
+    """打开日志文件：只接受普通文件与 /dev/null，FIFO、设备、符号链接一律拒绝（不阻塞、不打开）。"""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    return open_output(path)
 
 
 # 以作业用户身份运行的引导脚本：工作目录与日志文件由该用户自己创建和打开，
 # 服务（root）从不在用户可控的目录里创建文件（否则符号链接可让 root 覆盖任意文件）。
 # 失败信息写到原来的标准错误（交给执行器的管道）；成功重定向后管道即关闭。
+# 已存在的日志必须是普通文件（或 /dev/null）：exec >FIFO 会一直等读者。检查与打开之间
+# 用户若换上 FIFO，只能挂住自己的作业，由代理的启动期限（launch_timeout）兜底。
 _LAUNCH_AS_USER = r"""
 mkdir -p -- "$1" && cd -- "$1" || exit 1
 mkdir -p -- "$(dirname -- "$2")" "$(dirname -- "$3")" || exit 1
+for f in "$2" "$3"; do
+  if [ -e "$f" ] && [ ! -f "$f" ] && [ ! "$f" -ef /dev/null ]; then
+    if [ -p "$f" ]; then k=FIFO; elif [ -c "$f" ] || [ -b "$f" ]; then k=设备
+    elif [ -S "$f" ]; then k=套接字; elif [ -d "$f" ]; then k=目录; else k=特殊文件; fi
+    echo "输出文件 $f 不是普通文件（$k），拒绝打开" >&2
+    exit 1
+  fi
+done
 if [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
 exec /bin/bash "$4"
 """
@@ -164,8 +256,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     进程的子进程都属于它，脚本退出后残留的由这里清理并回收。
     """
     _adopts_orphans()
-    spool = spool_dir()
-    script = spool / f"job-{spec.job_id}-{spec.token[:8]}.sh"
+    script = script_path(spec)
     if cancel_marker(spec.token).exists():
         return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
@@ -184,6 +275,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     finally:
         for fd in fds:
             os.close(fd)
+    touch_marker(started_marker(spec.token))
     try:
         timed_out = not _wait_exit(proc, spec.time_limit_seconds)
         if timed_out:
@@ -195,6 +287,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
             live_children()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
+        # 启动标记留给代理删除：这里删了，代理恰在此刻检查期限时会误以为脚本从未启动
         script.unlink(missing_ok=True)
 
 
@@ -221,5 +314,9 @@ def _start(
 
 @ray.remote(max_retries=0)
 def run_job(spec: JobSpec) -> ExecResult:
-    """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。"""
-    return execute(spec, ray.get_runtime_context().get_node_id())
+    """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。
+
+    返回之前在本节点留下结果文件（见 result_file）。"""
+    result = execute(spec, ray.get_runtime_context().get_node_id())
+    leave_result(spec, result)
+    return result

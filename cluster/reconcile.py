@@ -18,6 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -69,10 +70,11 @@ def load_held_jobs(engine: Engine) -> list[HeldJob]:
 
 @dataclass(frozen=True)
 class AgentView:
-    """一个节点当前的代理：身份（每次创建都不同）与它手中的作业。"""
+    """一个节点当前的代理：身份（每次创建都不同）与它手中的作业；health 为代理的健康（不参与判定）。"""
 
     agent_id: str
     jobs: frozenset[int]
+    health: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -74,6 +74,8 @@ LAUNCH_TIMEOUT = 60.0
 NODES_TIMEOUT = 10.0
 # 看门狗线程检查主循环的间隔秒数
 WATCHDOG_PERIOD = 1.0
+# status() 询问各代理健康的超时秒数：健康检查不能被一个卡住的代理拖住
+AGENT_HEALTH_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class Scheduler:
         self.engine = make_engine(settings.database_url or "", pool_size=3, pre_ping=False)
         self.epoch = 0
         self.agents: dict[str, tuple[ray.actor.ActorHandle, str]] = {}
+        # 各节点代理最近一次报告的健康（对账与 status() 时更新）
+        self.agent_health: dict[str, dict] = {}
         self.wake_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.started = time.time()
@@ -177,6 +181,8 @@ class Scheduler:
             "pid": os.getpid(),
             "pass_ms_last": [round(t * 1000, 3) for t in self.pass_times],
             "startup_s": {k: round(v, 3) for k, v in self.startup.items()},
+            # 各节点代理的健康（结局上报器是否写得进数据库），/health 据此报告
+            "agents_health": await self._agents_health(),
         }
 
     async def wait_ready(self, timeout: float = 60.0) -> bool:
@@ -390,7 +396,9 @@ class Scheduler:
     async def _adopt(self, node_id: str, handle: ray.actor.ActorHandle) -> AgentView | None:
         """向代理提高纪元栅栏并取回它手中的作业；无响应时返回 None（本轮不判定）。"""
         try:
-            agent_id, jobs = await asyncio.wait_for(handle.adopt.remote(self.epoch), AGENT_TIMEOUT)
+            agent_id, jobs, health = await asyncio.wait_for(
+                handle.adopt.remote(self.epoch), AGENT_TIMEOUT
+            )
         except RayActorError as exc:
             log.warning("节点 %s 的代理已退出：%s", node_id, exc)
             self._forget_agent(node_id, handle)  # 下一轮为该节点创建新代理
@@ -398,7 +406,37 @@ class Scheduler:
         except TimeoutError:
             log.warning("节点 %s 的代理 %s 秒内无响应，本轮不判定其作业", node_id, AGENT_TIMEOUT)
             return None
-        return AgentView(agent_id, frozenset(jobs))
+        self._note_health(node_id, health)
+        return AgentView(agent_id, frozenset(jobs), health)
+
+    def _note_health(self, node_id: str, health: dict) -> None:
+        """记下代理的健康；结局上报器出问题时记日志（作业会一直 RUNNING、占着 CPU）。"""
+        reporter = health["reporter"]
+        if not reporter["ok"]:
+            log.warning(
+                "节点 %s 的代理有 %s 个作业结局写不进数据库（连续失败 %s 次）：%s",
+                node_id,
+                reporter["pending"],
+                reporter["failures"],
+                reporter["last_error"],
+            )
+        self.agent_health[node_id] = health
+
+    async def _agents_health(self) -> dict[str, dict]:
+        """各节点代理的健康，现问现答；AGENT_HEALTH_TIMEOUT 秒内不答的记为无响应。"""
+        entries = list(self.agents.items())
+
+        async def ask(node_id: str, handle: ray.actor.ActorHandle) -> dict:
+            try:
+                health = await asyncio.wait_for(handle.health.remote(), AGENT_HEALTH_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - 无响应或已退出：照实报告
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                return {"reachable": False, "error": error, "last": self.agent_health.get(node_id)}
+            self.agent_health[node_id] = health
+            return {"reachable": True, **health}
+
+        found = await asyncio.gather(*(ask(node_id, h) for node_id, (h, _) in entries))
+        return {node_id: h for (node_id, _), h in zip(entries, found, strict=True)}
 
     def _apply(self, plan: ReconcilePlan) -> list[int]:
         with session_scope(self.engine) as session:

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="认领超过这么多秒、不在派发途中、其代理（同一实例）仍不持有的 RUNNING 作业"
         "由周期对账重新排队（它从未启动）",
     )
+    launch_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="作业从派发到脚本启动的最长秒数（含 Ray 排队、切换用户、进入工作目录、打开日志文件）；"
+        "超过即强制结束并记 FAILED。作业时限从脚本启动时才开始计时，这是它之前的兜底",
+    )
 
     partitions: dict[str, PartitionConfig] = Field(
         default_factory=dict,

@@ -14,17 +14,28 @@ from pathlib import Path
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
 from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
-from cluster.executor import prepare_spool
+from cluster.executor import prepare_spool, spool_dir
 from conductor.proctree import find_job_pids
-from tests.cluster.conftest import Service, job_payload
+from tests.cluster.conftest import Service, job_payload, make_settings
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="切换用户需要以 root 运行")
+
+# 启动预算（秒）：切换用户、进入工作目录、打开日志文件必须在这么久内完成
+LAUNCH_TIMEOUT = 15.0
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster: Cluster, database_url: str) -> Iterator[Service]:
+    svc = Service(make_settings(database_url, launch_timeout=LAUNCH_TIMEOUT))
+    yield svc
+    svc.close()
 
 
 class Users:
@@ -175,9 +186,12 @@ def test_unmapped_or_unknown_user_refused(service: Service, mapped: TestClient) 
 
 
 def test_spool_owned_by_someone_else_is_refused(
-    tmp_path: Path, users: Users, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, users: Users, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # spool_dir() 每个进程只算一次：本进程里先前的测试可能已经算过
+    spool_dir.cache_clear()
+    request.addfinalizer(spool_dir.cache_clear)
     spool = tmp_path / "conductor-spool"
     spool.mkdir(mode=0o777)
     spool.chmod(0o777)
@@ -187,3 +201,82 @@ def test_spool_owned_by_someone_else_is_refused(
     os.chown(spool, b.pw_uid, b.pw_gid)  # 别的用户抢先建好的目录
     with pytest.raises(OSError, match="不属于服务用户"):
         prepare_spool()
+
+
+def test_outcome_with_nul_byte_does_not_stop_reporting(
+    service: Service, users: Users, mapped: TestClient
+) -> None:
+    """作业的 BASH_ENV 在引导脚本里先执行（以作业用户身份，标准错误是交给执行器的管道），
+    它写出的 NUL 进了 error_msg：psycopg2 拒绝含 NUL 的字符串。结局照样写入（NUL 转义），
+    之后的作业也照常记录。"""
+    wd = users.base / "a" / "nul"
+    env_file = users.base / "a" / "nul-env.sh"
+    env_file.write_text("printf 'before\\000after' >&2; exit 1\n")
+    env_file.chmod(0o644)
+    bad = submit(
+        mapped,
+        "echo never",
+        account="acct-a",
+        current_working_directory=str(wd),
+        environment={"BASH_ENV": str(env_file)},
+    )
+    body = service.wait_state(bad, "FAILED", timeout=30)
+    assert "before\\x00after" in body["error_msg"]
+    good = submit(mapped, "echo ok", account="acct-a", current_working_directory=str(wd))
+    service.wait_state(good, "COMPLETED", timeout=30)
+
+
+def test_launch_stuck_before_time_limit_is_armed(
+    service: Service, users: Users, mapped: TestClient
+) -> None:
+    """BASH_ENV 在引导脚本里留下一个握着管道写端的后台进程：执行器等管道 EOF 等不到，
+    时限永远不开始计时。启动预算用完，代理强制结束任务、按标记杀掉整棵进程树，
+    作业以说明原因的 FAILED 结束。"""
+    wd = users.base / "a" / "stuck"
+    env_file = users.base / "a" / "stuck-env.sh"
+    env_file.write_text("setsid sleep 300 &\n")
+    env_file.chmod(0o644)
+    job = submit(
+        mapped,
+        "sleep 300",
+        account="acct-a",
+        current_working_directory=str(wd),
+        environment={"BASH_ENV": str(env_file)},
+        time_limit="0:02",
+    )
+    with service.engine.connect() as conn:
+        token = wait_for(
+            lambda: conn.execute(
+                text("SELECT token FROM jobs WHERE id = :id"), {"id": job}
+            ).scalar()
+        )
+    wait_for(lambda: find_job_pids(token), 30, what="作业的进程已启动")
+    body = service.wait_state(job, "FAILED", timeout=LAUNCH_TIMEOUT + 30)
+    assert f"{LAUNCH_TIMEOUT:g} 秒内没有启动" in body["error_msg"]
+    wait_for(lambda: find_job_pids(token) == [], 30, what="作业的进程全部被清理")
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+
+
+def test_output_fifo_of_the_user_fails_the_job_at_once(
+    service: Service, users: Users, mapped: TestClient
+) -> None:
+    """以作业用户身份打开日志的引导脚本遇到 FIFO（exec >"$2" 会一直等读者）：作业立即失败，
+    说明指明路径、它不是普通文件。"""
+    wd = users.base / "a" / "fifo"
+    wd.mkdir()
+    a = pwd.getpwnam(users.a)
+    os.chown(wd, a.pw_uid, a.pw_gid)
+    fifo = wd / "out.txt"
+    os.mkfifo(fifo)
+    os.chown(fifo, a.pw_uid, a.pw_gid)
+    job = submit(
+        mapped,
+        "touch started",
+        account="acct-a",
+        current_working_directory=str(wd),
+        standard_output="out.txt",
+    )
+    body = service.wait_state(job, "FAILED", timeout=30)
+    assert f"输出文件 {fifo} 不是普通文件（FIFO）" in body["error_msg"]
+    assert not (wd / "started").exists()
+    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")

@@ -538,3 +538,40 @@ def test_migrations_idempotent(engine: Engine, database_url: str) -> None:
     upgrade(database_url)
     assert snapshot() == before
     assert row(engine, job_id)["state"] == "PENDING"
+
+
+# ---------- orphan_tokens ----------
+
+
+def test_orphan_tokens_of_a_new_agent(engine: Engine) -> None:
+    """新代理上任要清理的令牌：本节点上不归它、仍占用资源的；本节点或同一地址上最近被判为丢失的。"""
+
+    def claimed(node: str, agent: str, host: str) -> tuple[int, str]:
+        job_id, token = add_job(engine), new_token()
+        with session_scope(engine) as s:
+            transitions.claim(s, [Placement(job_id, node, node)], [token], [agent], 1, [host])
+        return job_id, token
+
+    def ended(job_id: int, token: str, state: JobState) -> None:
+        do(engine, transitions.finish, [Outcome(job_id, state, None, "x", token)])
+
+    held_old = claimed("orph-n", "agent-old", "10.0.0.9")
+    held_mine = claimed("orph-n", "agent-new", "10.0.0.9")
+    held_elsewhere = claimed("orph-m", "agent-old", "10.0.0.8")
+    lost = claimed("orph-n", "agent-old", "10.0.0.9")
+    ended(*lost, JobState.FAILED)
+    lost_same_host = claimed("orph-old-node", "agent-older", "10.0.0.9")
+    ended(*lost_same_host, JobState.NODE_FAIL)
+    completed = claimed("orph-n", "agent-old", "10.0.0.9")
+    ended(*completed, JobState.COMPLETED)
+    long_ago = claimed("orph-n", "agent-old", "10.0.0.9")
+    ended(*long_ago, JobState.FAILED)
+    with session_scope(engine) as s:
+        s.execute(
+            text("UPDATE jobs SET end_time = now() - interval '2 hours' WHERE id = :id"),
+            {"id": long_ago[0]},
+        )
+
+    tokens = do(engine, transitions.orphan_tokens, "orph-n", "10.0.0.9", "agent-new", 3600.0)
+    assert sorted(tokens) == sorted([held_old[1], lost[1], lost_same_host[1]])
+    assert held_mine[1] not in tokens and held_elsewhere[1] not in tokens

@@ -7,12 +7,17 @@ execute() 会让所在进程成为孤儿的收养者，所以每个用例在独�
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cluster.executor import RESULT_MAX_BYTES, leave_result, read_result, result_file
+from conductor.jobspec import JobSpec
+from conductor.outcome import ExecResult
+from conductor.proctree import new_token
 from tests.helpers import pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +81,25 @@ def test_background_processes_killed_and_reaped(tmp_path: Path, escape: str) -> 
     assert result["children"] == []
     for pid in _pids(tmp_path, "a.pid"):
         wait_for(lambda p=pid: not pid_alive(p), 5, what=f"残留进程 {pid} 已被清理")
+
+
+def test_result_file_round_trip_and_refuses_garbage(tmp_path: Path) -> None:
+    """结果文件：原子写下、原样读回；FIFO、过大、内容不对的文件读作 None（读它从不阻塞）。"""
+    token = new_token()
+    spec = JobSpec(job_id=7, name="t", account="a", partition="p", script="true",
+                   environment={}, work_dir=str(tmp_path), stdout_path="/dev/null",
+                   stderr_path="/dev/null", ntasks_per_node=1, cpus_per_task=1, cpus=1,
+                   memory_bytes=1 << 20, time_limit_seconds=30, node_name="n", token=token,
+                   kill_wait=1.0)  # fmt: skip
+    result = ExecResult(returncode=3, timed_out=False, error=None)
+    leave_result(spec, result)
+    try:
+        assert read_result(result_file(token)) == (7, token, 30, result)
+    finally:
+        result_file(token).unlink()
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "big.json").write_bytes(b" " * (RESULT_MAX_BYTES + 1))
+    (tmp_path / "bad.json").write_text('{"job_id": "x", "token": 1}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name in ("fifo.json", "big.json", "bad.json", "list.json", "missing.json"):
+        assert read_result(tmp_path / name) is None, name
