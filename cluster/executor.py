@@ -248,6 +248,14 @@ def _may_have_leftovers() -> bool:
     return children is None or bool(children)
 
 
+def _reap_leftovers(timeout: float = 2.0) -> None:
+    """回收刚被 SIGKILL 的残留进程。信号送达到进程变成僵尸之间有一小段时间：这时它已读不到环境
+    （按标记扫描认为它没了），却还不是僵尸、回收不了。等到本进程没有存活的子进程为止（有上限）。"""
+    deadline = time.monotonic() + timeout
+    while live_children() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
 
@@ -284,7 +292,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
         # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们
         if _may_have_leftovers():
             kill_job_tree(spec.token, grace=0, pgid=proc.pid)
-            live_children()
+            _reap_leftovers()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
         # 启动标记留给代理删除：这里删了，代理恰在此刻检查期限时会误以为脚本从未启动
