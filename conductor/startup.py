@@ -12,6 +12,8 @@ _PATTERNS = (
     re.compile(r"\b(FATAL|ERROR|CRITICAL)\b"),
 )
 MAX_CHARS = 400
+# 组件起不来时 serve 的退出码：sysexits 的 EX_UNAVAILABLE，与 Python 崩溃的 1 区分开
+EXIT_STARTUP_FAILED = 69
 
 
 class StartupFailed(Exception):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conductor.startup import EXIT_STARTUP_FAILED
 from tests.e2e.serve_process import CONDUCTOR, ServeProcess
 from tests.helpers import wait_for
 
@@ -72,7 +73,7 @@ def _failed_start(serve: ServeProcess) -> str:
     finally:
         serve.cleanup()
     output = serve.log_path.read_text()
-    assert code == 1, output[-3000:]
+    assert code == EXIT_STARTUP_FAILED, output[-3000:]
     return output
 
 
