@@ -403,3 +403,48 @@ def test_logs_come_only_from_recorded_paths(secure: Service, tmp_path: Path) -> 
         f"/jobs/query/{job_id}", params={"path": "/etc/passwd", "stdout": "/etc/passwd"}
     )
     assert "root:" not in resp.text
+
+
+def test_filename_pad_widths_are_bounded(secure: Service, tmp_path: Path) -> None:
+    """%<宽度>j 的宽度有上限：巨大的宽度在分配任何东西之前 422（原来 %99999999999999999999j
+    是 500，%2000000000j 为每个文件名分配 2 GB）；展开后超过列长（2048）的路径也是 422。"""
+    wd = str(tmp_path)
+    before = job_count(secure)
+    cases = [
+        ({"standard_output": "o-%99999999999999999999j.out"}, "job.standard_output"),
+        ({"standard_output": "o-%2000000000j.out"}, "job.standard_output"),
+        ({"standard_error": "e-%3000a.err", "array": "0-1000"}, "job.standard_error"),
+        ({"standard_output": "o-%11j.out"}, "job.standard_output"),
+        # 展开后过长：作业名 255 个字符，%x 展开 9 次
+        ({"name": "n" * 255, "standard_output": "%x" * 9}, "job.standard_output"),
+    ]
+    for change, field in cases:
+        resp = secure.client.post("/jobs/submit", json=job_payload("true", **change))
+        assert resp.status_code == 422, (change, resp.text)
+        assert resp.json()["errors"][0]["field"] == field, resp.text
+        assert field.removeprefix("job.") in resp.json()["detail"] or "宽度" in resp.text
+    # 批量提交：字段名带上是第几个作业
+    batch = {
+        "jobs": [
+            job_payload("true", current_working_directory=wd),
+            job_payload(
+                "true", current_working_directory=wd, name="n" * 255, standard_error="%x" * 9
+            ),
+        ]
+    }
+    resp = secure.client.post("/jobs/submit/batch", json=batch)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "jobs.1.job.standard_error"
+    assert job_count(secure) == before
+    # 上限之内照常补零（同 Slurm，最多 10 位）
+    resp = secure.client.post(
+        "/jobs/submit",
+        json=job_payload("true", current_working_directory=wd, standard_output="o-%10j.out"),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = resp.json()["job_id"]
+    with secure.engine.connect() as conn:
+        path = conn.execute(
+            text("SELECT stdout_path FROM jobs WHERE id = :id"), {"id": int(job_id)}
+        ).scalar_one()
+    assert path == os.path.join(wd, f"o-{int(job_id):010d}.out")
