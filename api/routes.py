@@ -143,7 +143,9 @@ def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Sess
     _check_runnable(job, rt)
     if req.job.dependency is not None:
         try:
-            job.dependency = queue.checked_dependency(session, req.job.dependency)
+            job.dependency = queue.checked_dependency(
+                session, req.job.dependency, None if principal.admin else principal.account
+            )
         except ValueError as exc:
             raise InvalidJobRequest("job.dependency", str(exc)) from exc
         job.dependency_state = DepState.WAITING.value

@@ -448,3 +448,53 @@ def test_filename_pad_widths_are_bounded(secure: Service, tmp_path: Path) -> Non
             text("SELECT stdout_path FROM jobs WHERE id = :id"), {"id": int(job_id)}
         ).scalar_one()
     assert path == os.path.join(wd, f"o-{int(job_id):010d}.out")
+
+
+def test_dependency_on_another_accounts_job_looks_missing(secure: Service, tmp_path: Path) -> None:
+    """afterok:<别的账户的作业> 与 afterok:<不存在的作业> 的回答一字不差（原来被接受，
+    等待原因随后泄露那个作业的结局）。"""
+    alice, bob = account_client(secure, "dep_alice"), account_client(secure, "dep_bob")
+    wd = str(tmp_path)
+    resp = alice.post(
+        "/jobs/submit",
+        json=job_payload("exit 3", account="dep_alice", current_working_directory=wd),
+    )
+    assert resp.status_code == 201, resp.text
+    theirs = int(resp.json()["job_id"])
+    secure.wait_state(theirs, "FAILED")
+    missing = theirs + 10_000_000
+    before = job_count(secure)
+
+    def answer(target: int) -> tuple[int, str]:
+        r = bob.post(
+            "/jobs/submit",
+            json=job_payload(
+                "true",
+                account="dep_bob",
+                current_working_directory=wd,
+                dependency=f"afterok:{target}",
+            ),
+        )
+        return r.status_code, r.text.replace(str(target), "<id>")
+
+    assert answer(theirs) == answer(missing)
+    assert answer(missing)[0] == 422
+    assert job_count(secure) == before
+    # 自己的作业、管理员引用任何账户的作业照常可以
+    mine = alice.post(
+        "/jobs/submit",
+        json=job_payload(
+            "true",
+            account="dep_alice",
+            current_working_directory=wd,
+            dependency=f"afterok:{theirs}",
+        ),
+    )
+    assert mine.status_code == 201, mine.text
+    admin = secure.client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "true", account="dep_bob", current_working_directory=wd, dependency=f"afterany:{theirs}"
+        ),
+    )
+    assert admin.status_code == 201, admin.text
