@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -36,7 +36,13 @@ from api.schemas import (
     SubmitResponse,
 )
 from conductor import queue, transitions
-from conductor.admission import check_limits, confine, resolve_run_as
+from conductor.admission import (
+    check_limits,
+    check_request_total,
+    confine,
+    resolve_run_as,
+    stored_bytes,
+)
 from conductor.arrays import check_filename, expand_filename, parse_array
 from conductor.auth import Principal
 from conductor.db import ping, retry_conflicts, session_scope
@@ -167,6 +173,23 @@ def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Sess
     ]
 
 
+def _check_request_size(requests: list[SubmitRequest], rt: Runtime) -> None:
+    """构造任何作业之前，算出这个请求展开后的总行数与总字节数，超限即拒绝（逐个累计，超限即停）。"""
+    single = len(requests) == 1
+    rows = size = 0
+    for req in requests:
+        p = req.job
+        tasks = 1
+        if p.array is not None:
+            with suppress(ValueError):  # 写法错误由 _expand 指明字段报告
+                tasks = parse_array(p.array, rt.settings.max_array_size).count
+        rows += tasks
+        texts = (p.name, p.account, p.current_working_directory, p.standard_output)
+        size += tasks * stored_bytes(req.script, p.environment, *texts, p.standard_error)
+        field = "jobs" if not single else "job.array" if p.array is not None else "script"
+        check_request_total(rows, size, rt.settings, field)
+
+
 @contextmanager
 def _numbered(index: int, count: int) -> Iterator[None]:
     """批量提交时，错误的字段与消息带上是第几个作业（单个提交原样抛出）。"""
@@ -218,6 +241,7 @@ def _persist(rt: Runtime, principal: Principal, requests: list[SubmitRequest]) -
 
     任何一个作业无效都抛出异常、事务回滚，什么也不保存。
     """
+    _check_request_size(requests, rt)
     with session_scope(rt.engine) as session:
         groups = []
         for index, req in enumerate(requests):

@@ -47,6 +47,32 @@ def check_limits(script: str, environment: Mapping[str, str], settings: Settings
             )
 
 
+def stored_bytes(script: str, environment: Mapping[str, str], *texts: str | None) -> int:
+    """一个作业行要保存的主要内容的字节数（脚本、环境变量与各个文本字段）。"""
+    size = len(script.encode("utf-8", errors="surrogatepass"))
+    for key, value in environment.items():
+        size += len(key.encode("utf-8", errors="surrogatepass"))
+        size += len(value.encode("utf-8", errors="surrogatepass"))
+    return size + sum(len(t.encode("utf-8", errors="surrogatepass")) for t in texts if t)
+
+
+def check_request_total(rows: int, size: int, settings: Settings, field: str) -> None:
+    """一次请求展开后（批量 × 数组任务）的总行数与总字节数：在构造任何作业之前检查。"""
+    if rows > settings.max_request_jobs:
+        raise InvalidJobRequest(
+            field,
+            f"一次请求展开后共 {rows} 个作业（批量的作业数 × 数组的任务数），"
+            f"上限 {settings.max_request_jobs} 个（CONDUCTOR_MAX_REQUEST_JOBS）",
+        )
+    if size > settings.max_request_bytes:
+        raise PayloadTooLarge(
+            field,
+            f"一次请求展开后要写入约 {size} 字节（数组的每个任务各存一份脚本与环境变量），"
+            f"上限 {settings.max_request_bytes} 字节（{_kib(settings.max_request_bytes)}，"
+            "CONDUCTOR_MAX_REQUEST_BYTES）",
+        )
+
+
 def resolve_existing(path: str) -> str:
     """把绝对路径规范化：已存在的前缀逐级解析符号链接（与内核打开文件时一致），
     不存在的部分按字面拼接。`..` 在解析符号链接之后才回退，所以 `link/..` 也不能逃出。"""

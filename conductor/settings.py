@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="请求体最大字节数（超过即 413，不读入内存）"
     )
+    max_request_jobs: int = Field(
+        10_000,
+        ge=1,
+        description="一次提交请求（批量 × 数组任务）展开后最多写入的作业行数（超过即 422）",
+    )
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="一次提交请求展开后写入的总字节数上限（数组的每个任务各存一份脚本与环境；超过即 413）",
+    )
 
     @field_validator("data_dir")
     @classmethod

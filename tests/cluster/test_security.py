@@ -498,3 +498,42 @@ def test_dependency_on_another_accounts_job_looks_missing(secure: Service, tmp_p
         ),
     )
     assert admin.status_code == 201, admin.text
+
+
+def test_batch_times_array_is_bounded(secure: Service, tmp_path: Path) -> None:
+    """一次请求展开后的总行数与总字节数有上限（原来 1000 个作业 × array 0-1000 从约 300 KB 的
+    请求体在一个事务里写入一百万行）：超限 422/413，什么也不保存。"""
+    client = account_client(secure, "big", max_request_jobs=2500, max_request_bytes=1024 * 1024)
+    wd = str(tmp_path)
+
+    def job(script: str = "true", **extra: object) -> dict:
+        return job_payload(script, account="big", current_working_directory=wd, **extra)
+
+    before = job_count(secure)
+    resp = client.post("/jobs/submit/batch", json={"jobs": [job(array="0-1000")] * 3})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "jobs"
+    assert "3003" in resp.json()["detail"] and "CONDUCTOR_MAX_REQUEST_JOBS" in resp.text
+    # 脚本按任务逐个保存：2 KB 的脚本 × 1001 个任务约 2 MB，超过 1 MiB
+    resp = client.post("/jobs/submit", json=job("#" * 2048, array="0-1000"))
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["errors"][0]["field"] == "job.array"
+    assert "CONDUCTOR_MAX_REQUEST_BYTES" in resp.text
+    resp = client.post(
+        "/jobs/submit/batch", json={"jobs": [job("#" * 600_000), job("#" * 600_000)]}
+    )
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["errors"][0]["field"] == "jobs"
+    # 默认上限：一万行
+    assert Settings().max_request_jobs == 10_000
+    resp = account_client(secure, "big").post(
+        "/jobs/submit/batch", json={"jobs": [job(array="0-1000")] * 11}
+    )
+    assert resp.status_code == 422, resp.text
+    assert job_count(secure) == before
+    # 上限之内照常接受
+    resp = client.post("/jobs/submit/batch", json={"jobs": [job(array="0-9", hold=True)] * 2})
+    assert resp.status_code == 201, resp.text
+    assert job_count(secure) == before + 20
+    for array_id in resp.json()["job_ids"]:
+        assert client.post(f"/jobs/cancel/{array_id}").status_code == 200
