@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.admin_options import DatabaseUrlOption, DataDirOption, admin_settings
 from conductor.auth import TokenNotFound, create_token, list_tokens, revoke_token
-from conductor.cli import EXIT_UNAVAILABLE, err, out
+from conductor.cli import EXIT_UNAVAILABLE, err, lit, out
 from conductor.db import make_engine
 from conductor.timefmt import iso_utc
 
@@ -34,7 +34,7 @@ def _engine(data_dir: str | None, database_url: str | None):  # type: ignore[no-
         where = make_url(url).render_as_string(hide_password=True)
         reason = " ".join(str(exc.orig).split())[:300]
         hint = "服务用内嵌数据库时，请给出与 serve 相同的 --data-dir"
-        err.print(f"[red]错误：无法连接数据库 {where}：{reason}（{hint}）[/red]", highlight=False)
+        err.print(lit(f"错误：无法连接数据库 {where}：{reason}（{hint}）", "red"), highlight=False)
         raise typer.Exit(EXIT_UNAVAILABLE) from exc
     return make_engine(url, pool_size=1)
 
@@ -55,12 +55,14 @@ def create(
     try:
         row, plain = create_token(engine, account=account, admin=admin, note=note)
     except ValueError as exc:
-        err.print(f"[red]错误：{exc}[/red]")
+        err.print(lit(f"错误：{exc}", "red"))
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
     err.print(
-        f"已创建令牌 {row.id}（{'管理员' if admin else '账户 ' + str(account)}），明文只显示这一次："
+        lit(
+            f"已创建令牌 {row.id}（{'管理员' if admin else '账户 ' + str(account)}），明文只显示这一次："
+        )
     )
     print(plain)  # 单独一行打到标准输出，便于 `> ~/.config/conductor/token`
 
@@ -80,13 +82,18 @@ def list_(
     table = Table("ID", "前缀", "账户", "管理员", "备注", "创建时间", "吊销时间")
     for r in rows:
         table.add_row(
-            str(r.id),
-            r.prefix + "…",
-            r.account or "",
-            "是" if r.is_admin else "",
-            r.note,
-            iso_utc(r.created_at) or "",
-            iso_utc(r.revoked_at) or "",
+            *map(
+                lit,
+                (
+                    r.id,
+                    r.prefix + "…",
+                    r.account,
+                    "是" if r.is_admin else "",
+                    r.note,  # 备注与账户名由运维写，可能有 [ ]：原样显示
+                    iso_utc(r.created_at),
+                    iso_utc(r.revoked_at),
+                ),
+            )
         )
     out.print(table)
 
@@ -102,7 +109,7 @@ def revoke(
     try:
         revoke_token(engine, token_id)
     except TokenNotFound as exc:
-        err.print(f"[red]错误：{exc.message}[/red]")
+        err.print(lit(f"错误：{exc.message}", "red"))
         raise typer.Exit(1) from exc
     finally:
         engine.dispose()
