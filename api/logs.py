@@ -18,7 +18,7 @@ from api.auth import CurrentPrincipal, load_visible_job
 from api.routes import JobId
 from api.runtime import Runtime, get_runtime
 from conductor.auth import Principal
-from conductor.errors import ClusterUnavailable
+from conductor.errors import ClusterUnavailable, LogUnreadable
 from conductor.models import Job
 from conductor.states import JobState
 
@@ -49,6 +49,16 @@ LOG_RESPONSES: dict[int | str, dict] = {
     404: {
         "description": "作业不存在",
         "content": {"application/json": {"example": {"detail": "作业 42 不存在"}}},
+    },
+    409: {
+        "description": "日志文件无法读取（服务的用户无权读取，或不是能按偏移读取的普通文件）",
+        "content": {
+            "application/json": {
+                "example": {
+                    "detail": "无法读取日志文件 /data/x.out：服务的用户无权读取（Permission denied）"
+                }
+            }
+        },
     },
     503: {
         "description": "运行作业的节点不可达",
@@ -123,7 +133,7 @@ async def _follow(
             chunk = await asyncio.to_thread(
                 rt.cluster.read_log_range, job.node_id, path, position, CHUNK, job.run_as_user
             )
-        except ClusterUnavailable as exc:
+        except (ClusterUnavailable, LogUnreadable) as exc:
             yield f"\n[无法继续读取日志：{exc.message}]\n".encode()
             return
         data = chunk["data"] or b""

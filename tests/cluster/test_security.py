@@ -537,3 +537,40 @@ def test_batch_times_array_is_bounded(secure: Service, tmp_path: Path) -> None:
     assert job_count(secure) == before + 20
     for array_id in resp.json()["job_ids"]:
         assert client.post(f"/jobs/cancel/{array_id}").status_code == 200
+
+
+def test_unreadable_log_path_is_a_clear_answer_not_500(secure: Service, tmp_path: Path) -> None:
+    """服务读不了的日志路径（PermissionError；不能定位的特殊文件，ESPIPE）：查询仍是 200，
+    日志里写明原因；日志接口给出清楚的 409，而不是 500。"""
+    resp = secure.client.post(
+        "/jobs/submit", json=job_payload("echo hi", current_working_directory=str(tmp_path))
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    secure.wait_state(job_id, "COMPLETED")
+    # root 也读不了只写的 sysctl 文件（procfs 不看 CAP_DAC_OVERRIDE）
+    denied = "/proc/sys/vm/drop_caches"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # 有写端：打开不会阻塞，定位失败
+    try:
+        with secure.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE jobs SET stdout_path = :o, stderr_path = :e WHERE id = :id"),
+                {"o": denied, "e": str(fifo), "id": job_id},
+            )
+        body = secure.client.get(f"/jobs/query/{job_id}")
+        assert body.status_code == 200, body.text
+        stdout = body.json()["job_log"]["stdout"]
+        assert "无法读取" in stdout and denied in stdout and "Permission denied" in stdout
+        assert body.json()["job_log"]["stderr"] != ""
+        resp = secure.client.get(f"/jobs/{job_id}/logs")
+        assert resp.status_code == 409, resp.text
+        assert denied in resp.json()["detail"] and "无法读取" in resp.json()["detail"]
+        assert (
+            secure.client.get(f"/jobs/{job_id}/logs", params={"stream": "stderr"}).status_code < 500
+        )
+        followed = secure.client.get(f"/jobs/{job_id}/logs", params={"follow": "true"})
+        assert followed.status_code == 200 and "无法读取" in followed.text
+    finally:
+        os.close(writer)
