@@ -100,6 +100,13 @@ def revoke_token(engine: Engine, token_id: int) -> ApiToken:
         return row
 
 
+def token_active(engine: Engine, token_id: int) -> bool:
+    """令牌仍然有效（存在且未被吊销）：长时间的请求（跟随日志）据此定期复查。"""
+    with session_scope(engine) as session:
+        row = session.get(ApiToken, token_id)
+        return row is not None and row.revoked_at is None
+
+
 def authenticate(engine: Engine, token: str) -> Principal | None:
     """校验明文令牌；无效或已吊销返回 None。"""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:

@@ -574,3 +574,56 @@ def test_unreadable_log_path_is_a_clear_answer_not_500(secure: Service, tmp_path
         assert followed.status_code == 200 and "无法读取" in followed.text
     finally:
         os.close(writer)
+
+
+def test_revoked_token_stops_an_open_log_stream(secure: Service, tmp_path: Path) -> None:
+    """吊销令牌后，用它打开的 logs -f 流随即结束（原来一直流到作业结束）；作业照常运行。"""
+    import time
+
+    import httpx
+
+    from tests.cluster.live_api import LiveApi
+
+    row, token = create_token(secure.engine, account="stream", admin=False)
+    client = client_for(secure, token)
+    resp = client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "while true; do echo tick; sleep 0.2; done",
+            account="stream",
+            current_working_directory=str(tmp_path),
+        ),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    secure.wait_state(job_id, "RUNNING")
+    live = LiveApi(secure)
+    received = b""
+    ended = False
+    try:
+        with httpx.stream(
+            "GET",
+            f"{live.url}/jobs/{job_id}/logs",
+            params={"follow": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30, read=60),
+        ) as stream:
+            assert stream.status_code == 200
+            chunks = stream.iter_bytes()
+            received += next(chunks)
+            assert b"tick" in received
+            revoke_token(secure.engine, row.id or 0)
+            deadline = time.monotonic() + 60
+            for chunk in chunks:
+                received += chunk
+                if time.monotonic() > deadline:
+                    break
+            else:
+                ended = True
+    finally:
+        live.close()
+    assert ended, "吊销令牌 60 秒后流仍在继续"
+    assert "吊销".encode() in received
+    assert secure.state(job_id) == "RUNNING"  # 只停止跟随，作业不受影响
+    assert client.get(f"/jobs/query/{job_id}").status_code == 401
+    assert secure.client.post(f"/jobs/cancel/{job_id}").status_code == 200
