@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import control, docs, errors, logs, metrics, openapi, ui
-from api.auth import announce
+from api.auth import AuthGate, announce
 from api.limits import BodyLimit
 from api.routes import router
 from api.runtime import Runtime
@@ -25,6 +25,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    # 最后加入的中间件在最外层：先认证，再读请求体
+    app.add_middleware(AuthGate, runtime=runtime)
     for api_router in (router, control.router, logs.router):
         app.include_router(api_router, responses=errors.ERROR_RESPONSES)
     app.include_router(metrics.router)

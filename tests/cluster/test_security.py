@@ -627,3 +627,45 @@ def test_revoked_token_stops_an_open_log_stream(secure: Service, tmp_path: Path)
     assert secure.state(job_id) == "RUNNING"  # 只停止跟随，作业不受影响
     assert client.get(f"/jobs/query/{job_id}").status_code == 401
     assert secure.client.post(f"/jobs/cancel/{job_id}").status_code == 200
+
+
+def test_authentication_comes_before_the_body(secure: Service, tmp_path: Path) -> None:
+    """没有有效令牌的请求在服务读入请求体之前就得到 401：原来先读入、解析至多 16 MiB 的请求体，
+    认证在那之后（超大的请求体得到 413、坏的 JSON 得到 422，都说明请求体已被读过）。"""
+    import socket
+
+    from tests.cluster.live_api import LiveApi
+
+    before = job_count(secure)
+    small = client_for(secure, max_body_bytes=64 * 1024)
+    bogus = client_for(secure, "cdt_" + "y" * 43, max_body_bytes=64 * 1024)
+    for client in (small, bogus):
+        chunks = (b"x" * 8192 for _ in range(20))  # 分块传输、超过上限
+        resp = client.post(
+            "/jobs/submit", content=chunks, headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 401, resp.text
+        resp = client.post(
+            "/jobs/submit/batch", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 401, resp.text
+        assert resp.headers["www-authenticate"] == "Bearer"
+    assert job_count(secure) == before
+
+    # 真实的 HTTP：声明 16 MiB 的请求体却一个字节也不发，401 照样立即回来（服务没有等请求体）
+    live = LiveApi(secure)
+    try:
+        with socket.create_connection(("127.0.0.1", live.port), timeout=20) as sock:
+            sock.sendall(
+                b"POST /jobs/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {16 * 1024 * 1024 - 1}\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                head += data
+        assert head.startswith(b"HTTP/1.1 401"), head
+    finally:
+        live.close()
