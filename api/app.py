@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from api import control, docs, errors, logs, metrics, openapi, ui
@@ -13,7 +17,20 @@ from api.runtime import Runtime
 
 def create_app(runtime: Runtime) -> FastAPI:
     """用给定的运行时依赖构造应用（服务与测试共用）。"""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # 后台定期合并 /metrics 的作业计数（见 api/metrics.py）
+        task = asyncio.create_task(metrics.compact_periodically(runtime))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Conductor",
         description="Ray 集群上的 Slurm 风格批处理调度器",
         version="0.1.0",
