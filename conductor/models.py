@@ -69,6 +69,9 @@ class Job(JobBase, table=True):
             "id",
             postgresql_where=text("state = 'PENDING' AND dependency_state = 'WAITING'"),
         ),
+        # 账户令牌的列表（最新在前，按 id 翻页）与总览只读本账户的行
+        Index("ix_jobs_account", "account", "id"),
+        Index("ix_jobs_account_state", "account", "state", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))

@@ -1,4 +1,4 @@
-"""安全第二轮：/metrics 用的作业计数（job_stats 与触发器），账户过滤的查询用的索引。
+"""安全第二轮：/metrics 用的作业计数（job_stats 与触发器），按账户过滤的查询用的索引。
 
 Revision ID: 0004_security
 Revises: 0003_auth
@@ -29,6 +29,9 @@ _ROWS_SQL = """
 
 
 def upgrade() -> None:
+    # 账户令牌的 /jobs（最新在前、按 id 翻页，可按状态过滤）与 /dashboard 只读本账户的行
+    op.create_index("ix_jobs_account", "jobs", ["account", "id"])
+    op.create_index("ix_jobs_account_state", "jobs", ["account", "state", "id"])
     op.create_table(
         "job_stats",
         sa.Column("id", sa.BigInteger, primary_key=True),
@@ -111,3 +114,5 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION {name}()")
     op.execute("DROP FUNCTION job_stats_bucket(float8)")
     op.drop_table("job_stats")
+    op.drop_index("ix_jobs_account_state", table_name="jobs")
+    op.drop_index("ix_jobs_account", table_name="jobs")
