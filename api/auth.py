@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.errors import error_response
 from api.lookup import load_job
 from api.runtime import Runtime, get_runtime
+from conductor.admission import service_is_root
 from conductor.auth import OPEN_ACCESS, Principal, authenticate
 from conductor.db import session_scope
 from conductor.errors import ConductorError, Unauthorized
@@ -125,7 +126,7 @@ def load_visible_job(rt: Runtime, principal: Principal, ref: str) -> Job:
 
 
 def announce(settings: Settings) -> None:
-    """启动时说明认证状态；不安全的组合直接拒绝启动。"""
+    """启动时说明认证状态与作业以谁运行；不安全的组合直接拒绝启动。"""
     settings.check_security()
     if settings.auth_enabled():
         log.info("API 认证已开启：每个请求须带有效的 Bearer 令牌（/health 除外）")
@@ -133,4 +134,15 @@ def announce(settings: Settings) -> None:
         log.warning(
             "API 认证已关闭：监听 %s（仅本机），本机任何用户都能以服务身份提交并执行作业",
             settings.host,
+        )
+    if not service_is_root():
+        return
+    if settings.allow_root_jobs:
+        log.warning(
+            "服务以 root 运行且 CONDUCTOR_ALLOW_ROOT_JOBS=true：未映射到 Unix 用户的账户的作业以 root 运行"
+        )
+    else:
+        log.info(
+            "服务以 root 运行：未映射到 Unix 用户的账户的作业在提交时被拒绝（403）；"
+            "映射见 CONDUCTOR_ACCOUNT_USERS，明确允许以 root 运行设 CONDUCTOR_ALLOW_ROOT_JOBS=true"
         )

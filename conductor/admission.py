@@ -91,14 +91,28 @@ def confine(path: str, root: Path, field: str) -> str:
     return real
 
 
-def resolve_run_as(account: str, settings: Settings) -> str | None:
-    """账户对应的 Unix 用户；未映射时为 None（以服务自身的用户运行），要求映射时拒绝。"""
+def service_is_root() -> bool:
+    """API 进程是否以 root 运行（作业默认以服务自身的用户运行，见 docs/security.md）。"""
+    return os.geteuid() == 0
+
+
+def resolve_run_as(account: str, settings: Settings, as_root: bool | None = None) -> str | None:
+    """账户对应的 Unix 用户；未映射时为 None（以服务自身的用户运行）。
+
+    要求映射时拒绝未映射的账户；服务以 root 运行（as_root，默认看本进程）时，未映射账户的作业
+    会以 root 运行，除非运维明确允许（CONDUCTOR_ALLOW_ROOT_JOBS），否则同样拒绝。"""
     user = settings.account_users.get(account)
     if user is None:
         if settings.require_user_mapping:
             raise Forbidden(
                 f"账户 {account} 没有映射到 Unix 用户，服务要求每个账户都映射"
                 "（CONDUCTOR_ACCOUNT_USERS / CONDUCTOR_REQUIRE_USER_MAPPING）"
+            )
+        if (service_is_root() if as_root is None else as_root) and not settings.allow_root_jobs:
+            raise Forbidden(
+                f"账户 {account} 没有映射到 Unix 用户，而服务以 root 运行：它的作业会以 root 身份执行。"
+                "请在 CONDUCTOR_ACCOUNT_USERS 里为它映射一个用户，或由运维明确允许作业以 root 运行"
+                "（CONDUCTOR_ALLOW_ROOT_JOBS=true）"
             )
         return None
     try:

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         description='账户到 Unix 用户的映射（JSON，如 {"alice":"alice"}）；服务以 root 运行时作业以该用户身份运行',
     )
     require_user_mapping: bool = Field(False, description="未映射到 Unix 用户的账户在提交时被拒绝")
+    allow_root_jobs: bool = Field(
+        False,
+        description="服务以 root 运行时，允许未映射到 Unix 用户的账户的作业以 root 运行"
+        "（默认不允许：这样的作业在提交时 403）",
+    )
     max_script_bytes: int = Field(1024 * 1024, ge=1, description="脚本最大字节数（UTF-8）")
     max_env_entries: int = Field(256, ge=0, description="environment 最多条目数")
     max_env_bytes: int = Field(

@@ -669,3 +669,44 @@ def test_authentication_comes_before_the_body(secure: Service, tmp_path: Path) -
         assert head.startswith(b"HTTP/1.1 401"), head
     finally:
         live.close()
+
+
+def test_root_service_refuses_unmapped_jobs_unless_allowed(
+    secure: Service, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """服务以 root 运行时，未映射账户的作业会以 root 运行：默认在提交时 403，运维明确允许
+    （CONDUCTOR_ALLOW_ROOT_JOBS=true）才接受；映射了用户的账户照常。启动日志写明这项设置。"""
+    if os.geteuid() != 0:
+        pytest.skip("需要以 root 运行（CI 与本仓库的测试环境都是 root）")
+    wd = str(tmp_path)
+    users = {"mapped": "nobody"}
+    with caplog.at_level("INFO", logger="conductor.api"):
+        strict = account_client(secure, "unmapped", allow_root_jobs=False, account_users=users)
+    before = job_count(secure)
+    resp = strict.post(
+        "/jobs/submit", json=job_payload("id -u", account="unmapped", current_working_directory=wd)
+    )
+    assert resp.status_code == 403, resp.text
+    assert "root" in resp.json()["detail"] and "CONDUCTOR_ALLOW_ROOT_JOBS" in resp.json()["detail"]
+    assert "CONDUCTOR_ALLOW_ROOT_JOBS" in caplog.text
+    batch = {"jobs": [job_payload("id -u", account="unmapped", current_working_directory=wd)] * 2}
+    assert strict.post("/jobs/submit/batch", json=batch).status_code == 403
+    assert job_count(secure) == before
+    # 映射了用户的账户不受影响（挂起，不必真的以 nobody 运行）
+    mapped = account_client(secure, "mapped", allow_root_jobs=False, account_users=users)
+    resp = mapped.post(
+        "/jobs/submit",
+        json=job_payload("true", account="mapped", current_working_directory=wd, hold=True),
+    )
+    assert resp.status_code == 201, resp.text
+    assert mapped.post(f"/jobs/cancel/{resp.json()['job_id']}").status_code == 200
+    # 明确允许时接受，作业以 root 运行
+    with caplog.at_level("INFO", logger="conductor.api"):
+        allowed = account_client(secure, "unmapped", allow_root_jobs=True)
+    assert "CONDUCTOR_ALLOW_ROOT_JOBS=true" in caplog.text
+    resp = allowed.post(
+        "/jobs/submit", json=job_payload("id -u", account="unmapped", current_working_directory=wd)
+    )
+    assert resp.status_code == 201, resp.text
+    body = secure.wait_state(int(resp.json()["job_id"]), "COMPLETED")
+    assert body["job_log"]["stdout"] == "0\n"

@@ -65,6 +65,8 @@ class ServeProcess:
             CONDUCTOR_RAY_PORT=str(self.ray_port),
             CONDUCTOR_KILL_WAIT="2",
             CONDUCTOR_IDLE_RESYNC="0.5",
+            # 测试以 root 运行：作业以服务的用户（root）运行须明确允许（生产默认不允许）
+            CONDUCTOR_ALLOW_ROOT_JOBS="true",
         )
         base.update(env or {})
         self._log = self.log_path.open("w")

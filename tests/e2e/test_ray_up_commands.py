@@ -59,6 +59,8 @@ class Deployment:
             CONDUCTOR_DATABASE_URL=self.database_url,
             CONDUCTOR_KILL_WAIT="2",
             CONDUCTOR_IDLE_RESYNC="0.5",
+            # 测试以 root 运行：作业以服务的用户（root）运行须明确允许（生产默认不允许）
+            CONDUCTOR_ALLOW_ROOT_JOBS="true",
         )
         if node_ip:
             env["CLUSTER_NODE_IP"] = node_ip

@@ -132,7 +132,17 @@ def test_account_users_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_run_as("alice", s) == "root"
     with pytest.raises(Forbidden, match="bob 没有映射"):
         resolve_run_as("bob", s)
-    assert resolve_run_as("bob", _settings(require_user_mapping=False)) is None
+    assert resolve_run_as("bob", _settings(require_user_mapping=False), as_root=False) is None
+
+
+def test_root_service_refuses_unmapped_accounts_unless_allowed() -> None:
+    s = _settings(account_users={"alice": "root"})
+    with pytest.raises(Forbidden, match="CONDUCTOR_ALLOW_ROOT_JOBS=true"):
+        resolve_run_as("bob", s, as_root=True)
+    assert resolve_run_as("bob", s, as_root=False) is None
+    assert resolve_run_as("bob", _settings(allow_root_jobs=True), as_root=True) is None
+    assert resolve_run_as("alice", s, as_root=True) == "root"
+    assert not Settings().allow_root_jobs  # 默认不允许
 
 
 def test_tokens_are_random_and_hashed() -> None:
