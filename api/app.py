@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import control, docs, errors, logs, metrics, openapi, ui
+from api import control, docs, errors, login, logs, metrics, openapi, ui
 from api.auth import AuthGate, announce
 from api.limits import BodyLimit
 from api.routes import router
@@ -47,6 +47,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     for api_router in (router, control.router, logs.router):
         app.include_router(api_router, responses=errors.ERROR_RESPONSES)
     app.include_router(metrics.router)
+    app.include_router(
+        login.router,
+        responses={
+            401: errors.ERROR_RESPONSES[401],
+            422: errors.ERROR_RESPONSES[422],
+            503: errors.ERROR_RESPONSES[503],
+        },
+    )
     ui.install(app)
     docs.install(app)
     openapi.install(app)

@@ -42,7 +42,7 @@ log = logging.getLogger("conductor.api")
 bearer = HTTPBearer(auto_error=False, description="`conductor token create` 创建的 API 令牌")
 
 
-# 不需要令牌的路径（前缀）：健康检查、指标、网页与文档的静态内容
+# 不需要令牌的路径（前缀）：健康检查、指标、网页与文档的静态内容、一次性登录码的兑换
 PUBLIC = (
     "/health",
     "/metrics",
@@ -51,6 +51,7 @@ PUBLIC = (
     "/docs-static",
     "/redoc",
     "/openapi.json",
+    "/auth/login",
 )
 INVALID = "API 令牌无效或已被吊销"
 
@@ -129,10 +130,13 @@ def announce(settings: Settings) -> None:
     """启动时说明认证状态与作业以谁运行；不安全的组合直接拒绝启动。"""
     settings.check_security()
     if settings.auth_enabled():
-        log.info("API 认证已开启：每个请求须带有效的 Bearer 令牌（/health 除外）")
+        log.info(
+            "API 认证已开启：每个请求须带有效的 Bearer 令牌（/health、/metrics 与静态页面除外）"
+        )
     else:
         log.warning(
-            "API 认证已关闭：监听 %s（仅本机），本机任何用户都能以服务身份提交并执行作业",
+            "API 认证已关闭（CONDUCTOR_AUTH=off，只为不会带令牌的旧客户端保留）：监听 %s（仅本机），"
+            "本机任何用户、任何作业都能以服务身份提交并执行作业",
             settings.host,
         )
     if not service_is_root():

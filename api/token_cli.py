@@ -14,7 +14,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from api.admin_options import DatabaseUrlOption, DataDirOption, admin_settings
-from conductor.auth import TokenNotFound, create_token, list_tokens, revoke_token
+from conductor.auth import (
+    LOGIN_TTL,
+    TokenNotFound,
+    create_login_code,
+    create_token,
+    list_tokens,
+    login_url,
+    revoke_token,
+)
 from conductor.cli import EXIT_UNAVAILABLE, err, lit, out
 from conductor.db import make_engine
 from conductor.timefmt import iso_utc
@@ -114,3 +122,29 @@ def revoke(
     finally:
         engine.dispose()
     out.print(f"令牌 {token_id} 已吊销")
+
+
+@token_app.command("login-url")
+def login_url_command(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="服务的地址，如 http://head:8000；默认取 serve 的监听地址与端口"
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """生成网页的一次性登录地址（serve 启动时打印的那一个过期或用过之后）。"""
+    settings = admin_settings(data_dir, database_url)
+    engine = _engine(data_dir, database_url)
+    try:
+        code = create_login_code(engine)
+    finally:
+        engine.dispose()
+    minutes = int(LOGIN_TTL.total_seconds() // 60)
+    err.print(lit(f"一次性登录地址（{minutes} 分钟内有效，只能用一次）："))
+    if url:
+        print(f"{url.rstrip('/')}/ui#login={code}")
+    else:
+        print(login_url(settings.host, settings.port, code))

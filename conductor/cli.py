@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from conductor import sbatch
+from conductor.tokenfile import read_token, token_path
 
 # 退出码：脚本可据此区分“请求被拒绝”与“服务连不上”
 EXIT_OK = 0
@@ -48,15 +49,12 @@ def lit(value: object, style: str = "") -> Text:
 
 
 def api_token() -> str | None:
-    """API 令牌：环境变量 CONDUCTOR_TOKEN 优先，其次 ~/.config/conductor/token（首行）。"""
+    """API 令牌：环境变量 CONDUCTOR_TOKEN 优先，其次 ~/.config/conductor/token（首行；
+    `conductor serve` 第一次启动时为本机用户写入）。"""
     token = os.environ.get("CONDUCTOR_TOKEN", "").strip()
     if token:
         return token
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    try:
-        return (config / "conductor" / "token").read_text().strip() or None
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return None
+    return read_token(token_path())
 
 
 def _auth(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -166,3 +166,19 @@ class JobStat(SQLModel, table=True):
     n: int = Field(sa_column=Column(BigInteger, nullable=False))
     # started：这些作业的延迟秒数之和
     total: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
+
+
+class LoginCode(SQLModel, table=True):
+    """网页的一次性登录码：`conductor serve` 启动时打印 /ui#login=…，网页用它换一个管理员令牌。
+
+    只存 SHA-256 摘要；用过一次或过期即失效。"""
+
+    __tablename__ = "login_codes"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    code_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True, index=True))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

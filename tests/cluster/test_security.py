@@ -322,17 +322,51 @@ def test_health_and_errors_leak_no_secrets(secure: Service) -> None:
     assert (secure.settings.database_url or "") not in client.get("/health").text
 
 
-def test_auth_off_refused_beyond_loopback(
+def test_auth_is_on_by_default_even_on_loopback(
     secure: Service, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """默认配置监听 127.0.0.1 时也要令牌（原来 auto 在回环地址上关闭认证：本机任何用户、任何作业、
+    同机反向代理后面的任何人都能以服务身份执行命令）。auto 仍可解析，含义与 on 相同。"""
+    default = Settings().auth
+    for mode in (default, "auto", "on"):
+        resp = client_for(secure, auth=mode, host="127.0.0.1").post(
+            "/jobs/submit", json=job_payload("id")
+        )
+        assert resp.status_code == 401, (mode, resp.text)
+    # 只有明确 off 才关闭：只在回环地址上，启动时警告；按账户映射运行作业时拒绝
     with pytest.raises(ValueError, match="认证已关闭"):
         client_for(secure, host="0.0.0.0", auth="off")
-    # 回环地址上 auto 即关闭认证，并在启动时明说；监听其他地址时 auto 即开启
+    with pytest.raises(ValueError, match="CONDUCTOR_ACCOUNT_USERS"):
+        client_for(secure, auth="off", account_users={"alice": "nobody"})
     with caplog.at_level("INFO", logger="conductor.api"):
-        open_client = client_for(secure, auth="auto")
-    assert "API 认证已关闭" in caplog.text and "127.0.0.1" in caplog.text
+        open_client = client_for(secure, auth="off")
+    assert "API 认证已关闭（CONDUCTOR_AUTH=off" in caplog.text and "127.0.0.1" in caplog.text
     assert open_client.get("/jobs").status_code == 200
-    assert client_for(secure, auth="auto", host="0.0.0.0").get("/jobs").status_code == 401
+
+
+def test_one_time_login_code(secure: Service) -> None:
+    """serve 打印的一次性登录码换一个管理员令牌：只能用一次，过期或伪造的都 401。"""
+    from datetime import timedelta
+
+    from conductor.auth import create_login_code
+
+    anonymous = client_for(secure)
+    code = create_login_code(secure.engine)
+    resp = anonymous.post("/auth/login", json={"code": code})
+    assert resp.status_code == 200, resp.text
+    token = resp.json()["token"]
+    assert client_for(secure, token).get("/jobs").status_code == 200
+    again = anonymous.post("/auth/login", json={"code": code})
+    assert again.status_code == 401 and "已用过" in again.json()["detail"]
+    expired = create_login_code(secure.engine, ttl=timedelta(seconds=-1))
+    assert anonymous.post("/auth/login", json={"code": expired}).status_code == 401
+    assert anonymous.post("/auth/login", json={"code": "cdl_" + "x" * 43}).status_code == 401
+    assert anonymous.post("/auth/login", json={}).status_code == 422
+    with secure.engine.connect() as conn:
+        stored = " ".join(
+            str(v) for r in conn.execute(text("SELECT * FROM login_codes")) for v in r
+        )
+    assert code not in stored  # 只存摘要
 
 
 def test_cli_token_commands(secure: Service, tmp_path: Path) -> None:

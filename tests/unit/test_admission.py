@@ -115,14 +115,24 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 
 
 def test_auth_modes() -> None:
-    assert not _settings(host="127.0.0.1").auth_enabled()
+    # 默认开启，回环地址上也是；auto 为兼容旧配置保留，与 on 相同
+    assert _settings().auth == "on"
+    assert _settings(host="127.0.0.1").auth_enabled()
+    assert _settings(host="127.0.0.1", auth="auto").auth_enabled()
     assert _settings(host="0.0.0.0").auth_enabled()
-    assert _settings(host="127.0.0.1", auth="on").auth_enabled()
+    assert _settings(host="127.0.0.1", auth=" ON ").auth_enabled()
     assert not _settings(host="127.0.0.1", auth="off").auth_enabled()
+    assert not _settings(host="127.0.0.1", auth="Off").auth_enabled()
     _settings(host="127.0.0.1", auth="off").check_security()
     _settings(host="0.0.0.0", auth="on").check_security()
     with pytest.raises(ValueError, match="认证已关闭"):
         _settings(host="0.0.0.0", auth="off").check_security()
+    # 按账户映射运行作业时不能关闭认证（开启时照常）
+    _settings(auth="on", account_users={"alice": "alice"}).check_security()
+    with pytest.raises(ValueError, match="CONDUCTOR_ACCOUNT_USERS"):
+        _settings(host="127.0.0.1", auth="off", account_users={"alice": "alice"}).check_security()
+    with pytest.raises(ValueError):
+        _settings(auth="maybe")
 
 
 def test_account_users_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

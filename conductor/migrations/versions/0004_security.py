@@ -1,4 +1,5 @@
-"""安全第二轮：/metrics 用的作业计数（job_stats 与触发器），按账户过滤的查询用的索引。
+"""安全第二轮：/metrics 用的作业计数（job_stats 与触发器），按账户过滤的查询用的索引，
+网页的一次性登录码（login_codes）。
 
 Revision ID: 0004_security
 Revises: 0003_auth
@@ -29,6 +30,15 @@ _ROWS_SQL = """
 
 
 def upgrade() -> None:
+    op.create_table(
+        "login_codes",
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("code_hash", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_login_codes_code_hash", "login_codes", ["code_hash"], unique=True)
     # 账户令牌的 /jobs（最新在前、按 id 翻页，可按状态过滤）与 /dashboard 只读本账户的行
     op.create_index("ix_jobs_account", "jobs", ["account", "id"])
     op.create_index("ix_jobs_account_state", "jobs", ["account", "state", "id"])
@@ -116,3 +126,4 @@ def downgrade() -> None:
     op.drop_table("job_stats")
     op.drop_index("ix_jobs_account_state", table_name="jobs")
     op.drop_index("ix_jobs_account", table_name="jobs")
+    op.drop_table("login_codes")
