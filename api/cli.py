@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from api.admin_options import (
     DatabaseUrlOption,
@@ -19,7 +20,7 @@ from api.admin_options import (
     admin_settings,
 )
 from api.token_cli import token_app
-from conductor.cli import app, err, out
+from conductor.cli import app, err, lit, out
 from conductor.settings import Settings, get_settings
 
 app.add_typer(token_app, name="token")
@@ -73,8 +74,9 @@ def doctor(
 
     findings = run_checks(admin_settings(data_dir, database_url, ray_address), fix)
     for f in findings:
-        mark = "[green]✔[/green]" if f.ok else ("[yellow]✚[/yellow]" if f.fixed else "[red]✘[/red]")
-        (out if f.ok or f.fixed else err).print(f"{mark} {f.message}")
+        mark = lit("✔", "green") if f.ok else lit("✚", "yellow") if f.fixed else lit("✘", "red")
+        # 消息里有作业名等用户写的东西：原样显示，不当作 Rich 标记
+        (out if f.ok or f.fixed else err).print(Text.assemble(mark, " ", lit(f.message)))
     remaining = [f for f in findings if not f.ok and not f.fixed]
     if remaining:
         err.print(f"[red]发现 {len(remaining)} 个未解决的问题[/red]")

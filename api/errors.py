@@ -17,6 +17,7 @@ from conductor.errors import (
     InvalidJobRequest,
     JobNotFound,
     JobNotPending,
+    LogUnreadable,
     SchedulerUnavailable,
     TransactionConflict,
     Unauthorized,
@@ -28,6 +29,7 @@ STATUS: dict[type[ConductorError], int] = {
     PayloadTooLarge: 413,
     JobNotFound: 404,
     JobNotPending: 409,
+    LogUnreadable: 409,
     InvalidJobRequest: 422,
     DatabaseUnavailable: 503,
     SchedulerUnavailable: 503,
@@ -102,7 +104,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     )
 
 
-async def conductor_error(request: Request, exc: ConductorError) -> JSONResponse:
+def error_response(exc: ConductorError) -> JSONResponse:
+    """ConductorError 的 HTTP 响应（异常处理器与请求进入应用之前的中间件共用）。"""
     # 取最具体的类：PayloadTooLarge 是 InvalidJobRequest 的子类，应得 413 而非 422
     status = next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 500)
     content: dict = {"detail": exc.message}
@@ -110,6 +113,10 @@ async def conductor_error(request: Request, exc: ConductorError) -> JSONResponse
         content["errors"] = [{"field": exc.field, "msg": exc.message}]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+async def conductor_error(request: Request, exc: ConductorError) -> JSONResponse:
+    return error_response(exc)
 
 
 # FastAPI 在请求体无法解码（非 UTF-8 等）时抛出的英文 400

@@ -17,8 +17,8 @@ from fastapi.responses import Response, StreamingResponse
 from api.auth import CurrentPrincipal, load_visible_job
 from api.routes import JobId
 from api.runtime import Runtime, get_runtime
-from conductor.auth import Principal
-from conductor.errors import ClusterUnavailable
+from conductor.auth import Principal, token_active
+from conductor.errors import ClusterUnavailable, LogUnreadable
 from conductor.models import Job
 from conductor.states import JobState
 
@@ -28,6 +28,8 @@ router = APIRouter()
 CHUNK = 1024 * 1024
 # 跟随时没有新内容的轮询间隔（秒）
 POLL = 0.3
+# 跟随时每隔这么多秒复查一次令牌：吊销的令牌不能让已打开的流一直流下去
+TOKEN_RECHECK = 5.0
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -49,6 +51,16 @@ LOG_RESPONSES: dict[int | str, dict] = {
     404: {
         "description": "作业不存在",
         "content": {"application/json": {"example": {"detail": "作业 42 不存在"}}},
+    },
+    409: {
+        "description": "日志文件无法读取（服务的用户无权读取，或不是能按偏移读取的普通文件）",
+        "content": {
+            "application/json": {
+                "example": {
+                    "detail": "无法读取日志文件 /data/x.out：服务的用户无权读取（Permission denied）"
+                }
+            }
+        },
     },
     503: {
         "description": "运行作业的节点不可达",
@@ -116,9 +128,18 @@ async def job_logs(
 async def _follow(
     rt: Runtime, principal: Principal, ref: str, path: str, offset: int
 ) -> AsyncIterator[bytes]:
-    """先读状态再读文件：读到终态之后文件仍无新内容，说明已经读完。"""
+    """先读状态再读文件：读到终态之后文件仍无新内容，说明已经读完。
+
+    用令牌认证的流每 TOKEN_RECHECK 秒复查令牌，令牌被吊销就说明原因并结束（作业不受影响）。"""
     position = offset
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     while True:
+        if principal.token_id is not None and loop.time() - checked >= TOKEN_RECHECK:
+            if not await asyncio.to_thread(token_active, rt.engine, principal.token_id):
+                yield "\n[API 令牌已被吊销，停止跟随日志]\n".encode()
+                return
+            checked = loop.time()
         job = await asyncio.to_thread(load_visible_job, rt, principal, ref)
         terminal = JobState(job.state).is_terminal
         if job.node_id is None or job.state == JobState.PENDING:  # 还在排队（或排队中被取消）
@@ -130,7 +151,7 @@ async def _follow(
             chunk = await asyncio.to_thread(
                 rt.cluster.read_log_range, job.node_id, path, position, CHUNK, job.run_as_user
             )
-        except ClusterUnavailable as exc:
+        except (ClusterUnavailable, LogUnreadable) as exc:
             yield f"\n[无法继续读取日志：{exc.message}]\n".encode()
             return
         if chunk.get("error"):

@@ -1,13 +1,17 @@
 """GET /metrics：Prometheus 文本格式的指标（新增接口）。
 
-每次抓取时现算：作业按状态计数、排队深度、提交→开始延迟直方图、CPU 占用与
-调度器重启次数来自 PostgreSQL 的一次聚合查询（数据库是唯一的事实来源，API 重启也不丢）；
-总 CPU 来自存活的 Ray 节点；调度轮与对账次数来自调度器 actor 的 status()。
+每次抓取时从数据库读：作业按状态计数、排队深度、提交→开始延迟直方图来自触发器维护的计数
+（conductor/stats.py，数据库是唯一的事实来源，API 重启也不丢；不扫描 jobs 表——这个接口不需要
+令牌，代价必须与历史作业的多少无关），CPU 占用只读仍占用资源的作业（部分索引），调度器重启次数
+来自纪元表；总 CPU 来自存活的 Ray 节点；调度轮与对账次数来自调度器 actor 的 status()。
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
+from itertools import accumulate
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -24,23 +28,32 @@ from sqlalchemy import text
 from api.runtime import Runtime, get_runtime
 from conductor import transitions
 from conductor.db import session_scope
+from conductor.errors import ConductorError
 from conductor.states import JobState
+from conductor.stats import LATENCY_BUCKETS, compact, job_figures
 
 router = APIRouter()
+log = logging.getLogger("conductor.api")
 
-# 提交→开始延迟的桶（秒）：批处理作业从亚秒到数小时
-LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+# 没人抓取 /metrics 时也定期合并计数的增量，job_stats 不会一直变大
+COMPACT_PERIOD = 60.0
 
 
-def _latency_sql() -> str:
-    buckets = ", ".join(
-        f"COUNT(*) FILTER (WHERE lat <= {b}) AS b{i}" for i, b in enumerate(LATENCY_BUCKETS)
-    )
-    return (
-        f"SELECT {buckets}, COUNT(*) AS n, COALESCE(SUM(lat), 0) AS total FROM ("
-        "SELECT EXTRACT(EPOCH FROM (start_time - submit_time)) AS lat FROM jobs "
-        "WHERE start_time IS NOT NULL AND submit_time IS NOT NULL) AS t"
-    )
+async def compact_periodically(rt: Runtime) -> None:
+    """API 进程的后台任务：每 COMPACT_PERIOD 秒合并一次计数增量；数据库不可用时下次再试。"""
+    while True:
+        await asyncio.sleep(COMPACT_PERIOD)
+        try:
+            await asyncio.to_thread(_compact, rt)
+        except ConductorError as exc:
+            log.warning("合并作业计数失败（下次再试）：%s", exc.message)
+        except Exception:  # noqa: BLE001 - 后台任务不能因为一次失败就停止
+            log.exception("合并作业计数失败（下次再试）")
+
+
+def _compact(rt: Runtime) -> None:
+    with session_scope(rt.engine) as session:
+        compact(session)
 
 
 class ConductorCollector(Collector):
@@ -52,16 +65,11 @@ class ConductorCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         rt = self.rt
         with session_scope(rt.engine) as session:
-            counts = {
-                r.state: r.n
-                for r in session.execute(
-                    text("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-                )
-            }
-            lat = session.execute(text(_latency_sql())).one()
+            figures = job_figures(session)
             held = transitions.held_by_node(session)
             starts = session.execute(text("SELECT COUNT(*) FROM scheduler_epochs")).scalar_one()
 
+        counts = figures.counts
         jobs = GaugeMetricFamily("conductor_jobs", "各状态的作业数", labels=["state"])
         for state in JobState:
             jobs.add_metric([state.value], counts.get(state.value, 0))
@@ -69,12 +77,15 @@ class ConductorCollector(Collector):
         yield GaugeMetricFamily(
             "conductor_queue_depth", "排队（PENDING）的作业数", value=counts.get("PENDING", 0)
         )
-        cumulative = [(str(b), getattr(lat, f"b{i}")) for i, b in enumerate(LATENCY_BUCKETS)]
+        cumulative = list(accumulate(figures.latency_buckets))
         yield HistogramMetricFamily(
             "conductor_submit_to_start_seconds",
             "作业从提交到开始运行的秒数",
-            buckets=[*cumulative, ("+Inf", lat.n)],
-            sum_value=float(lat.total),
+            buckets=[
+                *((str(b), n) for b, n in zip(LATENCY_BUCKETS, cumulative, strict=False)),
+                ("+Inf", figures.started),
+            ],
+            sum_value=figures.latency_sum,
         )
         try:
             alive = [n for n in rt.cluster.nodes() if n.alive]

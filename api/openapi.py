@@ -150,6 +150,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "pending_jobs": [],
         },
     },
+    ("post", "/auth/login"): {
+        "summary": "用一次性登录码换管理员令牌（网页登录，新增）",
+        "request": {"code": "cdl_3q2Zr…"},
+        "response": {"token": "cdt_Vd8kQ…"},
+    },
     ("get", "/health"): {
         "summary": "健康检查",
         "response": {

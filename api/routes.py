@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
@@ -34,8 +36,14 @@ from api.schemas import (
     SubmitResponse,
 )
 from conductor import queue, transitions
-from conductor.admission import check_limits, confine, resolve_run_as
-from conductor.arrays import expand_filename, parse_array
+from conductor.admission import (
+    check_limits,
+    check_request_total,
+    confine,
+    resolve_run_as,
+    stored_bytes,
+)
+from conductor.arrays import check_filename, expand_filename, parse_array
 from conductor.auth import Principal
 from conductor.db import ping, retry_conflicts, session_scope
 from conductor.dependencies import DepState
@@ -44,10 +52,13 @@ from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
 from conductor.states import JobState
+from conductor.stats import job_figures
 from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memory, parse_time_limit
 
 router = APIRouter()
 RECENT = 20
+# 日志路径列的长度（jobs.stdout_path / stderr_path）：展开 %x 等之后超过它的路径在提交时 422
+PATH_COLUMN = 2048
 JobId = Annotated[
     str, Path(description="作业 ID；数组任务写作 主作业号_下标（如 12_3），数组主作业号指整个数组")
 ]
@@ -62,6 +73,14 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
     if not principal.can_access(p.account):
         raise Forbidden(f"令牌属于账户 {principal.account}，不能以账户 {p.account} 提交作业")
     check_limits(req.script, p.environment, rt.settings)
+    for field, pattern in (
+        ("job.standard_output", p.standard_output),
+        ("job.standard_error", p.standard_error),
+    ):
+        try:
+            check_filename(pattern)
+        except ValueError as exc:
+            raise InvalidJobRequest(field, f"{field}：{exc}") from exc
     partitions = rt.partitions
     partition = partitions.get(p.partition)
     requested = None if p.time_limit is None else parse_time_limit(p.time_limit)
@@ -131,7 +150,9 @@ def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Sess
     _check_runnable(job, rt)
     if req.job.dependency is not None:
         try:
-            dep = queue.checked_dependency(session, req.job.dependency)
+            dep = queue.checked_dependency(
+                session, req.job.dependency, None if principal.admin else principal.account
+            )
         except ValueError as exc:
             raise InvalidJobRequest("job.dependency", str(exc)) from exc
         # 作业号单列一份：被依赖作业结束时调度器按它（GIN 索引）找到等待者
@@ -155,49 +176,85 @@ def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Sess
     ]
 
 
+def _check_request_size(requests: list[SubmitRequest], rt: Runtime) -> None:
+    """构造任何作业之前，算出这个请求展开后的总行数与总字节数，超限即拒绝（逐个累计，超限即停）。"""
+    single = len(requests) == 1
+    rows = size = 0
+    for req in requests:
+        p = req.job
+        tasks = 1
+        if p.array is not None:
+            with suppress(ValueError):  # 写法错误由 _expand 指明字段报告
+                tasks = parse_array(p.array, rt.settings.max_array_size).count
+        rows += tasks
+        texts = (p.name, p.account, p.current_working_directory, p.standard_output)
+        size += tasks * stored_bytes(req.script, p.environment, *texts, p.standard_error)
+        field = "jobs" if not single else "job.array" if p.array is not None else "script"
+        check_request_total(rows, size, rt.settings, field)
+
+
+@contextmanager
+def _numbered(index: int, count: int) -> Iterator[None]:
+    """批量提交时，错误的字段与消息带上是第几个作业（单个提交原样抛出）。"""
+    try:
+        yield
+    except InvalidJobRequest as exc:
+        if count == 1:
+            raise
+        raise type(exc)(f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}") from exc
+    except Forbidden as exc:
+        if count == 1:
+            raise
+        raise Forbidden(f"第 {index} 个作业：{exc}") from exc
+
+
+def _output_path(pattern: str, names: dict[str, Any], field: str, rt: Runtime) -> str:
+    """展开输出文件名模式；展开后过长（%x 可重复多次）时 422，不让数据库报错。"""
+    path = expand_filename(pattern, **names)
+    if len(path) > PATH_COLUMN:
+        raise InvalidJobRequest(
+            field, f"{field}：展开后的路径有 {len(path)} 个字符，超过上限 {PATH_COLUMN}"
+        )
+    if rt.settings.work_root is not None:
+        # %x、%u 展开后可能带出 “/..”：展开后再限定一次
+        path = confine(path, rt.settings.work_root, field)
+    return path
+
+
+def _name_outputs(jobs: list[Job], rt: Runtime) -> None:
+    """入库后才有作业号：数组主作业号与输出文件名中的 %j %A %a 在这里补上。"""
+    master = min(j.id for j in jobs if j.id is not None)
+    for j in jobs:
+        assert j.id is not None
+        if j.array_task_id is not None:
+            j.array_job_id = master
+        names = {
+            "job_id": j.id,
+            "name": j.name,
+            "account": j.account,
+            "array_job_id": j.array_job_id,
+            "array_task_id": j.array_task_id,
+        }
+        j.stdout_path = _output_path(j.stdout_path, names, "job.standard_output", rt)
+        j.stderr_path = _output_path(j.stderr_path, names, "job.standard_error", rt)
+
+
 def _persist(rt: Runtime, principal: Principal, requests: list[SubmitRequest]) -> list[str]:
     """一个事务写入全部作业，提交后才唤醒调度器。返回每个请求的作业号（数组为主作业号）。
 
-    入库后才有作业号：数组主作业号与输出文件名中的 %j %A %a 在同一事务里补上。
+    任何一个作业无效都抛出异常、事务回滚，什么也不保存。
     """
+    _check_request_size(requests, rt)
     with session_scope(rt.engine) as session:
         groups = []
         for index, req in enumerate(requests):
-            try:
+            with _numbered(index, len(requests)):
                 groups.append(_expand(req, rt, principal, session))
-            except InvalidJobRequest as exc:
-                if len(requests) == 1:
-                    raise
-                raise type(exc)(f"jobs.{index}.{exc.field}", f"第 {index} 个作业：{exc}") from exc
-            except Forbidden as exc:
-                if len(requests) == 1:
-                    raise
-                raise Forbidden(f"第 {index} 个作业：{exc}") from exc
             session.add_all(groups[-1])
         session.flush()
-        for jobs in groups:
-            master = min(j.id for j in jobs if j.id is not None)
-            for j in jobs:
-                assert j.id is not None
-                if j.array_task_id is not None:
-                    j.array_job_id = master
-                names = {
-                    "job_id": j.id,
-                    "name": j.name,
-                    "account": j.account,
-                    "array_job_id": j.array_job_id,
-                    "array_task_id": j.array_task_id,
-                }
-                j.stdout_path = expand_filename(j.stdout_path, **names)  # type: ignore[arg-type]
-                j.stderr_path = expand_filename(j.stderr_path, **names)  # type: ignore[arg-type]
-                if rt.settings.work_root is not None:
-                    # %x、%u 展开后可能带出 “/..”：展开后再限定一次
-                    j.stdout_path = confine(
-                        j.stdout_path, rt.settings.work_root, "job.standard_output"
-                    )
-                    j.stderr_path = confine(
-                        j.stderr_path, rt.settings.work_root, "job.standard_error"
-                    )
+        for index, jobs in enumerate(groups):
+            with _numbered(index, len(requests)):
+                _name_outputs(jobs, rt)
         session.flush()
         ids = [str(min(j.id for j in jobs if j.id is not None)) for jobs in groups]
     rt.cluster.wake()
@@ -414,16 +471,16 @@ def dashboard(principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)) -
     账户令牌看到的作业统计与作业列表只含自己的作业；资源与节点是整个集群的（同 sinfo）。"""
     mine = None if principal.admin else principal.account
     with session_scope(rt.engine) as session:
-        counts = {
-            r.state: r.n
-            for r in session.execute(
-                text(
-                    "SELECT state, COUNT(*) AS n FROM jobs"
-                    " WHERE CAST(:account AS text) IS NULL OR account = :account GROUP BY state"
-                ),
-                {"account": mine},
-            )
-        }
+        if mine is None:  # 整个集群：触发器维护的计数，不扫描 jobs
+            counts = job_figures(session).counts
+        else:
+            counts = {
+                r.state: r.n
+                for r in session.execute(
+                    text("SELECT state, COUNT(*) AS n FROM jobs WHERE account = :a GROUP BY state"),
+                    {"a": mine},
+                )
+            }
         used = {node: int(cpus) for node, (cpus, _) in transitions.held_by_node(session).items()}
         recent = {
             state: list(

@@ -27,11 +27,21 @@ from typing import IO
 from cluster.bootstrap import stop_jobs
 from cluster.local_ray import LocalRayHead
 from cluster.ray_auth import RayTokenError, ensure_cluster_token, use_token_if_available
+from conductor.auth import (
+    LOGIN_TTL,
+    authenticate,
+    create_login_code,
+    ensure_local_token,
+    login_url,
+)
+from conductor.db import make_engine
 from conductor.embedded_pg import EmbeddedPostgres
+from conductor.errors import ConductorError
 from conductor.lifeline import die_with_parent
 from conductor.migrate import upgrade
 from conductor.settings import Settings
 from conductor.startup import EXIT_STARTUP_FAILED, StartupFailed, failure_cause
+from conductor.tokenfile import read_token, token_path
 
 log = logging.getLogger("conductor.server")
 
@@ -78,6 +88,8 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - 任何迁移失败都要以一行原因停止
             cause = failure_cause(str(exc)) or type(exc).__name__
             raise StartupFailed(f"数据库迁移失败：{cause}") from exc
+        if s.auth_enabled():
+            self._prepare_local_token(url)
         address = s.ray_address
         if not address:
             self._prepare_ray_token()
@@ -86,6 +98,58 @@ class Supervisor:
         else:
             use_token_if_available()  # 外部集群：有令牌就带上，API 进程继承
         self.settings = s.model_copy(update={"database_url": url, "ray_address": address})
+
+    def _prepare_local_token(self, url: str) -> None:
+        """第一次启动时为服务自己的用户写入管理员令牌（本机的 conductor 命令从那里读取）。
+
+        文件已存在时不动它；其中的令牌对本服务无效（例如来自别的数据目录）时警告。"""
+        path = token_path()
+        engine = make_engine(url, pool_size=1)
+        try:
+            created = ensure_local_token(engine, path)
+            existing = None if created else read_token(path)
+            valid = created or (existing is not None and authenticate(engine, existing) is not None)
+        except OSError as exc:
+            log.warning(
+                "无法写入本机命令行的令牌文件 %s：%s（本机的 conductor 命令需设 CONDUCTOR_TOKEN）",
+                path,
+                exc.strerror or exc,
+            )
+            return
+        except ConductorError as exc:
+            raise StartupFailed(f"无法为本机用户生成 API 令牌：{exc.message}") from exc
+        finally:
+            engine.dispose()
+        if created:
+            log.info(
+                "已为本机用户生成管理员令牌：%s（权限 0600），本机的 conductor 命令从这里读取", path
+            )
+        elif valid:
+            log.info("本机命令行的令牌：%s（已存在，未改动）", path)
+        else:
+            log.warning(
+                "令牌文件 %s 已存在，但其中没有对本服务有效的令牌（也许来自别的数据目录）："
+                "本机的 conductor 命令会得到 401；删掉它再重启 serve 即会重新生成",
+                path,
+            )
+
+    def _announce_login(self) -> None:
+        """API 就绪后打印网页的一次性登录地址（每次启动一个新的登录码）。"""
+        s = self.settings
+        engine = make_engine(s.database_url or "", pool_size=1)
+        try:
+            code = create_login_code(engine)
+        except ConductorError as exc:
+            log.warning("无法生成网页的一次性登录码：%s", exc.message)
+            return
+        finally:
+            engine.dispose()
+        minutes = int(LOGIN_TTL.total_seconds() // 60)
+        log.info(
+            "网页登录（一次性，%d 分钟内有效；过期后运行 conductor token login-url）：%s",
+            minutes,
+            login_url(s.host, s.port, code),
+        )
 
     def _start_postgres(self) -> EmbeddedPostgres:
         pgdata = self.settings.data_dir / "pg"
@@ -167,6 +231,7 @@ class Supervisor:
         （新调度器启动对账时把旧集群上的作业判为 NODE_FAIL，排队作业在新集群上运行）。"""
         failures = 0
         start_failures = 0
+        announced = False
         while not self.stopping.is_set():
             started = time.monotonic()
             self.api, ready = self._spawn_api()
@@ -181,6 +246,9 @@ class Supervisor:
                 self.stopping.wait(RESTART_DELAYS[0])
                 continue
             start_failures = 0
+            if not announced and self.settings.auth_enabled():
+                self._announce_login()
+                announced = True
             code = self._wait_api()
             if time.monotonic() - started > STABLE_SECONDS:
                 failures = 0

@@ -14,8 +14,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from api.admin_options import DatabaseUrlOption, DataDirOption, admin_settings
-from conductor.auth import TokenNotFound, create_token, list_tokens, revoke_token
-from conductor.cli import EXIT_UNAVAILABLE, err, out
+from conductor.auth import (
+    LOGIN_TTL,
+    TokenNotFound,
+    create_login_code,
+    create_token,
+    list_tokens,
+    login_url,
+    revoke_token,
+)
+from conductor.cli import EXIT_UNAVAILABLE, err, lit, out
 from conductor.db import make_engine
 from conductor.timefmt import iso_utc
 
@@ -34,7 +42,7 @@ def _engine(data_dir: str | None, database_url: str | None):  # type: ignore[no-
         where = make_url(url).render_as_string(hide_password=True)
         reason = " ".join(str(exc.orig).split())[:300]
         hint = "服务用内嵌数据库时，请给出与 serve 相同的 --data-dir"
-        err.print(f"[red]错误：无法连接数据库 {where}：{reason}（{hint}）[/red]", highlight=False)
+        err.print(lit(f"错误：无法连接数据库 {where}：{reason}（{hint}）", "red"), highlight=False)
         raise typer.Exit(EXIT_UNAVAILABLE) from exc
     return make_engine(url, pool_size=1)
 
@@ -55,12 +63,14 @@ def create(
     try:
         row, plain = create_token(engine, account=account, admin=admin, note=note)
     except ValueError as exc:
-        err.print(f"[red]错误：{exc}[/red]")
+        err.print(lit(f"错误：{exc}", "red"))
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
     err.print(
-        f"已创建令牌 {row.id}（{'管理员' if admin else '账户 ' + str(account)}），明文只显示这一次："
+        lit(
+            f"已创建令牌 {row.id}（{'管理员' if admin else '账户 ' + str(account)}），明文只显示这一次："
+        )
     )
     print(plain)  # 单独一行打到标准输出，便于 `> ~/.config/conductor/token`
 
@@ -80,13 +90,18 @@ def list_(
     table = Table("ID", "前缀", "账户", "管理员", "备注", "创建时间", "吊销时间")
     for r in rows:
         table.add_row(
-            str(r.id),
-            r.prefix + "…",
-            r.account or "",
-            "是" if r.is_admin else "",
-            r.note,
-            iso_utc(r.created_at) or "",
-            iso_utc(r.revoked_at) or "",
+            *map(
+                lit,
+                (
+                    r.id,
+                    r.prefix + "…",
+                    r.account,
+                    "是" if r.is_admin else "",
+                    r.note,  # 备注与账户名由运维写，可能有 [ ]：原样显示
+                    iso_utc(r.created_at),
+                    iso_utc(r.revoked_at),
+                ),
+            )
         )
     out.print(table)
 
@@ -102,8 +117,34 @@ def revoke(
     try:
         revoke_token(engine, token_id)
     except TokenNotFound as exc:
-        err.print(f"[red]错误：{exc.message}[/red]")
+        err.print(lit(f"错误：{exc.message}", "red"))
         raise typer.Exit(1) from exc
     finally:
         engine.dispose()
     out.print(f"令牌 {token_id} 已吊销")
+
+
+@token_app.command("login-url")
+def login_url_command(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="服务的地址，如 http://head:8000；默认取 serve 的监听地址与端口"
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """生成网页的一次性登录地址（serve 启动时打印的那一个过期或用过之后）。"""
+    settings = admin_settings(data_dir, database_url)
+    engine = _engine(data_dir, database_url)
+    try:
+        code = create_login_code(engine)
+    finally:
+        engine.dispose()
+    minutes = int(LOGIN_TTL.total_seconds() // 60)
+    err.print(lit(f"一次性登录地址（{minutes} 分钟内有效，只能用一次）："))
+    if url:
+        print(f"{url.rstrip('/')}/ui#login={code}")
+    else:
+        print(login_url(settings.host, settings.port, code))

@@ -93,7 +93,12 @@ class Chaos:
             body = {"jobs": [self.payload(i) for i in batch]}
             while True:
                 try:
-                    resp = httpx.post(self.serve.url + "/jobs/submit/batch", json=body, timeout=30)
+                    resp = httpx.post(
+                        self.serve.url + "/jobs/submit/batch",
+                        json=body,
+                        headers=self.serve.headers,  # serve 为本机用户写入的令牌
+                        timeout=30,
+                    )
                 except httpx.ConnectError:
                     time.sleep(0.3)
                     continue

@@ -88,7 +88,10 @@ class Bench:
 
     def client(self) -> httpx.Client:
         if not hasattr(self.local, "client"):
-            self.local.client = httpx.Client(base_url=self.url, timeout=60)
+            # 认证默认开启：带上 serve 为本机用户写入的令牌
+            self.local.client = httpx.Client(
+                base_url=self.url, headers=self.serve.headers, timeout=60
+            )
         return self.local.client
 
     def submit(self, payload: dict) -> int:

@@ -5,16 +5,18 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import time
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from cluster.agent import agent_name
 from cluster.nodes import RayNode, list_nodes
 from cluster.scheduler import SCHEDULER_NAME
-from conductor.errors import ClusterUnavailable, SchedulerUnavailable
+from conductor.errors import ClusterUnavailable, LogUnreadable, SchedulerUnavailable
 from conductor.settings import Settings
 
 log = logging.getLogger("conductor.client")
@@ -87,6 +89,12 @@ class ClusterClient:
         except Exception as exc:  # noqa: BLE001
             log.warning("通知节点代理取消作业 %s 失败：%s", job_id, exc)
 
+    def _agent(self, node_id: str) -> ray.actor.ActorHandle:
+        try:
+            return ray.get_actor(agent_name(node_id), namespace=self.namespace)
+        except ValueError as exc:
+            raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc
+
     def read_logs(
         self,
         node_id: str,
@@ -97,12 +105,21 @@ class ClusterClient:
     ) -> dict[str, str | None]:
         """经作业所在节点的代理读取日志（不假设共享文件系统）。
 
-        owner 为作业运行的 Unix 用户：日志文件必须属于它，才不会被符号链接骗去读别人的文件。"""
+        owner 为作业运行的 Unix 用户：日志文件必须属于它，才不会被符号链接骗去读别人的文件。
+        某个文件读不了（无权读取、不能定位的特殊文件）时，那一路给出写明原因的说明，另一路照常。"""
+        agent = self._agent(node_id)
         try:
-            agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
-            return ray.get(agent.read_logs.remote(stdout_path, stderr_path, owner), timeout=timeout)
-        except (ValueError, RayActorError, GetTimeoutError) as exc:
-            raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc
+            return _get(agent.read_logs.remote(stdout_path, stderr_path, owner), timeout, "")
+        except LogUnreadable:
+            pass  # 两个文件一起读：逐个再读一次，找出是哪一个读不了
+        logs: dict[str, str | None] = {}
+        for stream, path in (("stdout", stdout_path), ("stderr", stderr_path)):
+            ref = agent.read_logs.remote(path, path, owner)
+            try:
+                logs[stream] = _get(ref, timeout, path)["stdout"]
+            except LogUnreadable as exc:
+                logs[stream] = f"[{exc.message}]"
+        return logs
 
     def read_log_range(
         self,
@@ -115,9 +132,28 @@ class ClusterClient:
     ) -> dict:
         """经作业所在节点的代理按偏移读取日志：{"data": bytes|None, "offset": int, "size": int}。
 
-        owner 为作业的 Unix 用户：只读属于它的文件。"""
-        try:
-            agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
-            return ray.get(agent.read_log_range.remote(path, offset, limit, owner), timeout=timeout)
-        except (ValueError, RayActorError, GetTimeoutError) as exc:
-            raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc
+        owner 为作业的 Unix 用户：只读属于它的文件。文件读不了时 LogUnreadable。"""
+        agent = self._agent(node_id)
+        return _get(agent.read_log_range.remote(path, offset, limit, owner), timeout, path)
+
+
+def _get(ref: ray.ObjectRef, timeout: float, path: str) -> dict:
+    """取节点代理读日志的结果：代理不可达 → ClusterUnavailable；代理读文件失败 → LogUnreadable。"""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except (RayActorError, GetTimeoutError) as exc:
+        raise ClusterUnavailable(f"运行作业的节点不可达，无法读取日志：{exc}") from exc
+    except RayTaskError as exc:
+        raise LogUnreadable(_unreadable(path, exc.cause)) from exc
+
+
+def _unreadable(path: str, cause: BaseException) -> str:
+    """读日志失败的一句话原因（不带 Ray 的调用栈）。"""
+    where = f"日志文件 {path}" if path else "日志文件"
+    if isinstance(cause, io.UnsupportedOperation) or getattr(cause, "errno", None) == errno.ESPIPE:
+        return f"无法读取{where}：它不是普通文件，不能按偏移读取"
+    if isinstance(cause, PermissionError):
+        return f"无法读取{where}：服务的用户无权读取（Permission denied）"
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"无法读取{where}：{cause.strerror}"
+    return f"无法读取{where}：{type(cause).__name__}"

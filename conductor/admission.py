@@ -47,6 +47,32 @@ def check_limits(script: str, environment: Mapping[str, str], settings: Settings
             )
 
 
+def stored_bytes(script: str, environment: Mapping[str, str], *texts: str | None) -> int:
+    """一个作业行要保存的主要内容的字节数（脚本、环境变量与各个文本字段）。"""
+    size = len(script.encode("utf-8", errors="surrogatepass"))
+    for key, value in environment.items():
+        size += len(key.encode("utf-8", errors="surrogatepass"))
+        size += len(value.encode("utf-8", errors="surrogatepass"))
+    return size + sum(len(t.encode("utf-8", errors="surrogatepass")) for t in texts if t)
+
+
+def check_request_total(rows: int, size: int, settings: Settings, field: str) -> None:
+    """一次请求展开后（批量 × 数组任务）的总行数与总字节数：在构造任何作业之前检查。"""
+    if rows > settings.max_request_jobs:
+        raise InvalidJobRequest(
+            field,
+            f"一次请求展开后共 {rows} 个作业（批量的作业数 × 数组的任务数），"
+            f"上限 {settings.max_request_jobs} 个（CONDUCTOR_MAX_REQUEST_JOBS）",
+        )
+    if size > settings.max_request_bytes:
+        raise PayloadTooLarge(
+            field,
+            f"一次请求展开后要写入约 {size} 字节（数组的每个任务各存一份脚本与环境变量），"
+            f"上限 {settings.max_request_bytes} 字节（{_kib(settings.max_request_bytes)}，"
+            "CONDUCTOR_MAX_REQUEST_BYTES）",
+        )
+
+
 def resolve_existing(path: str) -> str:
     """把绝对路径规范化：已存在的前缀逐级解析符号链接（与内核打开文件时一致），
     不存在的部分按字面拼接。`..` 在解析符号链接之后才回退，所以 `link/..` 也不能逃出。"""
@@ -65,14 +91,28 @@ def confine(path: str, root: Path, field: str) -> str:
     return real
 
 
-def resolve_run_as(account: str, settings: Settings) -> str | None:
-    """账户对应的 Unix 用户；未映射时为 None（以服务自身的用户运行），要求映射时拒绝。"""
+def service_is_root() -> bool:
+    """API 进程是否以 root 运行（作业默认以服务自身的用户运行，见 docs/security.md）。"""
+    return os.geteuid() == 0
+
+
+def resolve_run_as(account: str, settings: Settings, as_root: bool | None = None) -> str | None:
+    """账户对应的 Unix 用户；未映射时为 None（以服务自身的用户运行）。
+
+    要求映射时拒绝未映射的账户；服务以 root 运行（as_root，默认看本进程）时，未映射账户的作业
+    会以 root 运行，除非运维明确允许（CONDUCTOR_ALLOW_ROOT_JOBS），否则同样拒绝。"""
     user = settings.account_users.get(account)
     if user is None:
         if settings.require_user_mapping:
             raise Forbidden(
                 f"账户 {account} 没有映射到 Unix 用户，服务要求每个账户都映射"
                 "（CONDUCTOR_ACCOUNT_USERS / CONDUCTOR_REQUIRE_USER_MAPPING）"
+            )
+        if (service_is_root() if as_root is None else as_root) and not settings.allow_root_jobs:
+            raise Forbidden(
+                f"账户 {account} 没有映射到 Unix 用户，而服务以 root 运行：它的作业会以 root 身份执行。"
+                "请在 CONDUCTOR_ACCOUNT_USERS 里为它映射一个用户，或由运维明确允许作业以 root 运行"
+                "（CONDUCTOR_ALLOW_ROOT_JOBS=true）"
             )
         return None
     try:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 MAX_INDEX = 1000
 _RANGE = re.compile(r"(\d{1,7})(?:-(\d{1,7})(?::(\d{1,7}))?)?", re.ASCII)
 _FORMS = "应为 Slurm 写法，如 0-99、1,3,5-7、0-15:4，可加 %N 限制同时运行数"
+# 文件名模式里补零宽度的上限（同 Slurm 的最大宽度 10）：%2000000000j 会让服务为一个文件名分配 2 GB
+MAX_PAD = 10
+_PATTERN = re.compile(r"%(\d*)([a-zA-Z%])", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,18 @@ def parse_array(value: str, max_tasks: int) -> ArraySpec:
     return ArraySpec(tuple(sorted(indices)), max_running)
 
 
+def check_filename(pattern: str) -> None:
+    """提交时校验文件名模式：补零宽度不超过 MAX_PAD，否则 ValueError（在分配任何东西之前）。"""
+    for m in _PATTERN.finditer(pattern):
+        digits = m[1]
+        # 先看位数再转整数：几十位的宽度不必变成整数就能判定超限
+        if digits and (len(digits) > 2 or int(digits) > MAX_PAD):
+            shown = digits if len(digits) <= 24 else digits[:24] + "…"
+            raise ValueError(
+                f"文件名模式 %{shown}{m[2]} 的补零宽度 {shown} 超过上限 {MAX_PAD}（Slurm 的最大宽度也是 10）"
+            )
+
+
 def expand_filename(
     pattern: str,
     *,
@@ -60,13 +75,15 @@ def expand_filename(
     array_task_id: int | None = None,
 ) -> str:
     """展开 Slurm 文件名模式：%j 作业号、%x 作业名、%u 用户（账户）、%A 数组主作业号、%a 数组下标、
-    %% 百分号；数字可带宽度，如 %5j 补零（同 Slurm）。
+    %% 百分号；数字可带宽度，如 %5j 补零（同 Slurm，最大 MAX_PAD；更大的宽度 ValueError，
+    提交时由 check_filename 先行拒绝）。
 
     不是数组的作业：%A 为作业号，%a 为 Slurm 的 NO_VAL（4294967294）。其他模式（如 %N 节点名，
     提交时未知）原样保留。
     """
     if "%" not in pattern:
         return pattern
+    check_filename(pattern)
     table = {
         "j": str(job_id),
         "x": name,
@@ -82,7 +99,7 @@ def expand_filename(
             return m[0]
         return value.zfill(int(m[1])) if m[1] and value.isdigit() else value
 
-    return re.sub(r"%(\d*)([a-zA-Z%])", sub, pattern)
+    return _PATTERN.sub(sub, pattern)
 
 
 _REF = re.compile(r"(\d{1,18})(?:_(\d{1,7}))?", re.ASCII)

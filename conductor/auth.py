@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from conductor.db import session_scope
 from conductor.errors import ConductorError
-from conductor.models import ApiToken
+from conductor.models import ApiToken, LoginCode
 
 TOKEN_PREFIX = "cdt_"
 SHOWN_PREFIX = 12
+# 网页的一次性登录码：用过一次或过期即失效
+LOGIN_PREFIX = "cdl_"
+LOGIN_TTL = timedelta(hours=1)
 
 
 class TokenNotFound(ConductorError):
@@ -57,6 +63,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", errors="surrogateescape")).hexdigest()
 
 
+def _token_row(plain: str, account: str | None, admin: bool, note: str) -> ApiToken:
+    return ApiToken(
+        token_hash=hash_token(plain),
+        prefix=plain[:SHOWN_PREFIX],
+        account=account,
+        is_admin=admin,
+        note=note[:255],
+    )
+
+
 def create_token(
     engine: Engine, *, account: str | None, admin: bool, note: str = ""
 ) -> tuple[ApiToken, str]:
@@ -66,13 +82,7 @@ def create_token(
     if account is not None and not 1 <= len(account) <= 255:
         raise ValueError("账户名长度应为 1–255")
     plain = new_token()
-    row = ApiToken(
-        token_hash=hash_token(plain),
-        prefix=plain[:SHOWN_PREFIX],
-        account=account,
-        is_admin=admin,
-        note=note[:255],
-    )
+    row = _token_row(plain, account, admin, note)
     with session_scope(engine) as session:
         session.add(row)
         session.flush()
@@ -100,6 +110,13 @@ def revoke_token(engine: Engine, token_id: int) -> ApiToken:
         return row
 
 
+def token_active(engine: Engine, token_id: int) -> bool:
+    """令牌仍然有效（存在且未被吊销）：长时间的请求（跟随日志）据此定期复查。"""
+    with session_scope(engine) as session:
+        row = session.get(ApiToken, token_id)
+        return row is not None and row.revoked_at is None
+
+
 def authenticate(engine: Engine, token: str) -> Principal | None:
     """校验明文令牌；无效或已吊销返回 None。"""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
@@ -115,3 +132,73 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
     if not hmac.compare_digest(row.token_hash, digest):
         return None
     return Principal(account=row.account, admin=row.is_admin, token_id=row.id)
+
+
+def ensure_local_token(engine: Engine, path: Path) -> bool:
+    """本机命令行的令牌文件不存在时，为服务自己的用户建一个管理员令牌并写入；返回是否新建。
+
+    以 O_EXCL | O_NOFOLLOW、权限 0600 新建：已有的文件（包括别人放的符号链接）一律不动、不跟随。
+    先占住文件再建令牌，写入失败时删掉文件并吊销令牌，不留下半截。"""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return False
+    row: ApiToken | None = None
+    try:
+        with os.fdopen(fd, "w") as f:
+            row, plain = create_token(
+                engine, account=None, admin=True, note=f"serve 为本机用户生成（{path}）"
+            )
+            f.write(plain + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        if row is not None and row.id is not None:
+            revoke_token(engine, row.id)
+        raise
+    return True
+
+
+def create_login_code(engine: Engine, ttl: timedelta = LOGIN_TTL) -> str:
+    """新的一次性登录码（明文只在这里返回一次）；顺便清掉早已过期或用过的旧码。"""
+    plain = LOGIN_PREFIX + secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        session.execute(
+            text("DELETE FROM login_codes WHERE expires_at < :old OR used_at < :old"),
+            {"old": now - timedelta(days=1)},
+        )
+        session.add(LoginCode(code_hash=hash_token(plain), created_at=now, expires_at=now + ttl))
+    return plain
+
+
+def redeem_login_code(engine: Engine, code: str) -> str | None:
+    """用一次性登录码换一个新的管理员令牌（网页用）；码无效、用过或过期时为 None。
+
+    作废登录码与建令牌在同一个事务里：并发兑换同一个码，只有一个成功。"""
+    if not code.startswith(LOGIN_PREFIX) or len(code) > 200:
+        return None
+    with session_scope(engine) as session:
+        used = session.execute(
+            text(
+                "UPDATE login_codes SET used_at = now() WHERE code_hash = :h "
+                "AND used_at IS NULL AND expires_at > now() RETURNING id"
+            ),
+            {"h": hash_token(code)},
+        ).first()
+        if used is None:
+            return None
+        plain = new_token()
+        session.add(_token_row(plain, None, True, f"网页登录（一次性登录码 {used.id}）"))
+    return plain
+
+
+def login_url(host: str, port: int, code: str) -> str:
+    """网页的一次性登录地址（登录码在 # 之后：浏览器不把它发给服务器，也不进访问日志）。"""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"  # 监听所有地址时给本机地址
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/ui#login={code}"

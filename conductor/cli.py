@@ -12,8 +12,10 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from conductor import sbatch
+from conductor.tokenfile import read_token, token_path
 
 # 退出码：脚本可据此区分“请求被拒绝”与“服务连不上”
 EXIT_OK = 0
@@ -41,16 +43,18 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="CONDUCTOR_URL", help="C
 JsonOption = Annotated[bool, typer.Option("--json", help="输出 JSON，便于脚本处理")]
 
 
+def lit(value: object, style: str = "") -> Text:
+    """原样显示的文字：作业名、账户、服务的消息里都可能有 [ ]，不能当作 Rich 标记解释。"""
+    return Text("" if value is None else str(value), style=style)
+
+
 def api_token() -> str | None:
-    """API 令牌：环境变量 CONDUCTOR_TOKEN 优先，其次 ~/.config/conductor/token（首行）。"""
+    """API 令牌：环境变量 CONDUCTOR_TOKEN 优先，其次 ~/.config/conductor/token（首行；
+    `conductor serve` 第一次启动时为本机用户写入）。"""
     token = os.environ.get("CONDUCTOR_TOKEN", "").strip()
     if token:
         return token
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    try:
-        return (config / "conductor" / "token").read_text().strip() or None
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return None
+    return read_token(token_path())
 
 
 def _auth(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +107,7 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 def _fail(message: str, code: int) -> NoReturn:
     """一行中文错误，按约定的退出码退出。"""
-    err.print(f"[red]错误：{message}[/red]", markup=True, highlight=False)
+    err.print(lit(f"错误：{message}", "red"), highlight=False)
     raise typer.Exit(code)
 
 
@@ -196,14 +200,14 @@ def submit(
     except sbatch.SbatchError as exc:
         _fail(exc.message, EXIT_USAGE)
     if opts.ignored and not parsable:
-        err.print(f"[yellow]提示：已忽略 Conductor 不支持的选项：{' '.join(opts.ignored)}[/yellow]")
+        err.print(lit(f"提示：已忽略 Conductor 不支持的选项：{' '.join(opts.ignored)}", "yellow"))
     body = _request("POST", url, "/jobs/submit", json=payload)
     if parsable:
         print(body["job_id"])
     elif as_json:
         out.print_json(json.dumps(body))
     else:
-        out.print(f"已提交作业 {body['job_id']}")
+        out.print(lit(f"已提交作业 {body['job_id']}"))
 
 
 @app.command()
@@ -232,7 +236,7 @@ def query(
         ("已用/上限", f"{times['elapsed_time']} / {times['limit_time']}"),
     ]
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(key, lit(value))
     out.print(table)
     for stream in ("stdout", "stderr"):
         if body["job_log"][stream]:
@@ -257,7 +261,7 @@ def cancel(
         worst = max(worst, code)
         if not as_json:
             (out if ok else err).print(
-                f"{job_id}：{message}" if ok else f"[red]{job_id}：错误：{message}[/red]",
+                lit(f"{job_id}：{message}") if ok else lit(f"{job_id}：错误：{message}", "red"),
                 highlight=False,
             )
     if as_json:
@@ -293,14 +297,10 @@ def queue(
     for j in body["jobs"]:
         style = STATE_STYLES.get(j["state"], "")
         table.add_row(
-            str(j["job_id"]),
-            j["name"],
-            j["account"],
-            j["partition"],
-            f"[{style}]{j['state']}[/{style}]" if style else j["state"],
-            j["elapsed_time"],
-            str(j["allocated_cpus"]),
-            j["node_list"] or j.get("state_reason") or "",  # 排队时显示原因（若服务端提供）
+            *map(lit, (j["job_id"], j["name"], j["account"], j["partition"])),
+            lit(j["state"], style),
+            *map(lit, (j["elapsed_time"], j["allocated_cpus"])),
+            lit(j["node_list"] or j.get("state_reason") or ""),  # 排队时显示原因（若服务端提供）
         )
     out.print(table)
 
@@ -332,15 +332,9 @@ def history(
     for j in body["jobs"]:
         style = STATE_STYLES.get(j["state"], "")
         table.add_row(
-            str(j["job_id"]),
-            j["name"],
-            j["account"],
-            j["partition"],
-            f"[{style}]{j['state']}[/{style}]" if style else j["state"],
-            j["elapsed_time"],
-            j["exit_code"] or "",
-            j["start_time"] or "",
-            j["end_time"] or "",
+            *map(lit, (j["job_id"], j["name"], j["account"], j["partition"])),
+            lit(j["state"], style),
+            *map(lit, (j["elapsed_time"], j["exit_code"], j["start_time"], j["end_time"])),
         )
     out.print(table)
 
@@ -383,7 +377,7 @@ def logs(
         sys.stdout.buffer.write(resp.content)
         sys.stdout.flush()
         if not resp.content and resp.headers.get("X-Job-State") == "PENDING":
-            err.print(f"作业 {job_id} 仍在排队，还没有日志；用 -f 等待并跟随输出")
+            err.print(lit(f"作业 {job_id} 仍在排队，还没有日志；用 -f 等待并跟随输出"))
         return
     params["follow"] = "true"
     try:
@@ -396,7 +390,7 @@ def logs(
             _check(resp, url)
             waiting = None
             if resp.headers.get("X-Job-State") == "PENDING":
-                waiting = err.status(f"作业 {job_id} 排队中，等待开始运行…")
+                waiting = err.status(lit(f"作业 {job_id} 排队中，等待开始运行…"))
                 waiting.start()
             try:
                 for chunk in resp.iter_bytes():
@@ -413,7 +407,9 @@ def logs(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # Ctrl-C 只停止跟随，作业照常运行
     final = _request("GET", url, f"/jobs/query/{job_id}")
-    err.print(f"作业 {job_id} 已结束：{final['state']}（退出码 {final['detail']['exit_code']}）")
+    err.print(
+        lit(f"作业 {job_id} 已结束：{final['state']}（退出码 {final['detail']['exit_code']}）")
+    )
 
 
 @app.command()
@@ -446,20 +442,17 @@ def info(
     table = Table("分区", "节点", "状态", "CPU 已用", "CPU 空闲", "CPU 总数")
     for n in dash["node_info"]:
         if not n["available"]:
-            node_state = "[red]down[/red]"
+            node_state = lit("down", "red")
         elif n["allocated_cpus"] == 0:
-            node_state = "idle"
+            node_state = lit("idle")
         elif n["available_cpus"] == 0:
-            node_state = "alloc"
+            node_state = lit("alloc")
         else:
-            node_state = "mix"
+            node_state = lit("mix")
         table.add_row(
-            n["partition"],
-            n["node_name"],
+            *map(lit, (n["partition"], n["node_name"])),
             node_state,
-            str(n["allocated_cpus"]),
-            str(n["available_cpus"]),
-            str(n["total_cpus"]),
+            *map(lit, (n["allocated_cpus"], n["available_cpus"], n["total_cpus"])),
         )
     out.print(table)
     r = dash["resource_stats"]
@@ -468,6 +461,6 @@ def info(
         f"（已用 {r['allocated_cpus']}，使用率 {r['utilization_rate']:.0%}）",
         highlight=False,
     )
-    out.print(f"Ray 仪表盘：{dashboard_url or '未启用'}", highlight=False, soft_wrap=True)
+    out.print(lit(f"Ray 仪表盘：{dashboard_url or '未启用'}"), highlight=False, soft_wrap=True)
     if health.get("status") not in (None, "healthy"):
-        err.print(f"[yellow]服务状态：{health.get('detail', health.get('status'))}[/yellow]")
+        err.print(lit(f"服务状态：{health.get('detail', health.get('status'))}", "yellow"))

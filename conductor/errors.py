@@ -46,6 +46,10 @@ class ClusterUnavailable(ConductorError):
     """Ray 集群不可用，请稍后重试。"""
 
 
+class LogUnreadable(ConductorError):
+    """无法读取日志文件。"""
+
+
 class Unauthorized(ConductorError):
     """需要有效的 API 令牌：请在 Authorization 头中以 Bearer 方式提供（CLI 读取 CONDUCTOR_TOKEN 或 ~/.config/conductor/token）。"""
 

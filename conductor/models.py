@@ -100,6 +100,9 @@ class Job(JobBase, table=True):
             func.coalesce(text("end_time"), text("start_time")),
             postgresql_where=text(CHANGED),
         ),
+        # 账户令牌的列表（最新在前，按 id 翻页）与总览只读本账户的行
+        Index("ix_jobs_account", "account", "id"),
+        Index("ix_jobs_account_state", "account", "state", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
@@ -180,3 +183,37 @@ class ApiToken(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class JobStat(SQLModel, table=True):
+    """作业计数的增量（数据库触发器在作业插入、改状态、开始、删除时写入，见迁移 0005_security）。
+
+    /metrics 把同类的行相加即得各状态的作业数与提交→开始延迟的直方图，不必每次对 jobs 全表聚合；
+    读取时顺便把增量合并成每类一行（conductor/stats.py），表的大小只随两次合并之间的变化增长。
+    """
+
+    __tablename__ = "job_stats"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    # state：label 为状态名；started：label 为延迟桶的上界（秒，"+Inf" 为其余）
+    kind: str = Field(max_length=16)
+    label: str = Field(max_length=32)
+    n: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # started：这些作业的延迟秒数之和
+    total: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
+
+
+class LoginCode(SQLModel, table=True):
+    """网页的一次性登录码：`conductor serve` 启动时打印 /ui#login=…，网页用它换一个管理员令牌。
+
+    只存 SHA-256 摘要；用过一次或过期即失效。"""
+
+    __tablename__ = "login_codes"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    code_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True, index=True))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

@@ -126,14 +126,17 @@ def array_limits(session: Session, array_ids: Sequence[int]) -> dict[int, int]:
 # ---- 依赖 ----
 
 
-def dependency_targets(session: Session, job_ids: Sequence[int]) -> dict[int, Target]:
-    """被依赖作业的状态；数组主作业号代表它的全部任务。"""
+def dependency_targets(
+    session: Session, job_ids: Sequence[int], account: str | None = None
+) -> dict[int, Target]:
+    """被依赖作业的状态；数组主作业号代表它的全部任务。account 非空时只看该账户的作业。"""
+    where = "(id = ANY(:ids) OR array_job_id = ANY(:ids))"
+    params: dict[str, object] = {"ids": list(job_ids)}
+    if account is not None:
+        where += " AND account = :account"
+        params["account"] = account
     rows = session.execute(
-        text(
-            "SELECT id, array_job_id, state FROM jobs "
-            "WHERE id = ANY(:ids) OR array_job_id = ANY(:ids)"
-        ),
-        {"ids": list(job_ids)},
+        text(f"SELECT id, array_job_id, state FROM jobs WHERE {where}"), params
     ).all()
     by_array: dict[int, list[JobState]] = defaultdict(list)
     by_id: dict[int, JobState] = {}
@@ -280,13 +283,16 @@ def _singleton_busy(session: Session, rows: Sequence) -> set[int]:  # type: igno
     return busy
 
 
-def checked_dependency(session: Session, raw: str) -> Dependency:
+def checked_dependency(session: Session, raw: str, account: str | None = None) -> Dependency:
     """提交时校验依赖并返回解析结果（str() 为规范写法）；引用不存在的作业时 ValueError。
 
+    account 非空时（账户令牌提交），别的账户的作业算作不存在，回答与不存在的作业一字不差：
+    否则从回答与随后的等待原因就能探知别人的作业是否存在、结局如何。
     判定留给调度器（作业以 WAITING 入队）：singleton 要看同名作业的提交顺序。
     """
     dep = parse_dependency(raw)
-    missing = sorted(dep.job_ids - set(dependency_targets(session, sorted(dep.job_ids))))
+    found = dependency_targets(session, sorted(dep.job_ids), account)
+    missing = sorted(dep.job_ids - set(found))
     if missing:
         raise ValueError(f"依赖的作业不存在：{', '.join(map(str, missing))}")
     return dep

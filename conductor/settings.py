@@ -79,7 +79,9 @@ class Settings(BaseSettings):
 
     # —— 安全（见 docs/security.md）——
     auth: Literal["auto", "on", "off"] = Field(
-        "auto", description="API 令牌认证：auto 时只在监听回环地址时关闭；off 不能用于非回环地址"
+        "on",
+        description="API 令牌认证：默认开启（auto 与 on 相同，为兼容旧配置保留）；"
+        "off 只给不会带令牌的旧客户端用，只能监听回环地址，且不能与账户映射同用",
     )
     work_root: Path | None = Field(
         None, description="若设置，作业的工作目录与日志路径必须在此目录之内（解析符号链接后）"
@@ -89,6 +91,11 @@ class Settings(BaseSettings):
         description='账户到 Unix 用户的映射（JSON，如 {"alice":"alice"}）；服务以 root 运行时作业以该用户身份运行',
     )
     require_user_mapping: bool = Field(False, description="未映射到 Unix 用户的账户在提交时被拒绝")
+    allow_root_jobs: bool = Field(
+        False,
+        description="服务以 root 运行时，允许未映射到 Unix 用户的账户的作业以 root 运行"
+        "（默认不允许：这样的作业在提交时 403）",
+    )
     max_script_bytes: int = Field(1024 * 1024, ge=1, description="脚本最大字节数（UTF-8）")
     max_env_entries: int = Field(256, ge=0, description="environment 最多条目数")
     max_env_bytes: int = Field(
@@ -97,6 +104,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="请求体最大字节数（超过即 413，不读入内存）"
     )
+    max_request_jobs: int = Field(
+        10_000,
+        ge=1,
+        description="一次提交请求（批量 × 数组任务）展开后最多写入的作业行数（超过即 422）",
+    )
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="一次提交请求展开后写入的总字节数上限（数组的每个任务各存一份脚本与环境；超过即 413）",
+    )
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: object) -> object:
+        # 环境变量常写成 ON / Off：不分大小写、忽略空白
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("data_dir")
     @classmethod
@@ -105,17 +128,25 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     def auth_enabled(self) -> bool:
-        """是否要求令牌：on/off 照办，auto 时监听回环地址以外即开启。"""
-        if self.auth == "auto":
-            return not is_loopback(self.host)
-        return self.auth == "on"
+        """是否要求令牌：只有明确 CONDUCTOR_AUTH=off 时不要求（auto 与 on 相同）。
+
+        原来 auto 在回环地址上关闭认证：本机任何用户、任何作业、同机的反向代理后面的任何人
+        都能以服务身份执行命令。"""
+        return self.auth != "off"
 
     def check_security(self) -> None:
-        """拒绝不安全的组合：API 对网络开放却不认证，等于把远程执行任意命令交给任何人。"""
-        if self.auth == "off" and not is_loopback(self.host):
+        """拒绝不安全的组合（启动任何东西之前）。"""
+        if self.auth != "off":
+            return
+        if not is_loopback(self.host):
             raise ValueError(
                 f"认证已关闭（CONDUCTOR_AUTH=off），API 不能监听回环地址以外的 {self.host}："
                 "任何能连上它的人都能以服务身份执行任意命令。请开启认证或改为监听 127.0.0.1"
+            )
+        if self.account_users:
+            raise ValueError(
+                "认证已关闭（CONDUCTOR_AUTH=off），不能同时按账户映射运行作业（CONDUCTOR_ACCOUNT_USERS）："
+                "本机任何用户都能以任意账户提交，以那个账户映射到的 Unix 用户执行命令。请开启认证"
             )
 
     def embedded_database_url(self) -> str:

@@ -19,7 +19,8 @@ function el(tag, text, cls) {
   return e;
 }
 
-// 认证开启时（API 监听非回环地址）需要令牌：第一次 401 时询问，存在本浏览器的 localStorage
+// 认证默认开启：令牌存在本浏览器的 localStorage。serve 启动时打印的一次性登录地址 /ui#login=…
+// 让页面自己换到令牌；否则第一次 401 时询问
 function withToken(options) {
   const token = localStorage.getItem("conductor-token");
   const opts = Object.assign({}, options || {});
@@ -31,7 +32,9 @@ function withToken(options) {
 async function api(path, options, allow503 = false) {
   let resp = await fetch(path, withToken(options));
   if (resp.status === 401) {
-    const token = window.prompt("需要 API 令牌（由管理员用 conductor token create 创建）：");
+    const token = window.prompt(
+      "需要 API 令牌（本机上见 ~/.config/conductor/token；或打开 serve 打印的一次性登录地址，" +
+      "或由管理员用 conductor token create 创建）：");
     if (token) {
       localStorage.setItem("conductor-token", token.trim());
       resp = await fetch(path, withToken(options));
@@ -43,6 +46,25 @@ async function api(path, options, allow503 = false) {
     throw new Error(`HTTP ${resp.status}：${detail}`);
   }
   return resp;
+}
+
+// 一次性登录：先把登录码从地址栏去掉（不留在历史记录里），再用它换令牌
+async function loginFromHash() {
+  const m = /^#login=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (!m) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  const resp = await fetch("/auth/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: m[1] }),
+  });
+  if (resp.ok) {
+    localStorage.setItem("conductor-token", (await resp.json()).token);
+    return;
+  }
+  let detail = resp.statusText;
+  try { detail = (await resp.json()).detail || detail; } catch (_) { /* 非 JSON */ }
+  window.alert(`登录失败：${detail}`);
 }
 
 async function refreshCluster() {
@@ -200,6 +222,13 @@ $("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); refreshJ
 $("#f-view").addEventListener("change", refreshJobs);
 $("#d-cancel").addEventListener("click", () => current && cancelJob(current.id));
 window.addEventListener("hashchange", showDetailFromHash);
-showDetailFromHash();
-refresh();
-setInterval(refresh, 1500);
+(async () => {
+  try {
+    await loginFromHash();
+  } catch (e) {
+    window.alert(`登录失败：${e.message}`);
+  }
+  showDetailFromHash();
+  refresh();
+  setInterval(refresh, 1500);
+})();

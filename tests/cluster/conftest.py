@@ -215,12 +215,19 @@ def job_payload(script: str, **job: object) -> dict:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    """测试用的服务配置：独立命名空间、短宽限、快对账；overrides 覆盖任意一项。"""
+    """测试用的服务配置：独立命名空间、短宽限、快对账；overrides 覆盖任意一项。
+
+    测试以 root 运行（CI 也是），作业以服务自身的用户运行：须明确允许以 root 运行作业
+    （allow_root_jobs，生产默认不允许）；不测这一项的测试都照此运行。
+    进程内的测试服务明确关闭认证（auth="off"，生产默认开启）：不测认证的测试不必带令牌；
+    测认证的测试（test_security、test_fuzz…）传 auth="on"。"""
     values: dict[str, object] = {
         "database_url": database_url,
         "namespace": f"test-{uuid.uuid4().hex[:8]}",
         "kill_wait": 2.0,
         "idle_resync": 0.5,
+        "allow_root_jobs": True,
+        "auth": "off",
     }
     return Settings(**(values | overrides))  # type: ignore[arg-type]
 

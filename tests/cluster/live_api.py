@@ -12,16 +12,19 @@ import uvicorn
 from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
+from conductor.settings import Settings
 from tests.cluster.conftest import Service
 from tests.e2e.serve_process import free_port
 from tests.helpers import wait_for
 
 
 class LiveApi:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, settings: Settings | None = None) -> None:
+        """settings 默认用服务的配置（测试服务关闭认证）；测认证时传开启认证的配置。"""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(Runtime(service.settings, service.engine, ClusterClient(service.settings)))
+        settings = settings or service.settings
+        app = create_app(Runtime(settings, service.engine, ClusterClient(settings)))
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="live-api", daemon=True)

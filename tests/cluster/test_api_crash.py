@@ -48,7 +48,9 @@ def test_api_killed_during_concurrent_submissions(
                 f'echo "$SLURM_JOB_ID" >> {ledger}', current_working_directory=str(tmp_path)
             )
             try:
-                resp = httpx.post(serve.url + "/jobs/submit", json=payload, timeout=30)
+                resp = httpx.post(
+                    serve.url + "/jobs/submit", json=payload, headers=serve.headers, timeout=30
+                )
                 if resp.status_code == 201:
                     with lock:
                         accepted.append(int(resp.json()["job_id"]))
@@ -100,7 +102,11 @@ def test_serve_restart_on_external_ray_reattaches_running_jobs(
         payload = job_payload(
             "touch started; sleep 4; echo survived", current_working_directory=str(tmp_path)
         )
-        job_id = int(httpx.post(first.url + "/jobs/submit", json=payload).json()["job_id"])
+        job_id = int(
+            httpx.post(first.url + "/jobs/submit", json=payload, headers=first.headers).json()[
+                "job_id"
+            ]
+        )
         wait_for((tmp_path / "started").exists, 30)
         assert first.stop() == 0
     finally:

@@ -324,3 +324,33 @@ def test_array_dependency_priority_and_hold_directives(
     assert json.loads(proc.stdout)["detail"]["array_task_id"] == 1
     assert service.client.post(f"/jobs/{after}/release").status_code == 200
     service.wait_state(after, "COMPLETED")
+
+
+def test_names_are_shown_literally(service: Service, api: LiveApi, tmp_path: Path) -> None:
+    """作业名、账户与错误消息里的用户输入原样显示：`[/x]` 原来让 conductor queue 因 Rich 标记崩溃。"""
+    account = "[lit]"
+    names = ["[/x]", "[bold]b"]
+    ids = [
+        service.submit(
+            "true", account=account, name=n, hold=True, current_working_directory=str(tmp_path)
+        )
+        for n in names
+    ]
+    try:
+        for args in (("queue", "-A", account), ("history", "-A", account)):
+            proc = cli(api.url, *args)
+            assert proc.returncode == 0, proc.stderr
+            for text_ in (*names, account):
+                assert text_ in proc.stdout, proc.stdout
+        proc = cli(api.url, "query", str(ids[0]))
+        assert proc.returncode == 0, proc.stderr
+        assert "[/x]" in proc.stdout and account in proc.stdout
+        # 服务的错误消息里带着用户写的东西（无效的作业号）：同样原样显示，仍是一行
+        proc = cli(api.url, "query", "[bold]x")
+        assert proc.returncode == 1, proc.stderr
+        assert "[bold]x" in _one_line_error(proc)
+        proc = cli(api.url, "cancel", "[bold]x")
+        assert proc.returncode == 1 and "[bold]x" in proc.stderr, proc.stderr
+    finally:
+        for job_id in ids:
+            service.client.post(f"/jobs/cancel/{job_id}")

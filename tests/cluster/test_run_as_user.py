@@ -21,6 +21,7 @@ from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
 from cluster.executor import prepare_spool, spool_dir
+from conductor.auth import create_token
 from conductor.proctree import find_job_pids
 from tests.cluster.conftest import Service, job_payload, make_settings
 from tests.helpers import wait_for
@@ -76,14 +77,21 @@ def users() -> Iterator[Users]:
 
 @pytest.fixture(scope="module")
 def mapped(service: Service, users: Users) -> TestClient:
-    """账户 acct-a → 用户 A，acct-b → 用户 B，要求每个账户都有映射。"""
+    """账户 acct-a → 用户 A，acct-b → 用户 B，要求每个账户都有映射。
+
+    按用户运行时不能关闭认证（服务拒绝启动）：这个 API 开启认证，客户端带管理员令牌。"""
     settings = service.settings.model_copy(
         update={
             "account_users": {"acct-a": users.a, "acct-b": users.b, "ghost": "no-such-user-x"},
             "require_user_mapping": True,
+            "auth": "on",
         }
     )
-    return TestClient(create_app(Runtime(settings, service.engine, ClusterClient(settings))))
+    _, admin = create_token(service.engine, account=None, admin=True, note="按用户运行的测试")
+    return TestClient(
+        create_app(Runtime(settings, service.engine, ClusterClient(settings))),
+        headers={"Authorization": f"Bearer {admin}"},
+    )
 
 
 def submit(client: TestClient, script: str, **job: object) -> int:

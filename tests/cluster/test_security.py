@@ -322,17 +322,51 @@ def test_health_and_errors_leak_no_secrets(secure: Service) -> None:
     assert (secure.settings.database_url or "") not in client.get("/health").text
 
 
-def test_auth_off_refused_beyond_loopback(
+def test_auth_is_on_by_default_even_on_loopback(
     secure: Service, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """默认配置监听 127.0.0.1 时也要令牌（原来 auto 在回环地址上关闭认证：本机任何用户、任何作业、
+    同机反向代理后面的任何人都能以服务身份执行命令）。auto 仍可解析，含义与 on 相同。"""
+    default = Settings().auth
+    for mode in (default, "auto", "on"):
+        resp = client_for(secure, auth=mode, host="127.0.0.1").post(
+            "/jobs/submit", json=job_payload("id")
+        )
+        assert resp.status_code == 401, (mode, resp.text)
+    # 只有明确 off 才关闭：只在回环地址上，启动时警告；按账户映射运行作业时拒绝
     with pytest.raises(ValueError, match="认证已关闭"):
         client_for(secure, host="0.0.0.0", auth="off")
-    # 回环地址上 auto 即关闭认证，并在启动时明说；监听其他地址时 auto 即开启
+    with pytest.raises(ValueError, match="CONDUCTOR_ACCOUNT_USERS"):
+        client_for(secure, auth="off", account_users={"alice": "nobody"})
     with caplog.at_level("INFO", logger="conductor.api"):
-        open_client = client_for(secure, auth="auto")
-    assert "API 认证已关闭" in caplog.text and "127.0.0.1" in caplog.text
+        open_client = client_for(secure, auth="off")
+    assert "API 认证已关闭（CONDUCTOR_AUTH=off" in caplog.text and "127.0.0.1" in caplog.text
     assert open_client.get("/jobs").status_code == 200
-    assert client_for(secure, auth="auto", host="0.0.0.0").get("/jobs").status_code == 401
+
+
+def test_one_time_login_code(secure: Service) -> None:
+    """serve 打印的一次性登录码换一个管理员令牌：只能用一次，过期或伪造的都 401。"""
+    from datetime import timedelta
+
+    from conductor.auth import create_login_code
+
+    anonymous = client_for(secure)
+    code = create_login_code(secure.engine)
+    resp = anonymous.post("/auth/login", json={"code": code})
+    assert resp.status_code == 200, resp.text
+    token = resp.json()["token"]
+    assert client_for(secure, token).get("/jobs").status_code == 200
+    again = anonymous.post("/auth/login", json={"code": code})
+    assert again.status_code == 401 and "已用过" in again.json()["detail"]
+    expired = create_login_code(secure.engine, ttl=timedelta(seconds=-1))
+    assert anonymous.post("/auth/login", json={"code": expired}).status_code == 401
+    assert anonymous.post("/auth/login", json={"code": "cdl_" + "x" * 43}).status_code == 401
+    assert anonymous.post("/auth/login", json={}).status_code == 422
+    with secure.engine.connect() as conn:
+        stored = " ".join(
+            str(v) for r in conn.execute(text("SELECT * FROM login_codes")) for v in r
+        )
+    assert code not in stored  # 只存摘要
 
 
 def test_cli_token_commands(secure: Service, tmp_path: Path) -> None:
@@ -403,3 +437,310 @@ def test_logs_come_only_from_recorded_paths(secure: Service, tmp_path: Path) -> 
         f"/jobs/query/{job_id}", params={"path": "/etc/passwd", "stdout": "/etc/passwd"}
     )
     assert "root:" not in resp.text
+
+
+def test_filename_pad_widths_are_bounded(secure: Service, tmp_path: Path) -> None:
+    """%<宽度>j 的宽度有上限：巨大的宽度在分配任何东西之前 422（原来 %99999999999999999999j
+    是 500，%2000000000j 为每个文件名分配 2 GB）；展开后超过列长（2048）的路径也是 422。"""
+    wd = str(tmp_path)
+    before = job_count(secure)
+    cases = [
+        ({"standard_output": "o-%99999999999999999999j.out"}, "job.standard_output"),
+        ({"standard_output": "o-%2000000000j.out"}, "job.standard_output"),
+        ({"standard_error": "e-%3000a.err", "array": "0-1000"}, "job.standard_error"),
+        ({"standard_output": "o-%11j.out"}, "job.standard_output"),
+        # 展开后过长：作业名 255 个字符，%x 展开 9 次
+        ({"name": "n" * 255, "standard_output": "%x" * 9}, "job.standard_output"),
+    ]
+    for change, field in cases:
+        resp = secure.client.post("/jobs/submit", json=job_payload("true", **change))
+        assert resp.status_code == 422, (change, resp.text)
+        assert resp.json()["errors"][0]["field"] == field, resp.text
+        assert field.removeprefix("job.") in resp.json()["detail"] or "宽度" in resp.text
+    # 批量提交：字段名带上是第几个作业
+    batch = {
+        "jobs": [
+            job_payload("true", current_working_directory=wd),
+            job_payload(
+                "true", current_working_directory=wd, name="n" * 255, standard_error="%x" * 9
+            ),
+        ]
+    }
+    resp = secure.client.post("/jobs/submit/batch", json=batch)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "jobs.1.job.standard_error"
+    assert job_count(secure) == before
+    # 上限之内照常补零（同 Slurm，最多 10 位）
+    resp = secure.client.post(
+        "/jobs/submit",
+        json=job_payload("true", current_working_directory=wd, standard_output="o-%10j.out"),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = resp.json()["job_id"]
+    with secure.engine.connect() as conn:
+        path = conn.execute(
+            text("SELECT stdout_path FROM jobs WHERE id = :id"), {"id": int(job_id)}
+        ).scalar_one()
+    assert path == os.path.join(wd, f"o-{int(job_id):010d}.out")
+
+
+def test_dependency_on_another_accounts_job_looks_missing(secure: Service, tmp_path: Path) -> None:
+    """afterok:<别的账户的作业> 与 afterok:<不存在的作业> 的回答一字不差（原来被接受，
+    等待原因随后泄露那个作业的结局）。"""
+    alice, bob = account_client(secure, "dep_alice"), account_client(secure, "dep_bob")
+    wd = str(tmp_path)
+    resp = alice.post(
+        "/jobs/submit",
+        json=job_payload("exit 3", account="dep_alice", current_working_directory=wd),
+    )
+    assert resp.status_code == 201, resp.text
+    theirs = int(resp.json()["job_id"])
+    secure.wait_state(theirs, "FAILED")
+    missing = theirs + 10_000_000
+    before = job_count(secure)
+
+    def answer(target: int) -> tuple[int, str]:
+        r = bob.post(
+            "/jobs/submit",
+            json=job_payload(
+                "true",
+                account="dep_bob",
+                current_working_directory=wd,
+                dependency=f"afterok:{target}",
+            ),
+        )
+        return r.status_code, r.text.replace(str(target), "<id>")
+
+    assert answer(theirs) == answer(missing)
+    assert answer(missing)[0] == 422
+    assert job_count(secure) == before
+    # 自己的作业、管理员引用任何账户的作业照常可以
+    mine = alice.post(
+        "/jobs/submit",
+        json=job_payload(
+            "true",
+            account="dep_alice",
+            current_working_directory=wd,
+            dependency=f"afterok:{theirs}",
+        ),
+    )
+    assert mine.status_code == 201, mine.text
+    admin = secure.client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "true", account="dep_bob", current_working_directory=wd, dependency=f"afterany:{theirs}"
+        ),
+    )
+    assert admin.status_code == 201, admin.text
+
+
+def test_batch_times_array_is_bounded(secure: Service, tmp_path: Path) -> None:
+    """一次请求展开后的总行数与总字节数有上限（原来 1000 个作业 × array 0-1000 从约 300 KB 的
+    请求体在一个事务里写入一百万行）：超限 422/413，什么也不保存。"""
+    client = account_client(secure, "big", max_request_jobs=2500, max_request_bytes=1024 * 1024)
+    wd = str(tmp_path)
+
+    def job(script: str = "true", **extra: object) -> dict:
+        return job_payload(script, account="big", current_working_directory=wd, **extra)
+
+    before = job_count(secure)
+    resp = client.post("/jobs/submit/batch", json={"jobs": [job(array="0-1000")] * 3})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["errors"][0]["field"] == "jobs"
+    assert "3003" in resp.json()["detail"] and "CONDUCTOR_MAX_REQUEST_JOBS" in resp.text
+    # 脚本按任务逐个保存：2 KB 的脚本 × 1001 个任务约 2 MB，超过 1 MiB
+    resp = client.post("/jobs/submit", json=job("#" * 2048, array="0-1000"))
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["errors"][0]["field"] == "job.array"
+    assert "CONDUCTOR_MAX_REQUEST_BYTES" in resp.text
+    resp = client.post(
+        "/jobs/submit/batch", json={"jobs": [job("#" * 600_000), job("#" * 600_000)]}
+    )
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["errors"][0]["field"] == "jobs"
+    # 默认上限：一万行
+    assert Settings().max_request_jobs == 10_000
+    resp = account_client(secure, "big").post(
+        "/jobs/submit/batch", json={"jobs": [job(array="0-1000")] * 11}
+    )
+    assert resp.status_code == 422, resp.text
+    assert job_count(secure) == before
+    # 上限之内照常接受
+    resp = client.post("/jobs/submit/batch", json={"jobs": [job(array="0-9", hold=True)] * 2})
+    assert resp.status_code == 201, resp.text
+    assert job_count(secure) == before + 20
+    for array_id in resp.json()["job_ids"]:
+        assert client.post(f"/jobs/cancel/{array_id}").status_code == 200
+
+
+def test_unreadable_log_path_is_a_clear_answer_not_500(secure: Service, tmp_path: Path) -> None:
+    """服务读不了的日志路径（PermissionError；不能定位的特殊文件，ESPIPE）：查询仍是 200，
+    日志里写明原因；日志接口给出清楚的 409，而不是 500。"""
+    resp = secure.client.post(
+        "/jobs/submit", json=job_payload("echo hi", current_working_directory=str(tmp_path))
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    secure.wait_state(job_id, "COMPLETED")
+    # root 也读不了只写的 sysctl 文件（procfs 不看 CAP_DAC_OVERRIDE）
+    denied = "/proc/sys/vm/drop_caches"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # 有写端：打开不会阻塞，定位失败
+    try:
+        with secure.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE jobs SET stdout_path = :o, stderr_path = :e WHERE id = :id"),
+                {"o": denied, "e": str(fifo), "id": job_id},
+            )
+        body = secure.client.get(f"/jobs/query/{job_id}")
+        assert body.status_code == 200, body.text
+        stdout = body.json()["job_log"]["stdout"]
+        assert "无法读取" in stdout and denied in stdout and "Permission denied" in stdout
+        assert body.json()["job_log"]["stderr"] != ""
+        resp = secure.client.get(f"/jobs/{job_id}/logs")
+        assert resp.status_code == 409, resp.text
+        assert denied in resp.json()["detail"] and "无法读取" in resp.json()["detail"]
+        assert (
+            secure.client.get(f"/jobs/{job_id}/logs", params={"stream": "stderr"}).status_code < 500
+        )
+        followed = secure.client.get(f"/jobs/{job_id}/logs", params={"follow": "true"})
+        assert followed.status_code == 200 and "无法读取" in followed.text
+    finally:
+        os.close(writer)
+
+
+def test_revoked_token_stops_an_open_log_stream(secure: Service, tmp_path: Path) -> None:
+    """吊销令牌后，用它打开的 logs -f 流随即结束（原来一直流到作业结束）；作业照常运行。"""
+    import time
+
+    import httpx
+
+    from tests.cluster.live_api import LiveApi
+
+    row, token = create_token(secure.engine, account="stream", admin=False)
+    client = client_for(secure, token)
+    resp = client.post(
+        "/jobs/submit",
+        json=job_payload(
+            "while true; do echo tick; sleep 0.2; done",
+            account="stream",
+            current_working_directory=str(tmp_path),
+        ),
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = int(resp.json()["job_id"])
+    secure.wait_state(job_id, "RUNNING")
+    live = LiveApi(secure)
+    received = b""
+    ended = False
+    try:
+        with httpx.stream(
+            "GET",
+            f"{live.url}/jobs/{job_id}/logs",
+            params={"follow": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(30, read=60),
+        ) as stream:
+            assert stream.status_code == 200
+            chunks = stream.iter_bytes()
+            received += next(chunks)
+            assert b"tick" in received
+            revoke_token(secure.engine, row.id or 0)
+            deadline = time.monotonic() + 60
+            for chunk in chunks:
+                received += chunk
+                if time.monotonic() > deadline:
+                    break
+            else:
+                ended = True
+    finally:
+        live.close()
+    assert ended, "吊销令牌 60 秒后流仍在继续"
+    assert "吊销".encode() in received
+    assert secure.state(job_id) == "RUNNING"  # 只停止跟随，作业不受影响
+    assert client.get(f"/jobs/query/{job_id}").status_code == 401
+    assert secure.client.post(f"/jobs/cancel/{job_id}").status_code == 200
+
+
+def test_authentication_comes_before_the_body(secure: Service, tmp_path: Path) -> None:
+    """没有有效令牌的请求在服务读入请求体之前就得到 401：原来先读入、解析至多 16 MiB 的请求体，
+    认证在那之后（超大的请求体得到 413、坏的 JSON 得到 422，都说明请求体已被读过）。"""
+    import socket
+
+    from tests.cluster.live_api import LiveApi
+
+    before = job_count(secure)
+    small = client_for(secure, max_body_bytes=64 * 1024)
+    bogus = client_for(secure, "cdt_" + "y" * 43, max_body_bytes=64 * 1024)
+    for client in (small, bogus):
+        chunks = (b"x" * 8192 for _ in range(20))  # 分块传输、超过上限
+        resp = client.post(
+            "/jobs/submit", content=chunks, headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 401, resp.text
+        resp = client.post(
+            "/jobs/submit/batch", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 401, resp.text
+        assert resp.headers["www-authenticate"] == "Bearer"
+    assert job_count(secure) == before
+
+    # 真实的 HTTP：声明 16 MiB 的请求体却一个字节也不发，401 照样立即回来（服务没有等请求体）
+    live = LiveApi(secure)
+    try:
+        with socket.create_connection(("127.0.0.1", live.port), timeout=20) as sock:
+            sock.sendall(
+                b"POST /jobs/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {16 * 1024 * 1024 - 1}\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                head += data
+        assert head.startswith(b"HTTP/1.1 401"), head
+    finally:
+        live.close()
+
+
+def test_root_service_refuses_unmapped_jobs_unless_allowed(
+    secure: Service, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """服务以 root 运行时，未映射账户的作业会以 root 运行：默认在提交时 403，运维明确允许
+    （CONDUCTOR_ALLOW_ROOT_JOBS=true）才接受；映射了用户的账户照常。启动日志写明这项设置。"""
+    if os.geteuid() != 0:
+        pytest.skip("需要以 root 运行（CI 与本仓库的测试环境都是 root）")
+    wd = str(tmp_path)
+    users = {"mapped": "nobody"}
+    with caplog.at_level("INFO", logger="conductor.api"):
+        strict = account_client(secure, "unmapped", allow_root_jobs=False, account_users=users)
+    before = job_count(secure)
+    resp = strict.post(
+        "/jobs/submit", json=job_payload("id -u", account="unmapped", current_working_directory=wd)
+    )
+    assert resp.status_code == 403, resp.text
+    assert "root" in resp.json()["detail"] and "CONDUCTOR_ALLOW_ROOT_JOBS" in resp.json()["detail"]
+    assert "CONDUCTOR_ALLOW_ROOT_JOBS" in caplog.text
+    batch = {"jobs": [job_payload("id -u", account="unmapped", current_working_directory=wd)] * 2}
+    assert strict.post("/jobs/submit/batch", json=batch).status_code == 403
+    assert job_count(secure) == before
+    # 映射了用户的账户不受影响（挂起，不必真的以 nobody 运行）
+    mapped = account_client(secure, "mapped", allow_root_jobs=False, account_users=users)
+    resp = mapped.post(
+        "/jobs/submit",
+        json=job_payload("true", account="mapped", current_working_directory=wd, hold=True),
+    )
+    assert resp.status_code == 201, resp.text
+    assert mapped.post(f"/jobs/cancel/{resp.json()['job_id']}").status_code == 200
+    # 明确允许时接受，作业以 root 运行
+    with caplog.at_level("INFO", logger="conductor.api"):
+        allowed = account_client(secure, "unmapped", allow_root_jobs=True)
+    assert "CONDUCTOR_ALLOW_ROOT_JOBS=true" in caplog.text
+    resp = allowed.post(
+        "/jobs/submit", json=job_payload("id -u", account="unmapped", current_working_directory=wd)
+    )
+    assert resp.status_code == 201, resp.text
+    body = secure.wait_state(int(resp.json()["job_id"]), "COMPLETED")
+    assert body["job_log"]["stdout"] == "0\n"

@@ -165,6 +165,32 @@ def test_web_page_queue_detail_log_and_cancel(
     browser.save_screenshot(str(_artifacts() / "ui.png"))
 
 
+def test_one_time_login_url_logs_the_page_in(
+    service: Service, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """认证开启（默认）时：serve 打印的 /ui#login=… 让页面自己换到令牌，之后照常显示作业；
+    登录码从地址栏去掉，令牌留在浏览器里，再打开页面不必再登录。"""
+    from conductor.auth import create_login_code
+
+    secured = LiveApi(service, service.settings.model_copy(update={"auth": "on"}))
+    job = service.submit(
+        "true", account="ui_login", name="login", hold=True, current_working_directory=str(tmp_path)
+    )
+    try:
+        browser.get(f"{secured.url}/ui#login={create_login_code(service.engine)}")
+        _wait(browser, lambda d: _text(d, f"#job-row-{job}"), "登录后作业出现在队列中")
+        assert "login" not in browser.current_url
+        token = browser.execute_script("return localStorage.getItem('conductor-token')")
+        assert token.startswith("cdt_")
+        assert "CPU 已用" in _text(browser, "#resource-summary")
+        browser.get(f"{secured.url}/ui")
+        _wait(browser, lambda d: _text(d, f"#job-row-{job}"), "再次打开页面仍已登录")
+        browser.execute_script("localStorage.clear()")
+    finally:
+        service.client.post(f"/jobs/cancel/{job}")
+        secured.close()
+
+
 def test_docs_render_offline(api: LiveApi, browser: webdriver.Chrome) -> None:
     """/docs 用本地的 Swagger UI 文件渲染出全部接口（不依赖 CDN）。"""
     browser.get(api.url + "/docs")

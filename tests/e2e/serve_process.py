@@ -24,9 +24,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CONDUCTOR, *args, "--url", url], capture_output=True, text=True, timeout=60
+        [CONDUCTOR, *args, "--url", url], capture_output=True, text=True, timeout=60, env=env
     )
 
 
@@ -65,6 +67,8 @@ class ServeProcess:
             CONDUCTOR_RAY_PORT=str(self.ray_port),
             CONDUCTOR_KILL_WAIT="2",
             CONDUCTOR_IDLE_RESYNC="0.5",
+            # 测试以 root 运行：作业以服务的用户（root）运行须明确允许（生产默认不允许）
+            CONDUCTOR_ALLOW_ROOT_JOBS="true",
         )
         base.update(env or {})
         self._log = self.log_path.open("w")
@@ -74,6 +78,27 @@ class ServeProcess:
         )
         # 记 psutil.Process 而不是裸 PID：它带着进程创建时间，PID 被复用后不会误认、误杀
         self.seen: dict[int, psutil.Process] = {}
+
+    @property
+    def token_path(self) -> Path:
+        """serve 第一次启动时为本机用户写入的管理员令牌（在它的 HOME 里，CLI 的默认位置）。"""
+        return self.home / ".config" / "conductor" / "token"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """带上 serve 写入的令牌（认证默认开启）。"""
+        return {"Authorization": f"Bearer {self.token_path.read_text().strip()}"}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """以服务的用户在本机运行 conductor 命令（同一个 HOME）：不带任何令牌设置，
+        靠 serve 写入的令牌文件认证——这正是“第一次启动之后本机 CLI 直接可用”。"""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CONDUCTOR_", "XDG_CONFIG_HOME"))
+        }
+        env["HOME"] = str(self.home)
+        return cli(self.url, *args, env=env)
 
     @property
     def ray_token_path(self) -> Path:
@@ -135,7 +160,7 @@ class ServeProcess:
         raise AssertionError(f"找不到子进程 {needle}")
 
     def query(self, job_id: str | int) -> dict:
-        return httpx.get(f"{self.url}/jobs/query/{job_id}", timeout=30).json()
+        return httpx.get(f"{self.url}/jobs/query/{job_id}", headers=self.headers, timeout=30).json()
 
     def stop(self, timeout: float = 150) -> int:
         self.note_descendants()

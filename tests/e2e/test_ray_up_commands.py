@@ -59,6 +59,10 @@ class Deployment:
             CONDUCTOR_DATABASE_URL=self.database_url,
             CONDUCTOR_KILL_WAIT="2",
             CONDUCTOR_IDLE_RESYNC="0.5",
+            # 测试以 root 运行：作业以服务的用户（root）运行须明确允许（生产默认不允许）
+            CONDUCTOR_ALLOW_ROOT_JOBS="true",
+            # serve 把本机用户的管理员令牌写在这里（不写进运行测试的用户的真实 HOME）
+            XDG_CONFIG_HOME=str(self.workdir / "config"),
         )
         if node_ip:
             env["CLUSTER_NODE_IP"] = node_ip
@@ -81,11 +85,19 @@ class Deployment:
         node.wait_started()
         return node
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """serve 写入的管理员令牌（认证默认开启）。"""
+        token = (self.workdir / "config" / "conductor" / "token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
     def worker_node_id(self) -> str:
         """等 API 看到存活的工作节点，返回它的 Ray 节点 id。"""
 
         def found() -> str | None:
-            nodes = httpx.get(self.url + "/dashboard", timeout=10).json()["node_info"]
+            nodes = httpx.get(self.url + "/dashboard", headers=self.headers, timeout=10).json()[
+                "node_info"
+            ]
             for n in nodes:
                 if n["node_name"] == WORKER_NAME and n["available"] and n["total_cpus"] > 0:
                     return str(n["node_id"])
@@ -95,13 +107,15 @@ class Deployment:
 
     def submit(self, script: str, **job: object) -> str:
         body = job_payload(script, current_working_directory=str(self.workdir / "jobs"), **job)
-        resp = httpx.post(self.url + "/jobs/submit", json=body, timeout=30)
+        resp = httpx.post(self.url + "/jobs/submit", json=body, headers=self.headers, timeout=30)
         assert resp.status_code == 201, resp.text
         return str(resp.json()["job_id"])
 
     def wait_done(self, job_id: str) -> dict:
         def done() -> dict | None:
-            got = httpx.get(f"{self.url}/jobs/query/{job_id}", timeout=30).json()
+            got = httpx.get(
+                f"{self.url}/jobs/query/{job_id}", headers=self.headers, timeout=30
+            ).json()
             return got if got["state"] not in ("PENDING", "RUNNING") else None
 
         return wait_for(done, 90, interval=0.3, what=lambda: f"作业 {job_id} 结束\n{self.logs()}")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import subprocess
 from pathlib import Path
 
+import httpx
 from sqlalchemy.engine import make_url
 
 from tests.e2e.serve_process import CONDUCTOR, ServeProcess
@@ -96,4 +99,58 @@ def test_serve_refuses_open_api_beyond_loopback(tmp_path: Path) -> None:
     out = _run(env, "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "data"))
     assert out.returncode == 2
     assert "认证已关闭" in out.stderr + out.stdout
+    assert not (tmp_path / "data" / "pg").exists()  # 什么也没有启动
+
+
+def test_first_start_is_safe_and_leaves_the_local_cli_working(tmp_path: Path) -> None:
+    """新机器（空 HOME）上以默认配置第一次启动：API 监听 127.0.0.1 也要令牌（原来不要：本机任何用户、
+    任何作业都能以服务身份执行命令）；serve 为自己的用户写入管理员令牌（0600），本机 CLI 不用任何
+    步骤就能用；启动日志里的一次性登录地址让网页换到令牌，只能用一次。"""
+    serve = ServeProcess(tmp_path, tmp_path / "data", "--num-cpus", "1")
+    try:
+        serve.wait_healthy()
+        # 本机别的用户、作业、同机反向代理后面的人：没有令牌就是 401
+        anonymous = httpx.post(serve.url + "/jobs/submit", json={}, timeout=10)
+        assert anonymous.status_code == 401, anonymous.text
+        assert httpx.get(serve.url + "/jobs", timeout=10).status_code == 401
+        token_file = serve.token_path
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+        # 本机 CLI：同一个 HOME，不设任何令牌
+        script = tmp_path / "hi.sh"
+        script.write_text("echo hi-from-cli\n")
+        work = tmp_path / "work"
+        submitted = serve.cli("submit", str(script), "-D", str(work), "-o", "hi.out", "--parsable")
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        wait_for(
+            lambda: serve.query(job_id)["state"] == "COMPLETED", 60, interval=0.3, what="作业完成"
+        )
+        queue = serve.cli("history")
+        assert queue.returncode == 0 and job_id in queue.stdout, queue.stderr
+        # 一次性登录地址：换到的令牌可用；同一个地址第二次无效
+        log = serve.log_path.read_text()
+        found = re.search(rf"http://127\.0\.0\.1:{serve.port}/ui#login=(cdl_[\w-]+)", log)
+        assert found, log[-3000:]
+        login = httpx.post(serve.url + "/auth/login", json={"code": found[1]}, timeout=10)
+        assert login.status_code == 200, login.text
+        browser = {"Authorization": f"Bearer {login.json()['token']}"}
+        assert httpx.get(serve.url + "/jobs", headers=browser, timeout=10).status_code == 200
+        again = httpx.post(serve.url + "/auth/login", json={"code": found[1]}, timeout=10)
+        assert again.status_code == 401
+        assert f"已为本机用户生成管理员令牌：{token_file}（权限 0600）" in log
+        assert "API 认证已开启" in log
+        code = serve.stop()
+    finally:
+        serve.cleanup()
+    assert code == 0
+    assert token_file.read_text().strip() not in serve.log_path.read_text()  # 令牌本身不进日志
+
+
+def test_serve_refuses_auth_off_with_account_mapping(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
+    env |= {"CONDUCTOR_AUTH": "off", "CONDUCTOR_ACCOUNT_USERS": '{"alice": "nobody"}'}
+    out = _run(env, "serve", "--data-dir", str(tmp_path / "data"))
+    assert out.returncode == 2
+    assert "CONDUCTOR_ACCOUNT_USERS" in out.stderr + out.stdout
     assert not (tmp_path / "data" / "pg").exists()  # 什么也没有启动

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.serve_process import ServeProcess, cli
+from tests.e2e.serve_process import ServeProcess
 from tests.helpers import pid_alive, wait_for
 
 
 def _submit(serve: ServeProcess, script: Path, *args: str) -> str:
-    out = cli(serve.url, "submit", str(script), *args, "--json")
+    out = serve.cli("submit", str(script), *args, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["job_id"]
 
@@ -44,11 +44,11 @@ def test_serve_submit_query_and_clean_shutdown(tmp_path: Path) -> None:
         job_id = _submit(serve, script, "-A", "e2e", "-D", str(work), "-o", "hello.out")
         wait_for(lambda: _state(serve, job_id) == "COMPLETED", 60, what="CLI 提交的作业完成")
         assert (work / "hello.out").read_text() == f"hello from {job_id}\n"
-        queried = cli(serve.url, "query", job_id, "--json")
+        queried = serve.cli("query", job_id, "--json")
         assert (
             queried.returncode == 0 and json.loads(queried.stdout)["detail"]["exit_code"] == "0:0"
         )
-        info = cli(serve.url, "info")  # sinfo 式概览里有 Ray 仪表盘地址
+        info = serve.cli("info")  # sinfo 式概览里有 Ray 仪表盘地址
         assert info.returncode == 0 and f":{serve.dashboard}" in info.stdout, info.stderr
 
         # 一个运行中的作业（带脱离会话的孙进程）：服务停止时也必须被清理

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conductor.startup import EXIT_STARTUP_FAILED
@@ -48,6 +49,12 @@ def test_first_start_on_fresh_machine_provides_ray_token(tmp_path: Path) -> None
         assert listed.returncode == 0 and created.stdout.strip()[:12] in listed.stdout
         revoked = _admin(serve, "token", "revoke", "1", "--data-dir", data)
         assert revoked.returncode == 0, revoked.stderr
+        # 网页的一次性登录地址（serve 启动时打印的那个过期之后）
+        url = _admin(serve, "token", "login-url", "--data-dir", data, "--url", serve.url)
+        assert url.returncode == 0, url.stderr
+        assert url.stdout.startswith(serve.url + "/ui#login=cdl_"), url.stdout
+        code = url.stdout.strip().split("#login=", 1)[1]
+        assert httpx.post(serve.url + "/auth/login", json={"code": code}).status_code == 200
         assert serve.stop() == 0, serve.log_tail()
     finally:
         serve.cleanup()

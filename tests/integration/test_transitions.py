@@ -532,7 +532,14 @@ def test_migrations_idempotent(engine: Engine, database_url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert before[0] == [head]
-    assert before[1] == ["alembic_version", "api_tokens", "jobs", "scheduler_epochs"]
+    assert before[1] == [
+        "alembic_version",
+        "api_tokens",
+        "job_stats",
+        "jobs",
+        "login_codes",
+        "scheduler_epochs",
+    ]
 
     upgrade(database_url)
     upgrade(database_url)

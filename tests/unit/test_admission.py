@@ -115,14 +115,24 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 
 
 def test_auth_modes() -> None:
-    assert not _settings(host="127.0.0.1").auth_enabled()
+    # 默认开启，回环地址上也是；auto 为兼容旧配置保留，与 on 相同
+    assert _settings().auth == "on"
+    assert _settings(host="127.0.0.1").auth_enabled()
+    assert _settings(host="127.0.0.1", auth="auto").auth_enabled()
     assert _settings(host="0.0.0.0").auth_enabled()
-    assert _settings(host="127.0.0.1", auth="on").auth_enabled()
+    assert _settings(host="127.0.0.1", auth=" ON ").auth_enabled()
     assert not _settings(host="127.0.0.1", auth="off").auth_enabled()
+    assert not _settings(host="127.0.0.1", auth="Off").auth_enabled()
     _settings(host="127.0.0.1", auth="off").check_security()
     _settings(host="0.0.0.0", auth="on").check_security()
     with pytest.raises(ValueError, match="认证已关闭"):
         _settings(host="0.0.0.0", auth="off").check_security()
+    # 按账户映射运行作业时不能关闭认证（开启时照常）
+    _settings(auth="on", account_users={"alice": "alice"}).check_security()
+    with pytest.raises(ValueError, match="CONDUCTOR_ACCOUNT_USERS"):
+        _settings(host="127.0.0.1", auth="off", account_users={"alice": "alice"}).check_security()
+    with pytest.raises(ValueError):
+        _settings(auth="maybe")
 
 
 def test_account_users_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +142,17 @@ def test_account_users_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_run_as("alice", s) == "root"
     with pytest.raises(Forbidden, match="bob 没有映射"):
         resolve_run_as("bob", s)
-    assert resolve_run_as("bob", _settings(require_user_mapping=False)) is None
+    assert resolve_run_as("bob", _settings(require_user_mapping=False), as_root=False) is None
+
+
+def test_root_service_refuses_unmapped_accounts_unless_allowed() -> None:
+    s = _settings(account_users={"alice": "root"})
+    with pytest.raises(Forbidden, match="CONDUCTOR_ALLOW_ROOT_JOBS=true"):
+        resolve_run_as("bob", s, as_root=True)
+    assert resolve_run_as("bob", s, as_root=False) is None
+    assert resolve_run_as("bob", _settings(allow_root_jobs=True), as_root=True) is None
+    assert resolve_run_as("alice", s, as_root=True) == "root"
+    assert not Settings().allow_root_jobs  # 默认不允许
 
 
 def test_tokens_are_random_and_hashed() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conductor.arrays import expand_filename, parse_array, parse_job_ref
+from conductor.arrays import check_filename, expand_filename, parse_array, parse_job_ref
 from conductor.dependencies import DepState, Target, evaluate, parse_dependency
 from conductor.errors import InvalidJobRequest
 from conductor.limits import AccountLimit, blocking_reason, limit_for
@@ -179,3 +179,12 @@ def test_queue_rank_orders_by_priority_plus_age() -> None:
     much_later_high = queue_rank(10, t0 + timedelta(minutes=20))
     assert late_high < early_low < much_later_high
     assert queue_rank(0, t0) < queue_rank(0, t0 + timedelta(seconds=1))
+
+
+def test_filename_pad_width_is_bounded() -> None:
+    assert expand_filename("%10j", job_id=7, name="n", account="a") == "0000000007"
+    for pattern in ("%11j", "%2000000000j", "%99999999999999999999j", "%" + "9" * 5000 + "a"):
+        with pytest.raises(ValueError, match="补零宽度"):
+            check_filename(pattern)
+        with pytest.raises(ValueError, match="补零宽度"):
+            expand_filename(pattern, job_id=7, name="n", account="a")
