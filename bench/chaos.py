@@ -116,11 +116,15 @@ class Chaos:
     # ---- 故障 ----
 
     def kill_child(self, needle: str, label: str) -> None:
-        try:
-            pid = self.serve.child_pid(needle)
-        except AssertionError:
-            self.note(f"{label}：此刻找不到进程，跳过")
-            return
+        """SIGKILL 一个后代进程；它正在重启（例如上一次刚杀掉的调度器）时等它回来再杀，不跳过。"""
+
+        def found() -> int | None:
+            try:
+                return self.serve.child_pid(needle)
+            except AssertionError:
+                return None
+
+        pid = wait_for(found, 60, interval=0.2, what=f"{label}的进程出现")
         os.kill(pid, signal.SIGKILL)
         self.note(f"SIGKILL {label}（pid {pid}）")
 

@@ -373,7 +373,9 @@ class NodeAgent:
         脚本必须启动；有时限的作业还须在 启动预算 + 时限 + KillWait 内结束。超过就强制结束。"""
         spec = run.spec
         loop = asyncio.get_running_loop()
-        done = run.ref.as_future()
+        done = asyncio.wrap_future(
+            run.ref.future()
+        )  # as_future() 已弃用，且每个作业都往日志里打一行警告
         budget = self.settings.launch_timeout
         if not await _wait(done, run.launched + budget - loop.time()):
             if not started_marker(spec.token).exists():
