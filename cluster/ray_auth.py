@@ -14,6 +14,8 @@ import stat
 import sys
 from pathlib import Path
 
+from conductor.tokenfile import create_private
+
 MODE_VAR = "RAY_AUTH_MODE"
 TOKEN_VAR = "RAY_AUTH_TOKEN"
 PATH_VAR = "RAY_AUTH_TOKEN_PATH"
@@ -48,8 +50,8 @@ def _set_token_mode() -> None:
 def ensure_cluster_token() -> str | None:
     """为本服务启动的本地 Ray 集群准备令牌，返回令牌所在（给日志用）；显式关闭认证时返回 None。
 
-    已有的令牌（环境变量 RAY_AUTH_TOKEN 或令牌文件）原样使用；都没有时新建令牌文件，
-    以 O_EXCL 与 0600 创建：不覆盖别人的文件，也不让其他用户读到。"""
+    已有的令牌（环境变量 RAY_AUTH_TOKEN 或令牌文件）原样使用；都没有时新建令牌文件
+    （tokenfile.create_private：0600、不覆盖也不跟随别人的文件）。"""
     if _mode() not in (None, "token"):
         return None
     _set_token_mode()
@@ -57,14 +59,13 @@ def ensure_cluster_token() -> str | None:
         return f"环境变量 {TOKEN_VAR}"
     path = token_path()
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        _check_existing(path)
-        return str(path)
+        f = create_private(path)
     except OSError as exc:
         raise RayTokenError(f"无法创建 Ray 令牌文件 {path}：{exc.strerror or exc}") from exc
-    with os.fdopen(fd, "w") as f:
+    if f is None:
+        _check_existing(path)
+        return str(path)
+    with f:
         f.write(secrets.token_hex(32))  # 与 `ray get-auth-token --generate` 相同：256 位随机数
     return str(path)
 

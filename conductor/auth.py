@@ -21,6 +21,7 @@ from sqlmodel import select
 from conductor.db import session_scope
 from conductor.errors import ConductorError
 from conductor.models import ApiToken, LoginCode
+from conductor.tokenfile import create_private
 
 TOKEN_PREFIX = "cdt_"
 SHOWN_PREFIX = 12
@@ -139,14 +140,12 @@ def ensure_local_token(engine: Engine, path: Path) -> bool:
 
     以 O_EXCL | O_NOFOLLOW、权限 0600 新建：已有的文件（包括别人放的符号链接）一律不动、不跟随。
     先占住文件再建令牌，写入失败时删掉文件并吊销令牌，不留下半截。"""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
+    f = create_private(path)
+    if f is None:
         return False
     row: ApiToken | None = None
     try:
-        with os.fdopen(fd, "w") as f:
+        with f:
             row, plain = create_token(
                 engine, account=None, admin=True, note=f"serve 为本机用户生成（{path}）"
             )
