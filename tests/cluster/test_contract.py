@@ -192,7 +192,12 @@ def test_four_cpu_job_waits_for_four_free_cpus(service: Service, tmp_path: Path)
     wd = str(tmp_path)
     small = [service.submit(TIMED.format(secs=1.5), current_working_directory=wd) for _ in range(2)]
     big = service.submit(TIMED.format(secs=1), current_working_directory=wd, cpus_per_task=4)
-    after = [service.submit(TIMED.format(secs=0.5), current_working_directory=wd) for _ in range(2)]
+    # 后来的作业时限比小作业长：按 EASY 回填它们必然推迟大作业，所以不能插到它前面。
+    # 时限相同时它们与同一轮放下的小作业预计同时结束，回填是合法的（不推迟大作业），测试因此时好时坏
+    after = [
+        service.submit(TIMED.format(secs=0.5), current_working_directory=wd, time_limit="20")
+        for _ in range(2)
+    ]
     for job_id in small + [big] + after:
         service.wait_state(job_id, "COMPLETED", timeout=120)
     spans = _intervals(tmp_path, small + [big] + after)
