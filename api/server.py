@@ -40,7 +40,7 @@ from conductor.errors import ConductorError
 from conductor.lifeline import die_with_parent
 from conductor.migrate import upgrade
 from conductor.settings import Settings
-from conductor.startup import EXIT_STARTUP_FAILED, StartupFailed, failure_cause
+from conductor.startup import EXIT_STARTUP_FAILED, READY_FD_VAR, StartupFailed, failure_cause
 from conductor.tokenfile import read_token, token_path
 
 log = logging.getLogger("conductor.server")
@@ -54,8 +54,6 @@ START_TRIES = 3
 RAY_START_TIMEOUT = 120.0
 # 等 API 进程报告就绪的秒数：它要连接 Ray、创建调度器并完成启动对账
 API_START_TIMEOUT = 300.0
-# API 进程经这个环境变量拿到就绪管道的写端
-READY_FD_VAR = "CONDUCTOR_READY_FD"
 
 
 class Supervisor:

@@ -24,7 +24,7 @@ from cluster.client import ClusterClient
 from conductor.db import make_engine
 from conductor.errors import ConductorError
 from conductor.settings import Settings
-from conductor.startup import failure_cause
+from conductor.startup import READY_FD_VAR, failure_cause
 
 log = logging.getLogger("conductor.api")
 
@@ -53,7 +53,7 @@ class ReadyPipe:
     """向监督进程报告就绪或失败（各一行）；不是由监督进程启动时什么也不做。"""
 
     def __init__(self) -> None:
-        fd = os.environ.pop("CONDUCTOR_READY_FD", "")
+        fd = os.environ.pop(READY_FD_VAR, "")
         self._file = os.fdopen(int(fd), "w") if fd else None
 
     def _say(self, line: str) -> None:

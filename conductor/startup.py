@@ -12,6 +12,8 @@ _PATTERNS = (
     re.compile(r"\b(FATAL|ERROR|CRITICAL)\b"),
 )
 MAX_CHARS = 400
+# 监督进程经这个环境变量把就绪管道的写端交给 API 进程（两边共用这一个名字）
+READY_FD_VAR = "CONDUCTOR_READY_FD"
 # 组件起不来时 serve 的退出码：sysexits 的 EX_UNAVAILABLE，与 Python 崩溃的 1 区分开
 EXIT_STARTUP_FAILED = 69
 
