@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conductor.arrays import parse_array
 from conductor.dependencies import parse_dependency
+from conductor.jobspec import changes_shell_startup
 from conductor.priority import MAX_PRIORITY, MIN_PRIORITY
 from conductor.timefmt import parse_memory, parse_time_limit
 
@@ -81,6 +82,11 @@ class JobProperties(BaseModel):
             if not ENV_NAME.fullmatch(key):
                 raise ValueError(
                     f"环境变量名无效：{key!r}（只能含字母、数字、下划线，且不以数字开头）"
+                )
+            if changes_shell_startup(key):
+                raise ValueError(
+                    f"不接受环境变量 {key}：它改变 bash 的启动方式（在脚本之前执行代码或改变解析），"
+                    "需要时在脚本里用 set、shopt 或 source 代替"
                 )
             if "\0" in val:
                 raise ValueError(f"环境变量 {key} 的值不能包含 NUL 字符")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -24,7 +25,7 @@ import ray
 from conductor.fileopen import open_output, open_regular
 from conductor.jobspec import JobSpec, build_env
 from conductor.outcome import ExecResult
-from conductor.proctree import become_subreaper, kill_job_tree, live_children
+from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
@@ -44,23 +45,40 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
         os.close(fd)
 
 
+def spool_location(euid: int, home: str, runtime_dir: str | None) -> Path:
+    """按服务用户选临时目录：一个只有服务用户（或 root）能在其中建目录的位置。
+
+    放在共享的 /tmp 下，别的本地用户抢先建一个同名目录，就能让本节点的作业全部无法启动。
+    root 用 /run（只有 root 可写）；其他用户用自己的 XDG_RUNTIME_DIR，没有就用 ~/.cache。"""
+    if euid == 0:
+        return Path("/run/conductor-spool")
+    if runtime_dir:
+        return Path(runtime_dir) / "conductor-spool"
+    return Path(home) / ".cache" / "conductor" / "spool"
+
+
 @functools.cache
 def spool_dir() -> Path:
-    """节点本地的临时目录：脚本文件与取消标记放在这里（每个进程算一次）。"""
-    return Path(tempfile.gettempdir()) / "conductor-spool"
+    """节点本地的临时目录：脚本文件、取消/启动标记与结果文件放在这里（每个进程算一次）。"""
+    return spool_location(os.geteuid(), os.path.expanduser("~"), os.environ.get("XDG_RUNTIME_DIR"))
 
 
-def prepare_spool() -> Path:
-    """建立（或核对）临时目录：必须归本服务用户所有、别人不可写。
+# root 的临时目录允许别人穿过（不能列出、不能新建）：映射到的用户要按路径打开自己那份 0600 脚本
+def _spool_mode() -> int:
+    return 0o711 if os.geteuid() == 0 else 0o700
 
-    它在共享的 /tmp 下：若别的本地用户抢先建了它，就能替换脚本文件，让作业（甚至 root）执行他的代码。"""
-    spool = spool_dir()
-    spool.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+def prepare_spool(spool: Path | None = None) -> Path:
+    """建立（或核对）临时目录：必须是归本服务用户所有的目录，权限收紧为 _spool_mode()。"""
+    spool = spool or spool_dir()
+    spool.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        spool.mkdir(mode=0o700)
     st = os.lstat(spool)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise OSError(f"临时目录 {spool} 不属于服务用户，拒绝使用")
-    if st.st_mode & 0o022:
-        os.chmod(spool, 0o755)
+    if stat.S_IMODE(st.st_mode) != _spool_mode():
+        os.chmod(spool, _spool_mode())
     return spool
 
 
@@ -155,10 +173,14 @@ def _open_output(path: str) -> int:
 
 # 以作业用户身份运行的引导脚本：工作目录与日志文件由该用户自己创建和打开，
 # 服务（root）从不在用户可控的目录里创建文件（否则符号链接可让 root 覆盖任意文件）。
+# 它在固定的最小环境里运行，不受用户的 environment 影响（BASH_ENV、PATH 等能让它在重定向之前
+# 执行用户的代码）；用户的变量从 $5 号 fd（NUL 分隔）读入，只交给最后 exec 的作业脚本。
 # 失败信息写到原来的标准错误（交给执行器的管道）；成功重定向后管道即关闭。
 # 已存在的日志必须是普通文件（或 /dev/null）：exec >FIFO 会一直等读者。检查与打开之间
-# 用户若换上 FIFO，只能挂住自己的作业，由代理的启动期限（launch_timeout）兜底。
+# 用户若换上 FIFO，只能挂住自己的作业：执行器等管道最多 _REDIRECT_TIMEOUT 秒。
 _LAUNCH_AS_USER = r"""
+envfd=$5
+mapfile -d '' -t vars <&"$envfd" && exec {envfd}<&- || exit 1
 mkdir -p -- "$1" && cd -- "$1" || exit 1
 mkdir -p -- "$(dirname -- "$2")" "$(dirname -- "$3")" || exit 1
 for f in "$2" "$3"; do
@@ -170,8 +192,14 @@ for f in "$2" "$3"; do
   fi
 done
 if [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
-exec /bin/bash "$4"
+exec /usr/bin/env -i -- "${vars[@]}" /bin/bash "$4"
 """
+
+# 引导脚本自己的环境：固定、与用户无关
+_BOOTSTRAP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+# 等引导脚本完成重定向（管道关闭）最多这么久、读它的失败信息最多这么多字节
+_REDIRECT_TIMEOUT = 30.0
+_FAILURE_MAX_BYTES = 4096
 
 
 class _UserError(Exception):
@@ -188,22 +216,54 @@ def _user_identity(name: str) -> tuple[pwd.struct_passwd, list[int]]:
     return entry, os.getgrouplist(name, entry.pw_gid)
 
 
-def _start_as_user(spec: JobSpec, script: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _env_memfd(env: dict[str, str]) -> int:
+    """把作业环境写进一个匿名内存文件（NUL 分隔），交给引导脚本从 fd 读：不经过它自己的环境。"""
+    fd = os.memfd_create("conductor-env")
+    body = b"".join(f"{k}={v}".encode("utf-8", "surrogateescape") + b"\0" for k, v in env.items())
+    os.write(fd, body)  # memfd 一次写完，不会短写
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def read_failure(fd: int, timeout: float, limit: int = _FAILURE_MAX_BYTES) -> str | None:
+    """读引导脚本的失败管道，直到 EOF：EOF 前什么都没写是成功（返回 ""），写了是失败原因。
+
+    最多读 limit 字节、最多等 timeout 秒（到时仍未 EOF 返回 None）。其中的 NUL 由写库处转义
+    （transitions 的说明文字清洗）。"""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while len(data) < limit:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            return None
+        chunk = os.read(fd, limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _start_as_user(
+    spec: JobSpec, entry: pwd.struct_passwd, groups: list[int], script: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], JobGroup]:
     """以 spec.run_as_user（uid、gid、initgroups 的附加组）启动作业。"""
-    assert spec.run_as_user is not None
-    entry, groups = _user_identity(spec.run_as_user)
-    os.chown(script, entry.pw_uid, entry.pw_gid)
-    env.update(
-        HOME=entry.pw_dir,
-        USER=entry.pw_name,
-        LOGNAME=entry.pw_name,
-        SHELL=entry.pw_shell or "/bin/bash",
-    )
+    env = {
+        **env,
+        "HOME": entry.pw_dir,
+        "USER": entry.pw_name,
+        "LOGNAME": entry.pw_name,
+        "SHELL": entry.pw_shell or "/bin/bash",
+    }
+    env_fd = _env_memfd(env)
     rfd, wfd = os.pipe()
     try:
         proc = subprocess.Popen(
             [
                 "/bin/bash",
+                "--noprofile",
+                "--norc",
                 "-c",
                 _LAUNCH_AS_USER,
                 "launch",
@@ -211,26 +271,33 @@ def _start_as_user(spec: JobSpec, script: Path, env: dict[str, str]) -> subproce
                 spec.stdout_path,
                 spec.stderr_path,
                 str(script),
+                str(env_fd),
             ],
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=wfd,
-            env=env,
+            env=_BOOTSTRAP_ENV,
             start_new_session=True,
             user=entry.pw_uid,
             group=entry.pw_gid,
             extra_groups=groups,
+            pass_fds=(env_fd,),
         )
     finally:
         os.close(wfd)
-    # 读到 EOF：要么重定向成功（管道被替换而关闭），要么引导失败并写下了原因
+        os.close(env_fd)
+    group = JobGroup(proc.pid)
     with os.fdopen(rfd, "rb") as pipe:
-        failure = pipe.read(4096).decode(errors="replace").strip()
+        failure = read_failure(pipe.fileno(), _REDIRECT_TIMEOUT)
+    if failure is None:
+        failure = f"引导脚本 {_REDIRECT_TIMEOUT:g} 秒内没有完成重定向（工作目录或输出文件打不开？）"
     if failure:
+        kill_job_tree(spec.token, grace=0, group=group)
         proc.wait()
+        group.close()
         raise _UserError(failure)
-    return proc
+    return proc, group
 
 
 @functools.cache
@@ -256,6 +323,22 @@ def _reap_leftovers(timeout: float = 2.0) -> None:
         time.sleep(0.005)
 
 
+def write_script(path: Path, text: str, owner: pwd.struct_passwd | None = None) -> None:
+    """写作业脚本：新建（O_EXCL，不跟随符号链接）、一开始就是 0600，需要时先改属主再写内容。
+
+    同名的旧文件（上次执行中途死亡留下的，或以服务用户运行的作业放的符号链接）先删掉再新建。"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        path.unlink()
+        fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        if owner is not None:
+            os.fchown(f.fileno(), owner.pw_uid, owner.pw_gid)
+        f.write(text.encode("utf-8", "surrogateescape"))
+
+
 def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
 
@@ -271,12 +354,14 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     env = {**build_env(spec, os.environ), "CONDUCTOR_NODE_ID": node_id}
     try:
         prepare_spool()
-        script.write_text(spec.script)
-        script.chmod(0o700)
         if spec.run_as_user is not None:
-            proc = _start_as_user(spec, script, env)
+            entry, groups = _user_identity(spec.run_as_user)
+            write_script(script, spec.script, entry)
+            proc, group = _start_as_user(spec, entry, groups, script, env)
         else:
+            write_script(script, spec.script)
             proc = _start(spec, script, env, fds)
+            group = JobGroup(proc.pid)
     except (OSError, _UserError) as exc:
         script.unlink(missing_ok=True)
         return ExecResult(returncode=None, error=f"作业无法启动：{exc}")
@@ -287,14 +372,16 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     try:
         timed_out = not _wait_exit(proc, spec.time_limit_seconds)
         if timed_out:
-            kill_job_tree(spec.token, grace=spec.kill_wait, pgid=proc.pid)
+            kill_job_tree(spec.token, grace=spec.kill_wait, group=group)
         proc.wait()
-        # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们
+        # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们。
+        # 首领已被回收、pid 可能复用：进程组经首领的 pidfd 指定，不会打中别人
         if _may_have_leftovers():
-            kill_job_tree(spec.token, grace=0, pgid=proc.pid)
+            kill_job_tree(spec.token, grace=0, group=group)
             _reap_leftovers()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
+        group.close()
         # 启动标记留给代理删除：这里删了，代理恰在此刻检查期限时会误以为脚本从未启动
         script.unlink(missing_ok=True)
 

@@ -3,6 +3,10 @@
 作业脚本在独立会话中启动，但子孙进程可能 setsid 逃出进程组，
 启动者也可能先于作业死亡；因此以所有子孙都会继承的环境变量
 CONDUCTOR_JOB_TOKEN=<token> 为准，扫描 /proc 找回整棵树。
+
+信号一律经 pidfd 发出：pid 在进程被回收后会复用，按数字发信号可能打中不相干的进程。
+扫描到的进程先取 pidfd 再核对标记；进程组由首领的 pidfd 指定（JobGroup），首领被回收后
+也只指向原来那组进程。
 """
 
 from __future__ import annotations
@@ -107,11 +111,7 @@ def find_job_pids(token: str) -> list[int]:
         if pid in protected:
             continue
         try:
-            with open(f"{_PROC}/{pid}/environ", "rb") as f:
-                data = f.read()
-            # 前补 NUL 保证整条匹配；末尾缺 NUL（环境区被改写）时补上，避免漏掉最后一条。
-            hay = b"\0" + data if data.endswith(b"\0") else b"\0" + data + b"\0"
-            if marker not in hay:
+            if not _has_marker(pid, marker):
                 continue
             # 僵尸已无法被信号影响，只待父进程回收，不算“残留”。
             if _is_zombie(pid):
@@ -123,35 +123,84 @@ def find_job_pids(token: str) -> list[int]:
     return found
 
 
-def _signal_pids(pids: list[int], sig: int) -> int:
+def _has_marker(pid: int, marker: bytes) -> bool:
+    with open(f"{_PROC}/{pid}/environ", "rb") as f:
+        data = f.read()
+    # 前补 NUL 保证整条匹配；末尾缺 NUL（环境区被改写）时补上，避免漏掉最后一条。
+    hay = b"\0" + data if data.endswith(b"\0") else b"\0" + data + b"\0"
+    return marker in hay
+
+
+def signal_listed(token: str, pids: list[int], sig: int) -> int:
+    """向扫描得到的进程发信号，返回发送成功的个数。
+
+    扫描与发信号之间进程可能退出、pid 被别的进程复用：先取 pidfd 钉住“此刻这个 pid 的进程”，
+    再核对它仍带本作业的标记，最后经 pidfd 发信号，打不中别人。"""
+    marker = _marker(token)
     sent = 0
     for pid in pids:
         try:
-            os.kill(pid, sig)
+            fd = os.pidfd_open(pid)
         except _SKIP_ERRORS:
             continue
-        sent += 1
+        try:
+            if _has_marker(pid, marker):
+                signal.pidfd_send_signal(fd, sig)
+                sent += 1
+        except _SKIP_ERRORS:
+            continue
+        finally:
+            os.close(fd)
     return sent
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    # 防止误把自己或父进程所在的进程组一起杀掉（pgid<=1 也有特殊含义）。
-    if pgid <= 1 or pgid == os.getpgrp():
-        return
-    try:
-        if pgid == os.getpgid(os.getppid()):
-            return
-    except _SKIP_ERRORS:
-        pass  # 父进程已不存在，无需保护其进程组
-    with contextlib.suppress(*_SKIP_ERRORS):
-        os.killpg(pgid, sig)
+# pidfd_send_signal 的标志：发给 pidfd 所指进程为首领的进程组（Linux 6.9 起）
+_PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 
 
-def signal_job(token: str, sig: int, pgid: int | None = None) -> int:
-    """向进程组 pgid（若给出）及所有带标记的进程发送信号，返回成功发送的进程数。"""
-    if pgid is not None:
-        _signal_group(pgid, sig)
-    return _signal_pids(find_job_pids(token), sig)
+class JobGroup:
+    """作业的进程组，由首领的 pidfd 指定：首领被回收、pid 被复用之后，信号仍只到原来那组。
+
+    首领必须是调用者的子进程，且在它被回收之前创建（Popen 之后立即创建）。"""
+
+    def __init__(self, leader: int) -> None:
+        self.leader = leader
+        self._fd = os.pidfd_open(leader)
+
+    def signal(self, sig: int) -> None:
+        """向整组发信号；组里已没有进程时什么也不做。"""
+        try:
+            signal.pidfd_send_signal(self._fd, sig, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+        except _SKIP_ERRORS:
+            pass
+        except OSError:
+            # 旧内核不认这个标志：首领尚未被回收时 pid 不会复用，killpg 才安全
+            if self._leader_unreaped():
+                with contextlib.suppress(*_SKIP_ERRORS):
+                    os.killpg(self.leader, sig)
+
+    def _leader_unreaped(self) -> bool:
+        try:
+            os.waitid(os.P_PIDFD, self._fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> JobGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def signal_job(token: str, sig: int, group: JobGroup | None = None) -> int:
+    """向进程组（若给出）及所有带标记的进程发送信号，返回成功发送的进程数。"""
+    if group is not None:
+        group.signal(sig)
+    return signal_listed(token, find_job_pids(token), sig)
 
 
 def _wait_gone(token: str, timeout: float, poll: float, resend: int | None) -> _Plan:
@@ -165,22 +214,22 @@ def _wait_gone(token: str, timeout: float, poll: float, resend: int | None) -> _
             return False
         if resend is not None:
             # 补发给扫描与信号之间新 fork 出来的进程。
-            _signal_pids(pids, resend)
+            signal_listed(token, pids, resend)
         yield min(poll, remaining)
 
 
-def _kill_plan(token: str, grace: float, pgid: int | None, poll: float) -> _Plan:
+def _kill_plan(token: str, grace: float, group: JobGroup | None, poll: float) -> _Plan:
     """同步与异步版本共用的终止流程：先 TERM 宽限，再 KILL 兜底。"""
     if grace < 0 or poll <= 0:
         raise ValueError("grace 不能为负，poll 必须为正")
     _marker(token)  # 先校验标记，避免在发出信号后才报错
     # 一次扫描就发现已无进程（作业正常结束的常见情形）时不再等待，省掉第二次扫描
     if grace > 0:
-        if signal_job(token, signal.SIGTERM, pgid) == 0:
+        if signal_job(token, signal.SIGTERM, group) == 0:
             return True
         if (yield from _wait_gone(token, grace, poll, None)):
             return True
-    if signal_job(token, signal.SIGKILL, pgid) == 0:
+    if signal_job(token, signal.SIGKILL, group) == 0:
         return True
     return (yield from _wait_gone(token, _KILL_WAIT, poll, signal.SIGKILL))
 
@@ -201,13 +250,15 @@ async def _run_async(plan: _Plan) -> bool:
         return stop.value
 
 
-def kill_job_tree(token: str, grace: float, pgid: int | None = None, poll: float = 0.05) -> bool:
+def kill_job_tree(
+    token: str, grace: float, group: JobGroup | None = None, poll: float = 0.05
+) -> bool:
     """终止整棵作业树；grace=0 直接 SIGKILL。全部消失返回 True。"""
-    return _run_sync(_kill_plan(token, grace, pgid, poll))
+    return _run_sync(_kill_plan(token, grace, group, poll))
 
 
 async def kill_job_tree_async(
-    token: str, grace: float, pgid: int | None = None, poll: float = 0.05
+    token: str, grace: float, group: JobGroup | None = None, poll: float = 0.05
 ) -> bool:
     """kill_job_tree 的 asyncio 版本，等待期间不阻塞事件循环。"""
-    return await _run_async(_kill_plan(token, grace, pgid, poll))
+    return await _run_async(_kill_plan(token, grace, group, poll))

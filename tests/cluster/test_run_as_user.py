@@ -20,7 +20,6 @@ from sqlalchemy import text
 from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
-from cluster.executor import prepare_spool, spool_dir
 from conductor.auth import create_token
 from conductor.proctree import find_job_pids
 from tests.cluster.conftest import Service, job_payload, make_settings
@@ -193,76 +192,45 @@ def test_unmapped_or_unknown_user_refused(service: Service, mapped: TestClient) 
         assert conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar() == before
 
 
-def test_spool_owned_by_someone_else_is_refused(
-    tmp_path: Path, users: Users, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    # spool_dir() 每个进程只算一次：本进程里先前的测试可能已经算过
-    spool_dir.cache_clear()
-    request.addfinalizer(spool_dir.cache_clear)
-    spool = tmp_path / "conductor-spool"
-    spool.mkdir(mode=0o777)
-    spool.chmod(0o777)
-    assert prepare_spool() == spool
-    assert spool.stat().st_mode & 0o777 == 0o755  # 别人可写的权限被收回
-    b = pwd.getpwnam(users.b)
-    os.chown(spool, b.pw_uid, b.pw_gid)  # 别的用户抢先建好的目录
-    with pytest.raises(OSError, match="不属于服务用户"):
-        prepare_spool()
-
-
-def test_outcome_with_nul_byte_does_not_stop_reporting(
+def test_bootstrap_ignores_the_users_environment(
     service: Service, users: Users, mapped: TestClient
 ) -> None:
-    """作业的 BASH_ENV 在引导脚本里先执行（以作业用户身份，标准错误是交给执行器的管道），
-    它写出的 NUL 进了 error_msg：psycopg2 拒绝含 NUL 的字符串。结局照样写入（NUL 转义），
-    之后的作业也照常记录。"""
-    wd = users.base / "a" / "nul"
-    env_file = users.base / "a" / "nul-env.sh"
-    env_file.write_text("printf 'before\\000after' >&2; exit 1\n")
-    env_file.chmod(0o644)
-    bad = submit(
-        mapped,
-        "echo never",
-        account="acct-a",
-        current_working_directory=str(wd),
-        environment={"BASH_ENV": str(env_file)},
-    )
-    body = service.wait_state(bad, "FAILED", timeout=30)
-    assert "before\\x00after" in body["error_msg"]
-    good = submit(mapped, "echo ok", account="acct-a", current_working_directory=str(wd))
-    service.wait_state(good, "COMPLETED", timeout=30)
-
-
-def test_launch_stuck_before_time_limit_is_armed(
-    service: Service, users: Users, mapped: TestClient
-) -> None:
-    """BASH_ENV 在引导脚本里留下一个握着管道写端的后台进程：执行器等管道 EOF 等不到，
-    时限永远不开始计时。启动预算用完，代理强制结束任务、按标记杀掉整棵进程树，
-    作业以说明原因的 FAILED 结束。"""
-    wd = users.base / "a" / "stuck"
-    env_file = users.base / "a" / "stuck-env.sh"
-    env_file.write_text("setsid sleep 300 &\n")
-    env_file.chmod(0o644)
+    """用户的 PATH 里放一个假的 dirname：引导脚本（重定向之前，标准错误还是交给执行器的管道）
+    不受用户环境影响，从不执行它；用户的变量照样交给作业脚本。"""
+    wd = users.base / "a" / "env"
+    fake_bin = users.base / "a" / "fake-bin"
+    hijacked = users.base / "a" / "hijacked"
+    fake_bin.mkdir()
+    dirname = fake_bin / "dirname"
+    dirname.write_text(f'#!/bin/sh\ntouch {hijacked}\nexec /usr/bin/dirname "$@"\n')
+    dirname.chmod(0o755)
     job = submit(
         mapped,
-        "sleep 300",
+        'echo "MY_VAR=$MY_VAR"; echo "PATH=$PATH"',
         account="acct-a",
         current_working_directory=str(wd),
-        environment={"BASH_ENV": str(env_file)},
-        time_limit="0:02",
+        environment={"PATH": f"{fake_bin}:/usr/bin:/bin", "MY_VAR": "hello world"},
     )
+    body = service.wait_state(job, "COMPLETED", timeout=30)
+    assert not hijacked.exists(), "引导脚本执行了用户 PATH 里的程序"
+    assert "MY_VAR=hello world" in body["job_log"]["stdout"]
+    assert f"PATH={fake_bin}:/usr/bin:/bin" in body["job_log"]["stdout"]
+
+
+@pytest.mark.parametrize("name", ["BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "BASH_FUNC_ls"])
+def test_shell_startup_variables_refused_at_submit(
+    service: Service, mapped: TestClient, name: str
+) -> None:
     with service.engine.connect() as conn:
-        token = wait_for(
-            lambda: conn.execute(
-                text("SELECT token FROM jobs WHERE id = :id"), {"id": job}
-            ).scalar()
-        )
-    wait_for(lambda: find_job_pids(token), 30, what="作业的进程已启动")
-    body = service.wait_state(job, "FAILED", timeout=LAUNCH_TIMEOUT + 30)
-    assert f"{LAUNCH_TIMEOUT:g} 秒内没有启动" in body["error_msg"]
-    wait_for(lambda: find_job_pids(token) == [], 30, what="作业的进程全部被清理")
-    wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+        before = conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar()
+    resp = mapped.post(
+        "/jobs/submit",
+        json=job_payload("echo", account="acct-a", environment={name: "xtrace"}),
+    )
+    assert resp.status_code == 422, resp.text
+    assert name in resp.json()["detail"]
+    with service.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM jobs")).scalar() == before
 
 
 def test_output_fifo_of_the_user_fails_the_job_at_once(

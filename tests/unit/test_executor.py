@@ -10,11 +10,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from cluster.executor import RESULT_MAX_BYTES, leave_result, read_result, result_file
+from cluster.executor import (
+    RESULT_MAX_BYTES,
+    leave_result,
+    prepare_spool,
+    read_failure,
+    read_result,
+    result_file,
+    spool_location,
+    write_script,
+)
 from conductor.jobspec import JobSpec
 from conductor.outcome import ExecResult
 from conductor.proctree import new_token
@@ -103,3 +113,76 @@ def test_result_file_round_trip_and_refuses_garbage(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]")
     for name in ("fifo.json", "big.json", "bad.json", "list.json", "missing.json"):
         assert read_result(tmp_path / name) is None, name
+
+
+def test_spool_sits_where_no_other_user_can_create_it() -> None:
+    """临时目录的每一级上层目录都只有属主可写：别的本地用户没法抢先建好它，让作业全都起不来。"""
+    spool = prepare_spool()
+    assert spool.stat().st_uid == os.geteuid()
+    assert spool.stat().st_mode & 0o777 == (0o711 if os.geteuid() == 0 else 0o700)
+    for parent in spool.parents:
+        mode = parent.stat().st_mode
+        assert not mode & 0o022, f"{parent} 别人可写（{oct(mode & 0o777)}）"
+
+
+def test_spool_location_per_user() -> None:
+    assert spool_location(0, "/root", None) == Path("/run/conductor-spool")
+    assert spool_location(1000, "/home/u", "/run/user/1000") == Path(
+        "/run/user/1000/conductor-spool"
+    )
+    assert spool_location(1000, "/home/u", None) == Path("/home/u/.cache/conductor/spool")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="把目录交给别的用户需要 root")
+def test_spool_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o777)
+    spool.chmod(0o777)
+    assert prepare_spool(spool) == spool
+    assert spool.stat().st_mode & 0o777 == 0o711  # 别人可写的权限被收回
+    os.chown(spool, 65534, 65534)  # 别的用户（nobody）建好的目录
+    with pytest.raises(OSError, match="不属于服务用户"):
+        prepare_spool(spool)
+
+
+def test_script_is_created_private_and_never_follows_a_planted_link(tmp_path: Path) -> None:
+    """脚本新建即 0600（从不以 0644 存在）；路径上预先放好的符号链接被换掉，不被跟随写穿。"""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep\n")
+    script = tmp_path / "job.sh"
+    script.symlink_to(victim)
+    write_script(script, "echo hi\n")
+    assert victim.read_text() == "keep\n"
+    assert not script.is_symlink()
+    assert script.read_text() == "echo hi\n"
+    assert script.stat().st_mode & 0o777 == 0o600
+
+
+def test_failure_pipe_read_is_bounded_in_time_and_bytes() -> None:
+    """引导脚本的失败管道：写端一直不关时按时返回 None；写得再多也只读 limit 字节。"""
+    rfd, wfd = os.pipe()
+    holder = subprocess.Popen(["sleep", "300"], pass_fds=(wfd,))
+    os.close(wfd)
+    try:
+        start = time.monotonic()
+        assert read_failure(rfd, timeout=0.3) is None
+        assert time.monotonic() - start < 5
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(rfd)
+    rfd, wfd = os.pipe()
+    writer = subprocess.Popen(
+        ["bash", "-c", "printf 'bad\\000' ; head -c 1000000 /dev/zero"], stdout=wfd
+    )
+    os.close(wfd)
+    try:
+        text = read_failure(rfd, timeout=10, limit=4096)
+        assert text is not None and text.startswith("bad") and len(text) <= 4096
+    finally:
+        os.close(rfd)  # 读端关了，写的一方收到 SIGPIPE 退出
+        writer.wait()
+    rfd, wfd = os.pipe()
+    os.close(wfd)
+    assert read_failure(rfd, timeout=1) == ""  # 什么都没写就 EOF：重定向成功
+    os.close(rfd)

@@ -16,11 +16,13 @@ import pytest
 
 from conductor.proctree import (
     TOKEN_VAR,
+    JobGroup,
     find_job_pids,
     kill_job_tree,
     kill_job_tree_async,
     new_token,
     signal_job,
+    signal_listed,
 )
 from tests.helpers import wait_for
 
@@ -73,16 +75,18 @@ def sleeps(pids: list[int]) -> list[int]:
 
 
 @contextlib.contextmanager
-def job(script: str, token: str | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
+def job(script: str, token: str | None = None) -> Iterator[tuple[subprocess.Popen, str, JobGroup]]:
     """启动带标记的作业；无论测试成败都按标记 SIGKILL 并回收。"""
     token = token or new_token()
     env = dict(os.environ, **{TOKEN_VAR: token})
     proc = subprocess.Popen(["bash", "-c", script], start_new_session=True, env=env)
+    group = JobGroup(proc.pid)
     try:
-        yield proc, token
+        yield proc, token, group
     finally:
-        signal_job(token, signal.SIGKILL, proc.pid)
+        signal_job(token, signal.SIGKILL, group)
         proc.wait(timeout=5)
+        group.close()
         wait_for(lambda: not find_job_pids(token))
 
 
@@ -116,7 +120,7 @@ def test_invalid_token_rejected() -> None:
 
 
 def test_kill_whole_tree_including_setsid_and_term_ignoring() -> None:
-    with job(TREE_SCRIPT) as (proc, token):
+    with job(TREE_SCRIPT) as (proc, token, group):
         wait_for(tree_ready(proc, token))
         before = find_job_pids(token)
         # 至少：外层 bash、4 个 sleep、嵌套 bash。
@@ -124,7 +128,7 @@ def test_kill_whole_tree_including_setsid_and_term_ignoring() -> None:
 
         grace = 0.5
         start = time.monotonic()
-        assert kill_job_tree(token, grace=grace, pgid=proc.pid) is True
+        assert kill_job_tree(token, grace=grace, group=group) is True
         elapsed = time.monotonic() - start
 
         assert [p for p in before if is_alive(p)] == []
@@ -136,11 +140,14 @@ def test_kill_whole_tree_including_setsid_and_term_ignoring() -> None:
 
 
 def test_other_token_untouched() -> None:
-    with job("sleep 300") as (victim, token), job("sleep 300") as (other, other_token):
+    with (
+        job("sleep 300") as (victim, token, victim_group),
+        job("sleep 300") as (other, other_token, _),
+    ):
         wait_for(lambda: len(find_job_pids(token)) >= 1 and len(find_job_pids(other_token)) >= 1)
         other_pids = find_job_pids(other_token)
 
-        assert kill_job_tree(token, grace=0.2, pgid=victim.pid) is True
+        assert kill_job_tree(token, grace=0.2, group=victim_group) is True
         victim.wait(timeout=5)
 
         assert other.poll() is None
@@ -152,8 +159,8 @@ def test_marker_match_is_exact() -> None:
     token = new_token()
     # 更长的标记、其他变量值中包含标记文本，都不能被匹配。
     with (
-        job("sleep 300", token=token + "d") as (longer, _),
-        job("sleep 300", token="X" + token) as (prefixed, _),
+        job("sleep 300", token=token + "d") as (longer, _, _),
+        job("sleep 300", token="X" + token) as (prefixed, _, _),
     ):
         env = dict(os.environ, FOO=f"{TOKEN_VAR}={token}")
         env.pop(TOKEN_VAR, None)
@@ -172,11 +179,11 @@ def test_marker_match_is_exact() -> None:
 
 
 def test_async_variant() -> None:
-    with job(TREE_SCRIPT) as (proc, token):
+    with job(TREE_SCRIPT) as (proc, token, group):
         wait_for(tree_ready(proc, token))
         before = find_job_pids(token)
 
-        ok = asyncio.run(kill_job_tree_async(token, grace=0.2, pgid=proc.pid))
+        ok = asyncio.run(kill_job_tree_async(token, grace=0.2, group=group))
 
         assert ok is True
         assert [p for p in before if is_alive(p)] == []
@@ -184,23 +191,23 @@ def test_async_variant() -> None:
 
 
 def test_grace_zero_goes_straight_to_sigkill() -> None:
-    with job("trap '' TERM; sleep 300 & wait") as (proc, token):
+    with job("trap '' TERM; sleep 300 & wait") as (proc, token, group):
         wait_for(lambda: len(sleeps(find_job_pids(token))) == 1)
         start = time.monotonic()
-        assert kill_job_tree(token, grace=0, pgid=proc.pid) is True
+        assert kill_job_tree(token, grace=0, group=group) is True
         assert time.monotonic() - start < 1.0
         proc.wait(timeout=5)
         assert proc.returncode == -signal.SIGKILL
 
 
 def test_unreaped_zombie_is_not_remaining() -> None:
-    with job("exit 0") as (proc, token):
+    with job("exit 0") as (proc, token, group):
         # 不回收子进程，让它停留在僵尸状态。
         wait_for(lambda: not is_alive(proc.pid))
         assert os.path.exists(f"/proc/{proc.pid}")
         assert find_job_pids(token) == []
         start = time.monotonic()
-        assert kill_job_tree(token, grace=1.0, pgid=proc.pid) is True
+        assert kill_job_tree(token, grace=1.0, group=group) is True
         assert time.monotonic() - start < 0.5
 
 
@@ -232,3 +239,49 @@ def test_never_kills_caller() -> None:
         assert out.stdout.split() == ["True", str(-signal.SIGTERM)]
     finally:
         signal_job(token, signal.SIGKILL)
+
+
+def _process_at_pid(target: int, args: list[str]) -> subprocess.Popen:
+    """让新进程恰好拿到 target 这个 pid：写 ns_last_pid 再 fork，真实复现 pid 复用。"""
+    last_pid = Path("/proc/sys/kernel/ns_last_pid")
+    if os.geteuid() != 0:
+        pytest.skip("写 ns_last_pid 需要 root")
+    for _ in range(500):  # 别的进程可能抢先 fork 拿走这个 pid：重试
+        last_pid.write_text(str(target - 1))
+        proc = subprocess.Popen(args, start_new_session=True)
+        if proc.pid == target:
+            return proc
+        proc.kill()
+        proc.wait()
+    pytest.fail(f"500 次都没能让新进程拿到 pid {target}")
+
+
+def test_group_signal_after_reap_spares_the_process_that_reused_the_pid() -> None:
+    token = new_token()
+    leader = subprocess.Popen(
+        ["true"], start_new_session=True, env=dict(os.environ, **{TOKEN_VAR: token})
+    )
+    with JobGroup(leader.pid) as group:
+        leader.wait()  # 首领被回收：它的 pid（也是组号）空出来
+        bystander = _process_at_pid(leader.pid, ["sleep", "300"])  # 新会话：组号也是它
+        try:
+            assert kill_job_tree(token, grace=0, group=group) is True
+            assert is_alive(bystander.pid)
+        finally:
+            bystander.kill()
+            bystander.wait()
+
+
+def test_scanned_pid_reused_before_the_signal_is_spared() -> None:
+    token = new_token()
+    victim = subprocess.Popen(["sleep", "300"], env=dict(os.environ, **{TOKEN_VAR: token}))
+    pids = wait_for(lambda: find_job_pids(token))
+    victim.kill()
+    victim.wait()  # 扫描之后、发信号之前，进程退出，pid 被别人复用
+    bystander = _process_at_pid(victim.pid, ["sleep", "300"])
+    try:
+        assert signal_listed(token, pids, signal.SIGKILL) == 0
+        assert is_alive(bystander.pid)
+    finally:
+        bystander.kill()
+        bystander.wait()
