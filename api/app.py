@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import control, docs, errors, login, logs, metrics, openapi, ui
+from api import docs, errors, openapi, ui
 from api.auth import AuthGate, announce
 from api.limits import BodyLimit
-from api.routes import router
+from api.routes import control, dashboard, health, jobs, login, logs, metrics, submit
 from api.runtime import Runtime
 
 
@@ -20,7 +20,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # 后台定期合并 /metrics 的作业计数（见 api/metrics.py）
+        # 后台定期合并 /metrics 的作业计数（见 api/routes/metrics.py）
         task = asyncio.create_task(metrics.compact_periodically(runtime))
         try:
             yield
@@ -44,8 +44,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     # 最后加入的中间件在最外层：先认证，再读请求体
     app.add_middleware(AuthGate, runtime=runtime)
-    for api_router in (router, control.router, logs.router):
-        app.include_router(api_router, responses=errors.ERROR_RESPONSES)
+    for module in (submit, jobs, dashboard, health, control, logs):
+        app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     app.include_router(metrics.router)
     app.include_router(
         login.router,

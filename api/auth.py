@@ -1,11 +1,11 @@
 """API 认证：FastAPI 依赖，给出请求者（Principal）。
 
-用法（新路由照此即可）：
+用法（新路由照此即可，别名在 api/deps.py）：
 
-    from api.auth import CurrentPrincipal
+    from api.deps import JobId, PrincipalDep, RuntimeDep
 
     @router.get("/jobs/{job_id}/logs")
-    def logs(job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)):
+    def logs(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep):
         job = load_visible_job(rt, principal, job_id)   # 别人的作业同样 404
         ...
 
@@ -115,9 +115,6 @@ def current_principal(
     if isinstance(principal, Principal):
         return principal
     return check_token(rt, credentials.credentials if credentials else None)
-
-
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def load_visible_job(rt: Runtime, principal: Principal, ref: str) -> Job:

@@ -19,10 +19,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from conductor import queue, transitions
+from conductor import resolver
 from conductor.db import make_engine, session_scope
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
+from conductor.store import queue
 from tests.helpers import insert_pending
 
 WINDOW = 108  # 8 个空闲 CPU + 余量 100
@@ -57,11 +58,11 @@ def main() -> None:
             print(f"{name:28s} {elapsed:6.2f} ms" + (f"  {note(result)}" if note else ""))
 
         print(f"{args.pending} 个排队作业：")
-        timed("重新判定依赖", queue.resolve_dependencies)  # 每轮从头：回看 1 分钟
+        timed("重新判定依赖", resolver.resolve_dependencies)  # 每轮从头：回看 1 分钟
         timed("读占用资源的作业", queue.load_running)
         timed(f"读队首 {WINDOW} 个", lambda s: queue.load_pending(s, {"default": WINDOW}, [], []))
         reasons = {i: "Priority" for i in range(1, 101)}
-        timed("写 100 个等待原因", lambda s: transitions.set_reasons(s, reasons))
+        timed("写 100 个等待原因", lambda s: queue.set_reasons(s, reasons))
 
         # N 个作业都在忙分区 default，空闲分区 gpu 只有排在最后的 1 个
         with engine.begin() as conn:
@@ -100,7 +101,7 @@ def main() -> None:
             )
             conn.execute(text("ANALYZE jobs"))
         waiting = f"重新判定依赖（{args.pending} 个等待）"
-        timed(waiting, queue.resolve_dependencies, note=lambda r: f"判定改变 {len(r[0])} 个")
+        timed(waiting, resolver.resolve_dependencies, note=lambda r: f"判定改变 {len(r[0])} 个")
 
         # 再加 1,000 个刚结束的作业，各有 1 个作业依赖它：一轮至多判定一批，其余下一轮
         with engine.begin() as conn:
@@ -124,7 +125,7 @@ def main() -> None:
             conn.execute(text("ANALYZE jobs"))
         timed(
             waiting + "，1,000 个刚结束",
-            queue.resolve_dependencies,
+            resolver.resolve_dependencies,
             note=lambda r: f"判定改变 {len(r[0])} 个（共 1,000 个可满足）",
         )
         engine.dispose()

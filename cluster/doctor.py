@@ -4,6 +4,7 @@
 RUNNING 作业是否有存活的执行、已结束的作业是否仍占着 CPU。修复只做确定安全的事：节点已失联的作业判 NODE_FAIL，
 执行确已丢失的作业判 FAILED 或只释放资源；“代理存活但不认识”的 RUNNING 作业只报告，
 由调度器的对账处理（它可能正在派发途中；认领超过 stranded_after 秒后周期对账将其重新排队）。
+判定与修复用调度器的同一套：reconcile.decide 与 reconcile.apply。
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ from sqlalchemy.engine import Engine
 from cluster.agent import agent_name
 from cluster.bootstrap import connect_ray
 from cluster.nodes import alive_nodes
-from cluster.reconcile import HeldJob, load_held_jobs
+from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, apply, decide, load_held_jobs
 from cluster.scheduler import SCHEDULER_NAME
-from conductor import transitions
-from conductor.db import make_engine, ping, session_scope
-from conductor.outcome import node_lost_message
+from conductor.db import make_engine, ping
 from conductor.settings import Settings
-from conductor.states import JobState
 
 
 @dataclass
@@ -38,6 +36,8 @@ class Finding:
 
 LOST_REASON = "conductor doctor：作业的执行已随节点代理丢失（作业不会自动重试，请重新提交）"
 RECHECK_DELAY = 1.0
+# 节点上没有代理（或它已死）时的代理身份：与任何作业记下的 agent_id 都不同
+NO_AGENT = ""
 
 
 def run_checks(settings: Settings, fix: bool) -> list[Finding]:
@@ -117,42 +117,38 @@ def check_agents(settings: Settings, node_ids: set[str]) -> list[Finding]:
     return [Finding(True, f"各节点代理的结局上报正常（{healthy} 个代理）")]
 
 
-def _agent_holdings(
-    settings: Settings, node_ids: set[str]
-) -> dict[str, tuple[str, set[int]] | None]:
-    """节点 → (代理身份, 手中的作业)；代理不存在或已死为 None；无响应的节点不在结果里（不判定）。"""
-    holdings: dict[str, tuple[str, set[int]] | None] = {}
+def _agent_views(settings: Settings, node_ids: set[str]) -> dict[str, AgentView]:
+    """节点 → 代理视图；代理不存在或已死时是一个不持有任何作业的陌生身份（其作业判丢失）；
+    无响应的节点不在结果里（decide 不判定它们，免得冤枉慢节点）。"""
+    views: dict[str, AgentView] = {}
     for node_id in node_ids:
         try:
             handle = ray.get_actor(agent_name(node_id), namespace=settings.namespace)
             agent_id, jobs = ray.get(handle.holding.remote(), timeout=10)
-            holdings[node_id] = (agent_id, set(jobs))
+            views[node_id] = AgentView(agent_id, frozenset(jobs))
         except (ValueError, RayActorError):
-            holdings[node_id] = None
+            views[node_id] = AgentView(NO_AGENT, frozenset())
         except GetTimeoutError:
             continue
-    return holdings
+    return views
 
 
 def _problems(
     engine: Engine, settings: Settings, alive: set[str]
 ) -> dict[int, tuple[HeldJob, str]]:
-    """作业 id → (作业, 问题类别)。"""
+    """作业 id → (作业, 问题类别)，按作业在数据库中的顺序。判定与调度器的运行期对账相同（decide），
+    只是不重新排队：doctor 不知道调度器是否正在派发。"""
     held = load_held_jobs(engine)
-    holdings = _agent_holdings(settings, {j.node_id for j in held} & alive)
-    problems = {}
-    for job in held:
-        if job.node_id not in alive:
-            problems[job.job_id] = (job, "node_dead")
-        elif job.state.is_terminal and job.state is not JobState.CANCELLED:
-            problems[job.job_id] = (job, "finished_but_booked")
-        elif job.node_id not in holdings:
-            continue  # 代理无响应：不判定，免得冤枉慢节点
-        elif (agent := holdings[job.node_id]) is None or agent[0] != job.agent_id:
-            problems[job.job_id] = (job, "agent_lost")
-        elif job.job_id not in agent[1]:
-            problems[job.job_id] = (job, "unknown_to_agent")
-    return problems
+    views = _agent_views(settings, {j.node_id for j in held} & alive)
+    plan = decide(held, alive, views, startup=False)
+    kinds = {
+        "node_dead": plan.node_fail,
+        "finished_but_booked": plan.finished,
+        "agent_lost": plan.agent_lost,
+        "unknown_to_agent": plan.unknown,
+    }
+    found = {job.job_id: (job, kind) for kind, jobs in kinds.items() for job in jobs}
+    return {j.job_id: found[j.job_id] for j in held if j.job_id in found}
 
 
 def _check_jobs(engine: Engine, settings: Settings, alive: set[str], fix: bool) -> list[Finding]:
@@ -164,10 +160,17 @@ def _check_jobs(engine: Engine, settings: Settings, alive: set[str], fix: bool) 
         first = {k: v for k, v in second.items() if k in first and first[k][1] == v[1]}
     if not first:
         return [Finding(True, "所有占用资源的作业都有存活的执行")]
-    findings = []
-    for job, kind in first.values():
-        findings.append(_describe_and_fix(engine, job, kind, fix))
-    return findings
+    if fix:
+        by_kind: dict[str, list[HeldJob]] = {kind: [] for kind in MESSAGES}
+        for job, kind in first.values():
+            by_kind[kind].append(job)
+        plan = ReconcilePlan(
+            node_fail=by_kind["node_dead"],
+            agent_lost=by_kind["agent_lost"],
+            finished=by_kind["finished_but_booked"],
+        )
+        apply(engine, plan, LOST_REASON)
+    return [_describe(job, kind, fix) for job, kind in first.values()]
 
 
 MESSAGES = {
@@ -178,24 +181,12 @@ MESSAGES = {
 }
 
 
-def _describe_and_fix(engine: Engine, job: HeldJob, kind: str, fix: bool) -> Finding:
+def _describe(job: HeldJob, kind: str, fixed: bool) -> Finding:
     message = MESSAGES[kind].format(id=job.job_id, state=job.state, node=job.node_name)
-    if not fix or kind == "unknown_to_agent":
-        if fix:
+    if kind == "unknown_to_agent":
+        if fixed:
             message += "（不自动修复：可能正在派发，调度器的周期对账会处理）"
         return Finding(False, message)
-    with session_scope(engine) as session:
-        if kind == "node_dead":
-            transitions.settle_lost(
-                session,
-                [(job.job_id, job.token)],
-                JobState.NODE_FAIL,
-                node_lost_message(job.node_name),
-            )
-        elif kind == "agent_lost":
-            transitions.settle_lost(
-                session, [(job.job_id, job.token)], JobState.FAILED, LOST_REASON
-            )
-        else:
-            transitions.release(session, [job.job_id], tokens=[job.token])
+    if not fixed:
+        return Finding(False, message)
     return Finding(False, message + "——已修复", fixed=True)

@@ -2,6 +2,7 @@
 
 调度器启动时（接受新工作之前）以及空闲时定期执行。判定规则（decide）是纯函数：
 - 节点已死亡                      → NODE_FAIL（已取消的只释放资源）
+- 已结束（取消之外的终态）却仍占用 → 只释放资源
 - 派发时的代理仍在且持有作业      → 重新接管，什么也不做
 - 派发时的代理仍在但不认识作业    → 启动对账时，或认领已超过 stranded_after 秒（运行期对账）：
                                      作业从未交到代理手里，重新排队
@@ -9,7 +10,8 @@
 - 节点存活但其代理暂时无响应      → 本轮不判定，下次再看（不冤枉慢节点）
 - 本调度器正在派发途中的作业      → 本轮不判定
 
-孤儿进程按主机清理（orphan_tokens 分组、sweepers 选节点），调度器重试到那台主机上的代理确认为止。
+apply 把判定写进数据库（调度器与 conductor doctor 共用）。孤儿进程按主机清理
+（orphan_tokens 分组、sweepers 选节点），调度器重试到那台主机上的代理确认为止。
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from conductor.db import session_scope
+from conductor.outcome import node_lost_message
 from conductor.states import JobState
-from conductor.transitions import HOLDING
+from conductor.store import reconcile as store
+from conductor.store import transitions
 
 
 @dataclass(frozen=True)
@@ -46,26 +49,20 @@ class HeldJob:
 def load_held_jobs(engine: Engine) -> list[HeldJob]:
     """数据库中仍占用资源的全部作业（调度器对账与 conductor doctor 共用）。"""
     with session_scope(engine) as session:
-        rows = session.execute(
-            text(
-                "SELECT id, state, node_id, node_name, agent_id, token, node_host, "
-                "EXTRACT(EPOCH FROM clock_timestamp() - COALESCE(start_time, submit_time)) "
-                f"AS claimed_for FROM jobs WHERE {HOLDING}"
-            )
+        rows = store.held_jobs(session)
+    return [
+        HeldJob(
+            r.id,
+            JobState(r.state),
+            r.node_id,
+            r.node_name or "",
+            r.agent_id,
+            r.token,
+            r.node_host,
+            float(r.claimed_for),
         )
-        return [
-            HeldJob(
-                r.id,
-                JobState(r.state),
-                r.node_id,
-                r.node_name or "",
-                r.agent_id,
-                r.token,
-                r.node_host,
-                float(r.claimed_for),
-            )
-            for r in rows
-        ]
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -79,11 +76,16 @@ class AgentView:
 
 @dataclass
 class ReconcilePlan:
+    """decide 的判定。undecided 为本轮不判定的全部作业 id；其中同一代理存活却不持有的
+    RUNNING 作业（可能还在派发途中）另列在 unknown，供 conductor doctor 报告。"""
+
     reattach: list[int] = field(default_factory=list)
     requeue: list[HeldJob] = field(default_factory=list)
     node_fail: list[HeldJob] = field(default_factory=list)
     agent_lost: list[HeldJob] = field(default_factory=list)
     undecided: list[int] = field(default_factory=list)
+    finished: list[HeldJob] = field(default_factory=list)
+    unknown: list[HeldJob] = field(default_factory=list)
 
     def summary(self) -> str:
         def ids(jobs: Sequence[HeldJob]) -> list[int]:
@@ -99,7 +101,7 @@ class ReconcilePlan:
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.requeue or self.node_fail or self.agent_lost)
+        return bool(self.requeue or self.node_fail or self.agent_lost or self.finished)
 
 
 def decide(
@@ -120,6 +122,9 @@ def decide(
         if job.node_id not in alive_nodes:
             plan.node_fail.append(job)
             continue
+        if job.state.is_terminal and job.state is not JobState.CANCELLED:
+            plan.finished.append(job)  # 结局已写下，只是资源没有归还
+            continue
         agent = agents.get(job.node_id)
         if job.job_id in in_flight or agent is None:
             plan.undecided.append(job.job_id)
@@ -134,7 +139,34 @@ def decide(
             plan.agent_lost.append(job)
         else:
             plan.undecided.append(job.job_id)
+            plan.unknown.append(job)
     return plan
+
+
+AGENT_LOST = "节点代理已退出，作业的执行随之终止（作业不会自动重试，请重新提交）"
+
+
+def apply(engine: Engine, plan: ReconcilePlan, lost_reason: str = AGENT_LOST) -> list[int]:
+    """在一个事务里执行计划：重新排队、判 NODE_FAIL / FAILED（已取消的只释放资源）、归还已结束作业的资源。
+
+    返回释放了资源或回到队列的作业 id。lost_reason 为代理丢失的作业写下的说明。"""
+    with session_scope(engine) as session:
+        freed = transitions.requeue(session, [(j.job_id, j.token or "") for j in plan.requeue])
+        for job in plan.node_fail:
+            transitions.settle_lost(
+                session,
+                [(job.job_id, job.token)],
+                JobState.NODE_FAIL,
+                node_lost_message(job.node_name),
+            )
+            freed.append(job.job_id)
+        transitions.settle_lost(
+            session, [(j.job_id, j.token) for j in plan.agent_lost], JobState.FAILED, lost_reason
+        )
+        transitions.release(
+            session, [j.job_id for j in plan.finished], tokens=[j.token for j in plan.finished]
+        )
+        return freed + [j.job_id for j in plan.agent_lost] + [j.job_id for j in plan.finished]
 
 
 def orphan_tokens(plan: ReconcilePlan, hosts: Mapping[str, str]) -> dict[str, set[str]]:

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
-from sqlalchemy import text
 
 from cluster.agent import AGENT_PREFIX
+from cluster.reconcile import load_held_jobs
 from cluster.scheduler import SCHEDULER_NAME
-from conductor.db import make_engine, session_scope
+from conductor.db import make_engine
 from conductor.settings import Settings
-from conductor.transitions import HOLDING
 
 
 @dataclass
@@ -88,13 +87,12 @@ def _wait_dead(handle: ray.actor.ActorHandle, timeout: float) -> None:
 
 
 def _held_jobs(settings: Settings) -> dict[str, list[int]]:
+    """各节点上仍占用资源的作业 id。"""
     engine = make_engine(settings.database_url or "", pool_size=1)
     try:
-        with session_scope(engine) as session:
-            rows = session.execute(text(f"SELECT node_id, id FROM jobs WHERE {HOLDING}"))
-            held: dict[str, list[int]] = defaultdict(list)
-            for node_id, job_id in rows:
-                held[node_id].append(job_id)
-            return dict(held)
+        held: dict[str, list[int]] = defaultdict(list)
+        for job in load_held_jobs(engine):
+            held[job.node_id].append(job.job_id)
+        return dict(held)
     finally:
         engine.dispose()

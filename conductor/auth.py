@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import Session
 
 from conductor.db import session_scope
 from conductor.errors import ConductorError
-from conductor.models import ApiToken, LoginCode
+from conductor.models import ApiToken
+from conductor.store import tokens as store
 from conductor.tokenfile import create_private
 
 TOKEN_PREFIX = "cdt_"
@@ -64,14 +64,18 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", errors="surrogateescape")).hexdigest()
 
 
-def _token_row(plain: str, account: str | None, admin: bool, note: str) -> ApiToken:
-    return ApiToken(
+def _store_token(
+    session: Session, plain: str, account: str | None, admin: bool, note: str
+) -> ApiToken:
+    """只存摘要与供辨认的前缀。"""
+    row = ApiToken(
         token_hash=hash_token(plain),
         prefix=plain[:SHOWN_PREFIX],
         account=account,
         is_admin=admin,
         note=note[:255],
     )
+    return store.add_token(session, row)
 
 
 def create_token(
@@ -83,38 +87,31 @@ def create_token(
     if account is not None and not 1 <= len(account) <= 255:
         raise ValueError("账户名长度应为 1–255")
     plain = new_token()
-    row = _token_row(plain, account, admin, note)
     with session_scope(engine) as session:
-        session.add(row)
-        session.flush()
-        session.refresh(row)
+        row = _store_token(session, plain, account, admin, note)
     return row, plain
 
 
 def list_tokens(engine: Engine, include_revoked: bool = False) -> list[ApiToken]:
-    query = select(ApiToken).order_by(ApiToken.id)  # type: ignore[arg-type]
-    if not include_revoked:
-        query = query.where(ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
     with session_scope(engine) as session:
-        return list(session.exec(query))
+        return store.tokens(session, include_revoked)
 
 
 def revoke_token(engine: Engine, token_id: int) -> ApiToken:
     """吊销令牌（幂等）：之后用它的请求立即得到 401。"""
     with session_scope(engine) as session:
-        row = session.get(ApiToken, token_id)
+        row = store.token(session, token_id)
         if row is None:
             raise TokenNotFound(f"令牌 {token_id} 不存在")
         if row.revoked_at is None:
-            row.revoked_at = datetime.now(UTC)
-            session.add(row)
+            store.revoke(session, row, datetime.now(UTC))
         return row
 
 
 def token_active(engine: Engine, token_id: int) -> bool:
     """令牌仍然有效（存在且未被吊销）：长时间的请求（跟随日志）据此定期复查。"""
     with session_scope(engine) as session:
-        row = session.get(ApiToken, token_id)
+        row = store.token(session, token_id)
         return row is not None and row.revoked_at is None
 
 
@@ -124,9 +121,7 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
         return None
     digest = hash_token(token)
     with session_scope(engine) as session:
-        row = session.exec(
-            select(ApiToken).where(ApiToken.token_hash == digest)  # type: ignore[arg-type]
-        ).first()
+        row = store.token_by_hash(session, digest)
     if row is None or row.revoked_at is not None:
         return None
     # 按摘要查到的行再做一次常数时间比较（不让比较时间泄露任何信息）
@@ -165,11 +160,8 @@ def create_login_code(engine: Engine, ttl: timedelta = LOGIN_TTL) -> str:
     plain = LOGIN_PREFIX + secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     with session_scope(engine) as session:
-        session.execute(
-            text("DELETE FROM login_codes WHERE expires_at < :old OR used_at < :old"),
-            {"old": now - timedelta(days=1)},
-        )
-        session.add(LoginCode(code_hash=hash_token(plain), created_at=now, expires_at=now + ttl))
+        store.prune_login_codes(session, now - timedelta(days=1))
+        store.add_login_code(session, hash_token(plain), now, now + ttl)
     return plain
 
 
@@ -180,17 +172,11 @@ def redeem_login_code(engine: Engine, code: str) -> str | None:
     if not code.startswith(LOGIN_PREFIX) or len(code) > 200:
         return None
     with session_scope(engine) as session:
-        used = session.execute(
-            text(
-                "UPDATE login_codes SET used_at = now() WHERE code_hash = :h "
-                "AND used_at IS NULL AND expires_at > now() RETURNING id"
-            ),
-            {"h": hash_token(code)},
-        ).first()
+        used = store.use_login_code(session, hash_token(code))
         if used is None:
             return None
         plain = new_token()
-        session.add(_token_row(plain, None, True, f"网页登录（一次性登录码 {used.id}）"))
+        _store_token(session, plain, None, True, f"网页登录（一次性登录码 {used}）")
     return plain
 
 

@@ -9,12 +9,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
 from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
+from conductor.store.probe import select_one
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,4 +122,4 @@ def retry_conflicts(fn: Callable[[], T], *, what: str) -> T:
 def ping(engine: Engine) -> None:
     """SELECT 1；失败抛 DatabaseUnavailable。"""
     with session_scope(engine) as session:
-        session.execute(text("SELECT 1"))
+        select_one(session)

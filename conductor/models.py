@@ -25,7 +25,7 @@ from conductor.states import JobState
 
 # 可以参与调度的排队作业：未被挂起、依赖已满足（或没有依赖）。索引与调度器的查询共用这一条件
 RUNNABLE = "state = 'PENDING' AND NOT held AND dependency_state IN ('NONE', 'SATISFIED')"
-# 等待依赖的排队作业（部分索引与 queue.py 的查询共用）
+# 等待依赖的排队作业（部分索引与 store/dependencies.py 的查询共用）
 WAITING = "state = 'PENDING' AND dependency_state = 'WAITING'"
 # 同一集合的另一种写法（等待依赖的作业不会被认领，只会排队或被取消，取消即有 end_time）。
 # 按被依赖作业找等待者的索引与查询用它：不提 state，ix_jobs_dependency_waiting 就无从匹配——
@@ -65,7 +65,7 @@ class JobBase(SQLModel):
 
 
 class Job(JobBase, table=True):
-    """jobs 表：作业状态的唯一事实来源。状态只经 transitions.py 的带条件 UPDATE 改变。"""
+    """jobs 表：作业状态的唯一事实来源。状态只经 store/transitions.py 的带条件 UPDATE 改变。"""
 
     __tablename__ = "jobs"
     __table_args__ = (

@@ -16,7 +16,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conductor.limits import NO_LIMIT, AccountLimit, limit_reason
+from conductor.limits import NO_LIMIT, AccountLimit, blocking_reason, limit_for
+from conductor.reasons import DEPENDENCY, Usage, blocked
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,24 @@ def free_cpus(
     return int(sum(idle.values())), {name: int(cpus) for name, cpus in by_partition.items()}
 
 
+def saturated(
+    running: Sequence[RunningJob],
+    limits: Mapping[str, AccountLimit],
+    array_limits: Mapping[int, int],
+) -> tuple[list[str], list[int]]:
+    """此刻已到上限、本轮不可能再启动任何作业的账户与数组（读队首时整体跳过）。"""
+    usage = Usage()
+    for r in running:
+        usage.add(r.account, r.cpus, r.array_job_id)
+    accounts = [
+        a
+        for a in usage.jobs
+        if blocking_reason(limit_for(limits, a), usage.jobs[a], usage.cpus[a], 1) is not None
+    ]
+    arrays = [a for a, n in usage.arrays.items() if a in array_limits and n >= array_limits[a]]
+    return accounts, arrays
+
+
 @dataclass(frozen=True)
 class Snapshot:
     nodes: Sequence[NodeView]
@@ -141,18 +160,25 @@ class Snapshot:
 def plan(snap: Snapshot) -> Plan:
     """按优先级依次放置，EASY 回填；返回放置与等待原因（Slurm 的 Reason 名称）。"""
     nodes = {n.node_id: _Node(n, n.total_cpus, n.total_memory) for n in snap.nodes}
-    acct_jobs: dict[str, int] = defaultdict(int)
-    acct_cpus: dict[str, int] = defaultdict(int)
-    array_running: dict[int, int] = defaultdict(int)
+    usage = Usage()
     for r in snap.running:
-        _count(r.account, r.cpus, r.array_job_id, acct_jobs, acct_cpus, array_running)
+        usage.add(r.account, r.cpus, r.array_job_id)
         node = nodes.get(r.node_id)
         if node is not None:
             _take(node, r.cpus, r.memory_bytes, r.exclusive, r.expected_end)
     result = Plan()
     reserved_partitions: set[str] = set()
     for job in snap.pending:
-        reason = _blocked(job, snap, acct_jobs, acct_cpus, array_running)
+        reason = blocked(
+            None if job.runnable else DEPENDENCY,
+            snap.exceeds_partition_max(job.partition, job.time_limit),
+            snap.account_limits(job.account),
+            usage,
+            job.account,
+            job.cpus,
+            job.array_job_id,
+            job.array_max_running,
+        )
         if reason is not None:
             result.reasons[job.job_id] = reason
             continue
@@ -174,7 +200,7 @@ def plan(snap: Snapshot) -> Plan:
             best = min(candidates, key=lambda n: _best_fit_key(job, n))
             _take(best, job.cpus, job.memory_bytes, job.exclusive, end)
             _charge_reservations(best, job, end)
-            _count(job.account, job.cpus, job.array_job_id, acct_jobs, acct_cpus, array_running)
+            usage.add(job.account, job.cpus, job.array_job_id)
             result.placements.append(Placement(job.job_id, best.view.node_id, best.view.node_name))
             continue
         if job.partition in reserved_partitions:
@@ -191,43 +217,6 @@ def plan(snap: Snapshot) -> Plan:
         node.reserved.append([start, spare_cpus, spare_memory])
         result.reservations.append(Reservation(job.job_id, node.view.node_id, start))
     return result
-
-
-def _count(
-    account: str,
-    cpus: int,
-    array_job_id: int | None,
-    acct_jobs: dict[str, int],
-    acct_cpus: dict[str, int],
-    array_running: dict[int, int],
-) -> None:
-    acct_jobs[account] += 1
-    acct_cpus[account] += cpus
-    if array_job_id is not None:
-        array_running[array_job_id] += 1
-
-
-def _blocked(
-    job: PendingJob,
-    snap: Snapshot,
-    acct_jobs: Mapping[str, int],
-    acct_cpus: Mapping[str, int],
-    array_running: Mapping[int, int],
-) -> str | None:
-    """不看资源就能判定的等待原因；这些作业不参与预留。"""
-    if not job.runnable:
-        return "Dependency"
-    if snap.exceeds_partition_max(job.partition, job.time_limit):
-        return "PartitionTimeLimit"
-    return limit_reason(
-        snap.account_limits(job.account),
-        acct_jobs.get(job.account, 0),
-        acct_cpus.get(job.account, 0),
-        job.cpus,
-        job.array_job_id,
-        job.array_max_running,
-        array_running,
-    )
 
 
 def _take(node: _Node, cpus: int, memory: int, exclusive: bool, end: float | None) -> None:

@@ -16,8 +16,3 @@ MAX_PRIORITY = 1_000_000
 def queue_rank(priority: int, submit_time: datetime) -> float:
     """越小越靠前：priority 每高 1，相当于早提交 1 分钟。"""
     return submit_time.timestamp() / 60.0 - priority
-
-
-def effective_priority(priority: int, submit_time: datetime, now: datetime) -> float:
-    """展示用的有效优先级（priority + 已等待分钟数）。"""
-    return priority + max(0.0, (now - submit_time).total_seconds() / 60.0)

@@ -1,6 +1,6 @@
 """作业状态：枚举、终态集合、允许的转换与纯函数 can_transition。
 
-数据库用带条件的 UPDATE 执行同一规则（见 transitions.py）。
+数据库用带条件的 UPDATE 执行同一规则（见 store/transitions.py：WHERE 里的源状态由这张表推出）。
 """
 
 from __future__ import annotations

@@ -9,19 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlmodel import Session
+
+from conductor.store import metrics as store
 
 # 提交→开始延迟的桶（秒）：批处理作业从亚秒到数小时。与迁移 0005_security 的 BUCKETS 相同
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
-
-# 把全部增量换成每类一行：并发的合并各自删掉自己看到的行、各写一行和，总数不变
-_COMPACT = text(
-    "WITH gone AS (DELETE FROM job_stats RETURNING kind, label, n, total) "
-    "INSERT INTO job_stats (kind, label, n, total) "
-    "SELECT kind, label, SUM(n), SUM(total) FROM gone GROUP BY kind, label HAVING SUM(n) <> 0"
-)
-_READ = text("SELECT kind, label, SUM(n) AS n, SUM(total) AS total FROM job_stats GROUP BY 1, 2")
 
 
 @dataclass(frozen=True)
@@ -34,18 +27,13 @@ class JobFigures:
     latency_sum: float
 
 
-def compact(session: Session) -> None:
-    """合并增量（读取时与定期各做一次，表不会因为没人抓取而一直变大）。"""
-    session.execute(_COMPACT)
-
-
 def job_figures(session: Session) -> JobFigures:
     """合并增量后读出计数。"""
-    compact(session)
+    store.compact(session)
     counts: dict[str, int] = {}
     buckets = [0] * (len(LATENCY_BUCKETS) + 1)
     latency_sum = 0.0
-    for r in session.execute(_READ):
+    for r in store.stats_rows(session):
         if r.kind == "state":
             counts[r.label] = int(r.n)
         elif r.kind == "started":

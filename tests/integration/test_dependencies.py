@@ -18,8 +18,8 @@ from conductor.dependencies import parse_dependency
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import MIGRATIONS
 from conductor.models import Job
-from conductor.queue import DEPENDENCY_LOOKBACK, DependencyCursor, resolve_dependencies
-from conductor.transitions import set_dependency_states
+from conductor.resolver import DEPENDENCY_LOOKBACK, DependencyCursor, resolve_dependencies
+from conductor.store.dependencies import set_dependency_states
 
 BATCH = 10
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from conductor import queue, transitions
 from conductor.db import make_engine
-from conductor.queue import DEPENDENCY_LOOKBACK
+from conductor.resolver import DEPENDENCY_LOOKBACK
+from conductor.store import dependencies, queue, transitions
 from tests.helpers import insert_pending
 
 QUEUED = 20_000
@@ -82,13 +82,13 @@ def test_dependency_checks_use_their_partial_indexes_even_with_stale_statistics(
 ) -> None:
     changed = _plan(
         stale_engine,
-        queue._CHANGED.text,
+        dependencies._CHANGED.text,
         {"since": None, "lookback": DEPENDENCY_LOOKBACK, "n": 1000},
     )
     assert "ix_jobs_changed" in changed, changed
     dependents = _plan(
         stale_engine,
-        queue._DEPENDENTS.text,
+        dependencies._DEPENDENTS.text,
         {"ids": list(range(1, 1001)), "accounts": ["bench"], "names": ["queued"], "n": 1000},
     )
     assert "ix_jobs_dependency_targets" in dependents, dependents
@@ -99,7 +99,7 @@ def test_dependency_checks_use_their_partial_indexes_even_with_stale_statistics(
             text("SELECT reloptions FROM pg_class WHERE relname = 'ix_jobs_dependency_targets'")
         ).scalar_one()
     assert options == ["fastupdate=off"]
-    for sweep in (queue._SWEEP, queue._SWEEP_WRAP):
+    for sweep in (dependencies._SWEEP, dependencies._SWEEP_WRAP):
         plan = _plan(stale_engine, sweep.text, {"after": 0, "upto": QUEUED, "n": 1000})
         assert "ix_jobs_dependency_waiting" in plan, plan
 

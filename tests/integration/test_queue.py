@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from conductor import queue
 from conductor.db import make_engine, session_scope
+from conductor.store import queue
 from tests.helpers import insert_pending
 
 

@@ -13,13 +13,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from conductor import transitions
 from conductor.db import make_engine, session_scope
 from conductor.migrate import MIGRATIONS, upgrade
 from conductor.models import Job
 from conductor.policy import Placement
 from conductor.states import JobState
-from conductor.transitions import CancelResult, Outcome
+from conductor.store import orphans, transitions
+from conductor.store.transitions import CancelResult, Outcome
 
 MIB = 1024**2
 _tokens = itertools.count(1)
@@ -579,6 +579,6 @@ def test_orphan_tokens_of_a_new_agent(engine: Engine) -> None:
             {"id": long_ago[0]},
         )
 
-    tokens = do(engine, transitions.orphan_tokens, "orph-n", "10.0.0.9", "agent-new", 3600.0)
+    tokens = do(engine, orphans.orphan_tokens, "orph-n", "10.0.0.9", "agent-new", 3600.0)
     assert sorted(tokens) == sorted([held_old[1], lost[1], lost_same_host[1]])
     assert held_mine[1] not in tokens and held_elsewhere[1] not in tokens

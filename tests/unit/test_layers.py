@@ -1,4 +1,4 @@
-"""依赖方向：api → cluster → conductor，api → conductor。conductor 不导入 fastapi 与 ray。"""
+"""依赖方向：api → cluster → conductor，api → conductor。conductor 不导入 fastapi 与 ray；SQL 只在 conductor/store。"""
 
 from __future__ import annotations
 
@@ -34,3 +34,83 @@ def test_package_does_not_import_upper_layers(package: str) -> None:
         if _imports(path) & FORBIDDEN[package]
     }
     assert offenders == {}
+
+
+# SQL 只在 conductor/store：表定义（models.py，含约束与触发器的 DDL）与迁移除外
+SQL_BUILDERS = {"text", "select", "insert", "update", "delete"}
+SQL_MODULES = {"sqlalchemy", "sqlmodel"}
+SQL_PACKAGES = ("conductor", "cluster", "api")
+SQL_EXEMPT = ("conductor/store/", "conductor/migrations/", "conductor/models.py")
+# 临时：调度器与节点代理的 SQL 正由另一条工作线搬进 store，合并时删掉这一行
+SQL_ALLOWLIST = {"cluster/scheduler.py", "cluster/agent.py"}
+
+
+def _sql_uses(path: Path) -> list[str]:
+    """文件里构造或执行 SQL 的地方：调用从 sqlalchemy/sqlmodel 导入的 text/select/insert/update/delete，
+    以及把字符串字面量直接交给 session.exec/execute。"""
+    tree = ast.parse(path.read_text())
+    builders: set[str] = set()
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in SQL_MODULES:
+                builders.update(a.asname or a.name for a in node.names if a.name in SQL_BUILDERS)
+        elif isinstance(node, ast.Import):
+            modules.update(
+                a.asname or a.name for a in node.names if a.name.split(".")[0] in SQL_MODULES
+            )
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in builders:
+            found.append(f"{node.lineno}: {func.id}(")
+        elif isinstance(func, ast.Attribute):
+            if (
+                func.attr in SQL_BUILDERS
+                and isinstance(func.value, ast.Name)
+                and func.value.id in modules
+            ):
+                found.append(f"{node.lineno}: {func.value.id}.{func.attr}(")
+            elif (
+                func.attr in ("exec", "execute", "exec_driver_sql")
+                and node.args
+                and isinstance(node.args[0], (ast.Constant, ast.JoinedStr))
+            ):
+                found.append(f"{node.lineno}: {func.attr}(<字符串>)")
+    return found
+
+
+def test_sql_only_in_store() -> None:
+    offenders = {}
+    for package in SQL_PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = str(path.relative_to(ROOT))
+            if name.startswith(SQL_EXEMPT) or name in SQL_ALLOWLIST:
+                continue
+            if uses := _sql_uses(path):
+                offenders[name] = uses
+    assert offenders == {}
+
+
+def test_sql_check_sees_what_it_forbids(tmp_path: Path) -> None:
+    """检查本身：别名导入、模块属性与原始字符串都算；别处来的同名函数不算。"""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import sqlalchemy as sa\n"
+        "from sqlmodel import select as pick\n"
+        "from selectors import select\n"
+        "sa.text('SELECT 1')\n"
+        "pick(Job)\n"
+        "select([])\n"
+        "session.execute('SELECT 1')\n"
+        "session.execute(f'SELECT {x}')\n"
+        "session.execute(STATEMENT)\n"
+    )
+    assert _sql_uses(sample) == [
+        "4: sa.text(",
+        "5: pick(",
+        "7: execute(<字符串>)",
+        "8: execute(<字符串>)",
+    ]

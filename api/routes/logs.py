@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
-from api.auth import CurrentPrincipal, load_visible_job
-from api.routes import JobId
-from api.runtime import Runtime, get_runtime
+from api.auth import load_visible_job
+from api.deps import JobId, PrincipalDep, RuntimeDep
+from api.runtime import Runtime
 from conductor.auth import Principal, token_active
 from conductor.errors import ClusterUnavailable, LogUnreadable
 from conductor.models import Job
@@ -79,8 +79,8 @@ LOG_RESPONSES: dict[int | str, dict] = {
 )
 async def job_logs(
     job_id: JobId,
-    principal: CurrentPrincipal,
-    rt: Runtime = Depends(get_runtime),
+    principal: PrincipalDep,
+    rt: RuntimeDep,
     stream: Annotated[LogStream, Query(description="读取哪个输出：stdout 或 stderr")] = (
         LogStream.stdout
     ),

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from itertools import accumulate
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -23,14 +23,15 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
-from api.runtime import Runtime, get_runtime
-from conductor import transitions
+from api.deps import RuntimeDep
+from api.runtime import Runtime
 from conductor.db import session_scope
 from conductor.errors import ConductorError
 from conductor.states import JobState
-from conductor.stats import LATENCY_BUCKETS, compact, job_figures
+from conductor.stats import LATENCY_BUCKETS, job_figures
+from conductor.store import jobs as job_store
+from conductor.store import metrics as metric_store
 
 router = APIRouter()
 log = logging.getLogger("conductor.api")
@@ -53,7 +54,7 @@ async def compact_periodically(rt: Runtime) -> None:
 
 def _compact(rt: Runtime) -> None:
     with session_scope(rt.engine) as session:
-        compact(session)
+        metric_store.compact(session)
 
 
 class ConductorCollector(Collector):
@@ -66,8 +67,8 @@ class ConductorCollector(Collector):
         rt = self.rt
         with session_scope(rt.engine) as session:
             figures = job_figures(session)
-            held = transitions.held_by_node(session)
-            starts = session.execute(text("SELECT COUNT(*) FROM scheduler_epochs")).scalar_one()
+            held = job_store.held_by_node(session)
+            starts = metric_store.scheduler_starts(session)
 
         counts = figures.counts
         jobs = GaugeMetricFamily("conductor_jobs", "各状态的作业数", labels=["state"])
@@ -154,6 +155,6 @@ def registry_for(request: Request, rt: Runtime) -> CollectorRegistry:
         }
     },
 )
-def metrics(request: Request, rt: Runtime = Depends(get_runtime)) -> Response:
+def metrics(request: Request, rt: RuntimeDep) -> Response:
     """Prometheus 抓取端点：作业、队列、延迟、CPU、对账与调度器重启。"""
     return Response(generate_latest(registry_for(request, rt)), media_type=CONTENT_TYPE_LATEST)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from api.auth import CurrentPrincipal
+from api.deps import JobId, PrincipalDep, RuntimeDep
 from api.lookup import load_targets
-from api.routes import JobId
-from api.runtime import Runtime, get_runtime
+from api.runtime import Runtime
 from api.schemas import JobUpdateRequest, MessageResponse
-from conductor import transitions
 from conductor.auth import Principal
 from conductor.db import retry_conflicts, session_scope
 from conductor.errors import JobNotPending
 from conductor.models import Job
 from conductor.priority import queue_rank
 from conductor.states import JobState
+from conductor.store import jobs as store
 from conductor.timefmt import format_limit, parse_time_limit
 
 router = APIRouter()
@@ -35,7 +34,7 @@ def _set_held(ref: str, held: bool, principal: Principal, rt: Runtime) -> Messag
     def apply() -> list[int]:
         with session_scope(rt.engine) as session:
             jobs = _pending(load_targets(session, ref, principal), ref, action)
-            return transitions.set_held(session, [j.id or 0 for j in jobs], held)
+            return store.set_held(session, [j.id or 0 for j in jobs], held)
 
     changed = retry_conflicts(apply, what=f"{action}作业 {ref}")
     rt.cluster.wake()
@@ -43,17 +42,13 @@ def _set_held(ref: str, held: bool, principal: Principal, rt: Runtime) -> Messag
 
 
 @router.post("/jobs/{job_id}/hold", response_model=MessageResponse)
-def hold(
-    job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
-) -> MessageResponse:
+def hold(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageResponse:
     """挂起排队中的作业（scontrol hold）：放行前不会启动，等待原因 JobHeldUser。"""
     return _set_held(job_id, True, principal, rt)
 
 
 @router.post("/jobs/{job_id}/release", response_model=MessageResponse)
-def release(
-    job_id: JobId, principal: CurrentPrincipal, rt: Runtime = Depends(get_runtime)
-) -> MessageResponse:
+def release(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageResponse:
     """放行被挂起的作业（scontrol release），按原来的优先级与提交时间排队。"""
     return _set_held(job_id, False, principal, rt)
 
@@ -62,21 +57,21 @@ def release(
 def update(
     job_id: JobId,
     req: JobUpdateRequest,
-    principal: CurrentPrincipal,
-    rt: Runtime = Depends(get_runtime),
+    principal: PrincipalDep,
+    rt: RuntimeDep,
 ) -> MessageResponse:
     """修改排队中作业的优先级或时限（scontrol update）；时限不能超过分区上限。"""
     partitions = rt.partitions
-    limit = None if req.time_limit is None else (parse_time_limit(req.time_limit),)
+    limit = store.KEEP if req.time_limit is None else parse_time_limit(req.time_limit)
 
     def apply() -> list[Job]:
         with session_scope(rt.engine) as session:
             jobs = _pending(load_targets(session, job_id, principal), job_id, "修改")
             for job in jobs:
-                if limit is not None:
-                    partitions.time_limit(partitions.get(job.partition), limit[0], given=True)
+                if limit is not store.KEEP:
+                    partitions.time_limit(partitions.get(job.partition), limit, given=True)
                 rank = None if req.priority is None else queue_rank(req.priority, job.submit_time)
-                transitions.update_pending(session, job.id or 0, req.priority, rank, limit)
+                store.update_pending(session, job.id or 0, req.priority, rank, limit)
             return jobs
 
     jobs = retry_conflicts(apply, what=f"修改作业 {job_id}")
@@ -84,8 +79,8 @@ def update(
     changes = []
     if req.priority is not None:
         changes.append(f"优先级 {req.priority}")
-    if limit is not None:
-        changes.append(f"时限 {format_limit(limit[0])}")
+    if limit is not store.KEEP:
+        changes.append(f"时限 {format_limit(limit)}")
     return MessageResponse(
         msg=f"作业 {job_id}：已修改 {len(jobs)} 个排队中的作业（{'，'.join(changes) or '无改动'}）"
     )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.runtime import Runtime, get_runtime
+from api.deps import RuntimeDep
 from conductor.auth import redeem_login_code
 from conductor.errors import Unauthorized
 
@@ -32,7 +32,7 @@ class LoginResponse(BaseModel):
 
 
 @router.post("/auth/login", response_model=LoginResponse)
-async def login(req: LoginRequest, rt: Runtime = Depends(get_runtime)) -> LoginResponse:
+async def login(req: LoginRequest, rt: RuntimeDep) -> LoginResponse:
     """用一次性登录码换一个管理员令牌（新增接口，网页登录用）；登录码用过或过期时 401。"""
     token = await asyncio.to_thread(redeem_login_code, rt.engine, req.code)
     if token is None:

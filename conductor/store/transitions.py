@@ -1,7 +1,8 @@
-"""作业状态的全部改变：每个都是一条带条件的 UPDATE（比较并交换）。
+"""作业状态的全部改变：每个都是一条带条件的 UPDATE（比较并交换），外加资源的归还。
 
 终态永不改变；API 取消、节点代理上报结束、调度器对账彼此竞争时，
 谁的条件先成立谁生效，另一方得到“未改变”，不会互相覆盖。
+WHERE 里的源状态由 states.ALLOWED_TRANSITIONS 推出（_sources），转换表是唯一的规则。
 资源释放（released_at）与状态分开：取消后进程可能还在宽限期内运行，
 资源要等执行真正结束才归还，且只归还一次。
 """
@@ -16,7 +17,7 @@ from sqlmodel import Session
 
 from conductor.models import RUNNABLE
 from conductor.policy import Placement
-from conductor.states import JobState, sources_of
+from conductor.states import JobState, can_transition, sources_of
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,14 @@ class CancelResult:
     node_id: str | None
 
 
-def _states(target: JobState) -> list[str]:
-    return [s.value for s in sources_of(target)]
+def _sources(*targets: JobState) -> str:
+    """能转换到全部 targets 的源状态，写成 SQL 的 IN 列表（按枚举的声明顺序）。"""
+    common = set.intersection(*(set(sources_of(t)) for t in targets))
+    return ", ".join(f"'{s.value}'" for s in JobState if s in common)
 
 
-_TERMINAL_FROM_RUNNING = [JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.NODE_FAIL]
+# 执行结束时可以写下的终态；CANCELLED 只由用户的取消写入
+EXECUTION_ENDS = (JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.NODE_FAIL)
 
 
 # 热路径上的语句在模块加载时构造一次，不在每次调用时重建
@@ -62,7 +66,9 @@ _CLAIM = text(
     FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
                 CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
          AS v(id, node_id, node_name, token, agent_id, host)
-    WHERE jobs.id = v.id AND (CASE WHEN {RUNNABLE} THEN true ELSE false END)
+    WHERE jobs.id = v.id
+          AND (CASE WHEN jobs.state IN ({_sources(JobState.RUNNING)}) AND {RUNNABLE}
+                    THEN true ELSE false END)
     RETURNING jobs.*
     """
 )
@@ -96,13 +102,13 @@ def claim(
 
 # RUNNING → 终态（令牌为栅栏）
 _FINISH = text(
-    """
+    f"""
     UPDATE jobs SET state = v.state, exit_code = v.exit_code, error_msg = v.error_msg,
            end_time = clock_timestamp()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:states AS text[]),
                 CAST(:codes AS text[]), CAST(:msgs AS text[]), CAST(:tokens AS text[]))
          AS v(id, state, exit_code, error_msg, token)
-    WHERE jobs.id = v.id AND jobs.state = 'RUNNING'
+    WHERE jobs.id = v.id AND jobs.state IN ({_sources(*EXECUTION_ENDS)})
           AND (v.token IS NULL OR jobs.token = v.token)
     RETURNING jobs.id
     """
@@ -127,7 +133,7 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
     if not outcomes:
         return []
     for o in outcomes:
-        if o.state not in _TERMINAL_FROM_RUNNING:
+        if o.state not in EXECUTION_ENDS:
             raise ValueError(f"不能以 {o.state} 结束作业")
     ids = [o.job_id for o in outcomes]
     codes = [o.exit_code for o in outcomes]
@@ -187,17 +193,6 @@ def release(
 HOLDING = "node_id IS NOT NULL AND released_at IS NULL"
 
 
-def held_by_node(session: Session) -> dict[str, tuple[float, float]]:
-    """各节点仍被占用的 (CPU, 内存字节)。调度器与 /dashboard 共用，资源账只从数据库推导。"""
-    rows = session.execute(
-        text(
-            "SELECT node_id, SUM(cpus) AS cpus, SUM(memory_bytes) AS mem FROM jobs "
-            f"WHERE {HOLDING} GROUP BY node_id"
-        )
-    )
-    return {r.node_id: (float(r.cpus), float(r.mem)) for r in rows}
-
-
 def cancel(session: Session, job_id: int) -> CancelResult | None:
     """PENDING/RUNNING → CANCELLED。作业不存在时返回 None。
 
@@ -209,7 +204,7 @@ def cancel(session: Session, job_id: int) -> CancelResult | None:
     if old is None:
         return None
     previous = JobState(old.state)
-    if previous.value not in _states(JobState.CANCELLED):
+    if not can_transition(previous, JobState.CANCELLED):
         return CancelResult(previous=previous, changed=False, node_id=old.node_id)
     session.execute(
         text(
@@ -224,6 +219,18 @@ def cancel(session: Session, job_id: int) -> CancelResult | None:
     return CancelResult(previous=previous, changed=True, node_id=old.node_id)
 
 
+_REQUEUE = text(
+    f"""
+    UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
+           node_name = NULL, node_host = NULL, epoch = NULL, token = NULL, agent_id = NULL,
+           released_at = NULL
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
+    WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state IN ({_sources(JobState.PENDING)})
+    RETURNING jobs.id
+    """
+)
+
+
 def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
     """RUNNING → PENDING：仅限确定从未启动的作业（认领后、交给代理前调度器崩溃）。
 
@@ -233,16 +240,7 @@ def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
     if not claims:
         return []
     rows = session.execute(
-        text(
-            """
-            UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
-                   node_name = NULL, node_host = NULL, epoch = NULL, token = NULL, agent_id = NULL,
-                   released_at = NULL
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
-            WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state = 'RUNNING'
-            RETURNING jobs.id
-            """
-        ),
+        _REQUEUE,
         {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
     )
     return [r[0] for r in rows]
@@ -257,129 +255,3 @@ def settle_lost(
     已取消而进程随节点消失的作业只释放资源。返回状态真正改变的作业 id。
     """
     return finish(session, [Outcome(j, state, None, reason, token) for j, token in claims])
-
-
-def set_held(session: Session, job_ids: Sequence[int], held: bool) -> list[int]:
-    """挂起或放行排队中的作业；返回状态确实改变的作业 id（只有 PENDING 的作业能挂起）。"""
-    rows = session.execute(
-        text(
-            "UPDATE jobs SET held = :held WHERE id = ANY(:ids) AND state = 'PENDING' "
-            "AND held <> :held RETURNING id"
-        ),
-        {"ids": list(job_ids), "held": held},
-    )
-    return [r[0] for r in rows]
-
-
-def update_pending(
-    session: Session,
-    job_id: int,
-    priority: int | None,
-    queue_rank: float | None,
-    time_limit: tuple[int | None] | None,
-) -> bool:
-    """修改排队中作业的优先级（连同排序键）或时限；作业已不在排队返回 False。
-
-    time_limit 用一元组包装，以区分“不修改”（None）与“改为不限时”（(None,)）。
-    """
-    sets = []
-    params: dict[str, object] = {"id": job_id}
-    if priority is not None:
-        sets += ["priority = :priority", "queue_rank = :rank"]
-        params |= {"priority": priority, "rank": queue_rank}
-    if time_limit is not None:
-        sets.append("time_limit_seconds = :limit")
-        params["limit"] = time_limit[0]
-    if not sets:
-        return True
-    row = session.execute(
-        text(
-            f"UPDATE jobs SET {', '.join(sets)} WHERE id = :id AND state = 'PENDING' RETURNING id"
-        ),
-        params,
-    ).first()
-    return row is not None
-
-
-# 等待原因：别人正锁着的行跳过
-_SET_REASONS = text(
-    """
-    UPDATE jobs SET state_reason = v.reason
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:reasons AS text[])) AS v(id, reason)
-    WHERE jobs.id = v.id AND jobs.id IN (
-        SELECT id FROM jobs WHERE id = ANY(:ids) AND state = 'PENDING'
-        ORDER BY id FOR UPDATE SKIP LOCKED
-    )
-    """
-)
-
-
-def set_reasons(session: Session, reasons: dict[int, str]) -> None:
-    """记录调度器给出的等待原因（只写仍在排队的作业）。"""
-    if not reasons:
-        return
-    # 原因只是提示：别人正锁着的行跳过（下一轮再写），不为它等锁，也就不会与取消等操作死锁
-    session.execute(
-        _SET_REASONS,
-        {"ids": list(reasons), "reasons": list(reasons.values())},
-    )
-
-
-def set_dependency_states(session: Session, states: dict[int, str]) -> None:
-    """记录依赖的判定结果（只改仍在等待依赖的排队作业）。"""
-    if not states:
-        return
-    session.execute(
-        text(
-            """
-            UPDATE jobs SET dependency_state = v.dep,
-                   eligible_time = CASE WHEN v.dep = 'SATISFIED' THEN clock_timestamp()
-                                        ELSE eligible_time END
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:deps AS text[])) AS v(id, dep)
-            WHERE jobs.id = v.id AND jobs.state = 'PENDING' AND jobs.dependency_state = 'WAITING'
-            """
-        ),
-        {"ids": list(states), "deps": list(states.values())},
-    )
-
-
-# 新代理上任时要清理的令牌：本节点上不归它的、仍占用资源的执行（随前任死亡），以及本节点
-# （或同一地址的旧节点）上最近以 FAILED/NODE_FAIL/CANCELLED 结束、不归它的执行（已被对账或
-# doctor 判为丢失，孤儿进程可能还在）。两半分开查，各走各的索引
-_ORPHANS = text(
-    """
-    SELECT token FROM jobs
-    WHERE node_id = :node AND released_at IS NULL AND token IS NOT NULL
-          AND agent_id IS DISTINCT FROM :agent
-    UNION
-    (SELECT token FROM jobs
-     WHERE state IN ('FAILED', 'NODE_FAIL', 'CANCELLED') AND released_at IS NOT NULL
-           AND token IS NOT NULL AND agent_id IS DISTINCT FROM :agent
-           AND (node_id = :node OR node_host = :host)
-           AND end_time > clock_timestamp() - make_interval(secs => :window)
-     ORDER BY end_time DESC LIMIT :limit)
-    """
-)
-
-
-def orphan_tokens(
-    session: Session, node_id: str, host: str, agent_id: str, window: float, limit: int = 1000
-) -> list[str]:
-    """随本节点的前任代理丢失的执行的令牌（新代理据此按令牌清理孤儿进程）。
-
-    window 为“最近结束”的秒数；limit 限制后一半的条数，免得繁忙节点上的一次启动扫描太多。"""
-    rows = session.execute(
-        _ORPHANS,
-        {"node": node_id, "host": host, "agent": agent_id, "window": window, "limit": limit},
-    )
-    return [r[0] for r in rows]
-
-
-def jobs_by_token(session: Session, tokens: Sequence[str]) -> dict[str, int]:
-    """令牌 → 作业 id（只含本库认识的令牌；别的 Conductor 实例的令牌不在其中）。"""
-    if not tokens:
-        return {}
-    rows = session.execute(
-        text("SELECT token, id FROM jobs WHERE token = ANY(:tokens)"), {"tokens": list(tokens)}
-    )
-    return {r.token: r.id for r in rows}

@@ -1,0 +1,238 @@
+"""作业：查询（GET /jobs/query/{id}）、取消（POST /jobs/cancel/{id}）与列表（GET /jobs）。
+
+别的账户的作业视同不存在（404）；排队中的作业附上等待原因（conductor/reasons.py 推导）。
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlmodel import Session
+
+from api.deps import JobId, PrincipalDep, RuntimeDep
+from api.lookup import load_job, load_targets, whole_array
+from api.runtime import Runtime
+from api.schemas import (
+    ArrayTask,
+    JobDetail,
+    JobListItem,
+    JobListResponse,
+    JobLog,
+    JobQueryResponse,
+    JobSummary,
+    JobTimes,
+    MessageResponse,
+)
+from conductor.db import retry_conflicts, session_scope
+from conductor.errors import ConductorError
+from conductor.limits import limit_for
+from conductor.models import Job
+from conductor.reasons import Usage, blocked, gate
+from conductor.states import JobState
+from conductor.store import jobs as store
+from conductor.store import transitions
+from conductor.timefmt import format_elapsed, format_limit, iso_utc
+
+router = APIRouter()
+
+
+def _logs(job: Job, rt: Runtime) -> JobLog:
+    if job.node_id is None:
+        return JobLog(stdout="", stderr="")
+    try:
+        logs = rt.cluster.read_logs(
+            job.node_id, job.stdout_path, job.stderr_path, owner=job.run_as_user
+        )
+    except ConductorError as exc:
+        note = f"[无法读取日志：{exc.message}]"
+        return JobLog(stdout=note, stderr=note)
+
+    def show(content: str | None, path: str) -> str:
+        return content if content is not None else f"[日志文件不存在：{path}]"
+
+    return JobLog(
+        stdout=show(logs["stdout"], job.stdout_path), stderr=show(logs["stderr"], job.stderr_path)
+    )
+
+
+def _elapsed(job: Job) -> str:
+    if job.start_time is None:
+        return format_elapsed(0)
+    end = job.end_time or datetime.now(UTC)
+    return format_elapsed((end - job.start_time).total_seconds())
+
+
+def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
+    """一批作业中排队者的等待原因（按账户与数组聚合一次，不逐行查询）。"""
+    pending = [j for j in jobs if j.state == JobState.PENDING and j.id is not None]
+    if not pending:
+        return {}
+    used = store.account_usage(session, sorted({j.account for j in pending}))
+    arrays = sorted({j.array_job_id for j in pending if j.array_job_id is not None})
+    usage = Usage(
+        jobs={a: n for a, (n, _) in used.items()},
+        cpus={a: cpus for a, (_, cpus) in used.items()},
+        arrays=store.array_running(session, arrays),
+    )
+    limits = rt.settings.account_limits
+    return {
+        j.id: blocked(  # type: ignore[misc]
+            gate(j.held, j.dependency_state),
+            rt.partitions.exceeds_max(j.partition, j.time_limit_seconds),
+            limit_for(limits, j.account),
+            usage,
+            j.account,
+            j.cpus,
+            j.array_job_id,
+            j.array_max_running,
+        )
+        or j.state_reason
+        or "None"
+        for j in pending
+    }
+
+
+@router.get("/jobs/query/{job_id}", response_model=JobQueryResponse)
+def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryResponse:
+    """查询作业状态、时间、退出码与日志；排队中的作业给出等待原因。别的账户的作业视同不存在（404）。
+
+    job_id 可写作数组任务 12_3；查询数组主作业号时另列出全部任务的概况。
+    """
+    with session_scope(rt.engine) as session:
+        job = load_job(session, job_id, principal)
+        tasks = whole_array(session, job, job_id)
+        reasons = _reasons(session, [job, *(tasks or [])], rt)
+    return JobQueryResponse(
+        job_id=str(job.id),
+        state=job.state,
+        error_msg=job.error_msg,
+        time=JobTimes(
+            submit_time=iso_utc(job.submit_time),
+            start_time=iso_utc(job.start_time),
+            end_time=iso_utc(job.end_time),
+            eligible_time=iso_utc(job.eligible_time),
+            elapsed_time=_elapsed(job),
+            limit_time=format_limit(job.time_limit_seconds),
+        ),
+        job_log=_logs(job, rt),
+        detail=JobDetail(
+            job_name=job.name,
+            user=job.account,
+            partition=job.partition,
+            allocated_cpus=job.cpus,
+            allocated_nodes=1 if job.node_id else 0,
+            node_list=job.node_name or "",
+            exit_code=job.exit_code,
+            work_dir=job.work_dir,
+            data_source=job.data_source,
+            account=job.account,
+            priority=job.priority,
+            dependency=job.dependency,
+            array_job_id=job.array_job_id,
+            array_task_id=job.array_task_id,
+        ),
+        state_reason=reasons.get(job.id or 0),
+        array_tasks=None
+        if tasks is None
+        else [
+            ArrayTask(
+                job_id=t.id or 0,
+                array_task_id=t.array_task_id or 0,
+                state=t.state,
+                state_reason=reasons.get(t.id or 0),
+                exit_code=t.exit_code,
+                node_list=t.node_name or "",
+            )
+            for t in tasks
+        ],
+    )
+
+
+@router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
+def cancel(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageResponse:
+    """取消作业（幂等）。排队中的作业不再启动；运行中的作业整棵进程树被终止。
+
+    数组主作业号取消整个数组，12_3 只取消一个任务。别的账户的作业视同不存在（404）。
+    """
+
+    def cancel_all() -> tuple[list[int], dict[int, transitions.CancelResult | None]]:
+        with session_scope(rt.engine) as session:
+            ids = [(j.id or 0) for j in load_targets(session, job_id, principal)]
+            return ids, {t: transitions.cancel(session, t) for t in ids}
+
+    targets, results = retry_conflicts(cancel_all, what=f"取消作业 {job_id}")
+    changed = {t: r for t, r in results.items() if r is not None and r.changed}
+    for t, r in changed.items():
+        if r.previous is JobState.RUNNING and r.node_id:
+            rt.cluster.cancel(r.node_id, t)
+    rt.cluster.wake()
+    if len(targets) > 1:
+        return MessageResponse(
+            msg=f"作业数组 {job_id}：取消了 {len(changed)} / {len(targets)} 个任务"
+        )
+    result = results[targets[0]]
+    assert result is not None
+    if not result.changed:
+        return MessageResponse(msg=f"作业 {job_id} 已处于 {result.previous} 状态，无需取消")
+    return MessageResponse(msg=f"作业 {job_id} 已取消（原状态 {result.previous}）")
+
+
+def job_summary(job: Job) -> JobSummary:
+    """作业的概况（列表与 /dashboard 共用）。"""
+    return JobSummary(
+        job_id=job.id or 0,
+        name=job.name,
+        account=job.account,
+        state=job.state,
+        allocated_cpus=job.cpus,
+        submit_time=iso_utc(job.submit_time),
+        start_time=iso_utc(job.start_time),
+    )
+
+
+@router.get("/jobs", response_model=JobListResponse)
+def list_jobs(
+    principal: PrincipalDep,
+    rt: RuntimeDep,
+    state: Annotated[list[JobState] | None, Query(description="按状态过滤，可重复")] = None,
+    account: Annotated[str | None, Query(max_length=255, description="只看该账户")] = None,
+    partition: Annotated[str | None, Query(max_length=100, description="只看该分区")] = None,
+    name: Annotated[str | None, Query(max_length=255, description="只看该作业名")] = None,
+    array_job_id: Annotated[int | None, Query(ge=1, description="只列某个作业数组的任务")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="每页最多多少个")] = 100,
+    cursor: Annotated[int | None, Query(ge=1, description="上一页返回的 next_cursor")] = None,
+) -> JobListResponse:
+    """作业列表（新增接口）：按过滤条件、最新在前；以作业 id 为游标分页，翻页期间新提交的作业不会打乱顺序。"""
+    filters = [
+        (Job.account, account),
+        (Job.partition, partition),
+        (Job.name, name),
+        (Job.array_job_id, array_job_id),
+    ]
+    if not principal.admin:
+        filters.append((Job.account, principal.account))  # 账户令牌只看到自己的作业
+    with session_scope(rt.engine) as session:
+        jobs = store.page(session, states=state, filters=filters, before=cursor, limit=limit)
+        reasons = _reasons(session, jobs[:limit], rt)
+    page = jobs[:limit]
+    next_cursor = str(page[-1].id) if len(jobs) > limit else None
+    return JobListResponse(
+        jobs=[
+            JobListItem(
+                **job_summary(j).model_dump(),
+                partition=j.partition,
+                node_list=j.node_name or "",
+                end_time=iso_utc(j.end_time),
+                elapsed_time=_elapsed(j),
+                exit_code=j.exit_code,
+                state_reason=reasons.get(j.id or 0),
+                priority=j.priority,
+                array_job_id=j.array_job_id,
+                array_task_id=j.array_task_id,
+            )
+            for j in page
+        ],
+        next_cursor=next_cursor,
+    )
