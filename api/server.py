@@ -1,7 +1,7 @@
 """`conductor serve`：监督进程，运行并看护整个服务。
 
 按需启动内嵌 PostgreSQL（数据目录下）与本地 Ray 头节点，执行迁移，然后启动 API 进程
-（api/worker.py），等它报告就绪。收到 Ctrl-C 或 SIGTERM 时按相反顺序停止它启动的一切：
+（api/process.py），等它报告就绪。收到 Ctrl-C 或 SIGTERM 时按相反顺序停止它启动的一切：
 API 进程 → （本地 Ray 时）终止并记录运行中的作业 → Ray → PostgreSQL。
 监督进程本身不连接 Ray，Ray 集群重启也不会让它退出。
 
@@ -205,7 +205,7 @@ class Supervisor:
         rfd, wfd = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "api.worker"],
+                [sys.executable, "-m", "api.process"],
                 env=self._api_env(wfd),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

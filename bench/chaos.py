@@ -155,7 +155,7 @@ class Chaos:
             )
         )
         plan.append(
-            (rng.uniform(2, window), "API", lambda: self.kill_child("api.worker", "API 进程"))
+            (rng.uniform(2, window), "API", lambda: self.kill_child("api.process", "API 进程"))
         )
         plan.append((rng.uniform(2, window), "PostgreSQL", self.stop_postgres))
         return sorted(plan, key=lambda p: p[0])

@@ -27,7 +27,7 @@ KINDS = (
     ("ray::IDLE", "执行器"),
     ("raylet", "raylet"),
     ("gcs_server", "GCS"),
-    ("api.worker", "API"),
+    ("api.process", "API"),
 )
 
 
