@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import control, docs, errors, login, logs, metrics, openapi, ui
 from api.auth import AuthGate, announce
-from api.limits import BodyLimit
+from api.request_guard import BodyLimit
 from api.routes import router
 from api.runtime import Runtime
 
