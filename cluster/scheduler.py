@@ -36,12 +36,12 @@ from cluster.reconcile import (
     sweepers,
 )
 from conductor import queue, transitions
+from conductor.account_limits import limit_for
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable, TransactionConflict
+from conductor.exec_result import node_lost_message
 from conductor.jobspec import JobSpec
-from conductor.limits import limit_for
 from conductor.models import SchedulerEpoch
-from conductor.outcome import node_lost_message
 from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, free_cpus, plan
 from conductor.proctree import new_token
 from conductor.settings import Settings

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlmodel import Session
 
+from conductor.account_limits import AccountLimit, blocking_reason, limit_for, limit_reason
 from conductor.dependencies import Dependency, DepState, Target, evaluate, parse_dependency
-from conductor.limits import AccountLimit, blocking_reason, limit_for, limit_reason
 from conductor.models import (
     CHANGED,
     CHANGED_AT,

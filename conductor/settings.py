@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conductor.limits import AccountLimit
+from conductor.account_limits import AccountLimit
 from conductor.partitions import PartitionConfig, PartitionTable
 
 
