@@ -40,9 +40,9 @@ from cluster.executor import (
 from conductor import transitions
 from conductor.db import make_engine, session_scope
 from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
+from conductor.exec_result import ExecResult, classify, node_lost_message
 from conductor.jobspec import JobSpec
 from conductor.logtail import owner_uid, read_range, read_tail
-from conductor.outcome import ExecResult, classify, node_lost_message
 from conductor.proctree import find_job_pids, kill_job_tree, kill_job_tree_async
 from conductor.settings import Settings
 from conductor.states import JobState

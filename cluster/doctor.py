@@ -22,7 +22,7 @@ from cluster.reconcile import HeldJob, load_held_jobs
 from cluster.scheduler import SCHEDULER_NAME
 from conductor import transitions
 from conductor.db import make_engine, ping, session_scope
-from conductor.outcome import node_lost_message
+from conductor.exec_result import node_lost_message
 from conductor.settings import Settings
 from conductor.states import JobState
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from cluster.executor import RESULT_MAX_BYTES, leave_result, read_result, result_file
+from conductor.exec_result import ExecResult
 from conductor.jobspec import JobSpec
-from conductor.outcome import ExecResult
 from conductor.proctree import new_token
 from tests.helpers import pid_alive, wait_for
 
