@@ -48,12 +48,13 @@ from conductor.auth import Principal
 from conductor.db import ping, retry_conflicts, session_scope
 from conductor.dependencies import DepState
 from conductor.errors import ConductorError, Forbidden, InvalidJobRequest
+from conductor.memory import parse_memory
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
 from conductor.states import JobState
 from conductor.stats import job_figures
-from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_memory, parse_time_limit
+from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_time_limit
 
 router = APIRouter()
 RECENT = 20
