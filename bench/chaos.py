@@ -33,9 +33,9 @@ from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from conductor.proctree import TOKEN_VAR
+from harness.serve import ServeProcess
+from harness.waiting import wait_for
 from tests.conftest import private_postgres
-from tests.e2e.serve_process import ServeProcess
-from tests.helpers import wait_for
 
 BATCH = 50
 PG_DOWN_SECONDS = 5.0

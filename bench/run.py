@@ -32,8 +32,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import create_engine, text
 
 from cluster.ray_auth import PATH_VAR, use_token_if_available
-from tests.e2e.serve_process import ServeProcess
-from tests.helpers import insert_pending, pid_alive, wait_for
+from harness.rows import insert_pending
+from harness.serve import ServeProcess
+from harness.waiting import pid_alive, wait_for
 
 CPUS = 8
 ROOT = Path(__file__).resolve().parent

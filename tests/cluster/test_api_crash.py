@@ -15,9 +15,9 @@ import httpx
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
+from harness.serve import ServeProcess
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service, job_payload
-from tests.e2e.serve_process import ServeProcess
-from tests.helpers import wait_for
 
 SUBMISSIONS = 200
 

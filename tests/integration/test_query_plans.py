@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from conductor import queue, transitions
 from conductor.db import make_engine
 from conductor.queue import DEPENDENCY_LOOKBACK
-from tests.helpers import insert_pending
+from harness.rows import insert_pending
 
 QUEUED = 20_000
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from conductor import queue
 from conductor.db import make_engine, session_scope
-from tests.helpers import insert_pending
+from harness.rows import insert_pending
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.serve_process import free_port
+from harness.serve import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

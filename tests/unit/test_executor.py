@@ -18,7 +18,7 @@ from cluster.executor import RESULT_MAX_BYTES, leave_result, read_result, result
 from conductor.exec_result import ExecResult
 from conductor.jobspec import JobSpec
 from conductor.proctree import new_token
-from tests.helpers import pid_alive, wait_for
+from harness.waiting import pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ from conductor.proctree import (
     new_token,
     signal_job,
 )
-from tests.helpers import wait_for
+from harness.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
