@@ -1,12 +1,17 @@
-"""管理命令（serve、doctor、retire-actors、token）共用的选项：与 serve 找到同一个数据库与 Ray。"""
+"""管理命令（serve、doctor、retire-actors、token）共用的选项：与 serve 找到同一个数据库与 Ray。
+
+本模块在 `conductor` 启动时就被导入（选项要出现在帮助里），所以 Settings 在用到时才导入：
+pydantic-settings 约 0.1 秒，客户端命令不必付。
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from conductor.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from conductor.settings import Settings
 
 DataDirOption = Annotated[
     str | None,
@@ -23,13 +28,11 @@ RayAddressOption = Annotated[
 def admin_settings(
     data_dir: str | None, database_url: str | None = None, ray_address: str | None = None
 ) -> Settings:
-    """按 serve 的规则补全地址：没给数据库就用数据目录下的内嵌 PostgreSQL，没给 Ray 就用本地头节点。"""
+    """命令行给的地址优先，其余按 serve 的规则（`Settings.resolved`）补全。"""
+    from conductor.settings import Settings, get_settings
+
     base = get_settings()
     if data_dir is not None:
         base = Settings(**{**base.model_dump(), "data_dir": data_dir})
-    return base.model_copy(
-        update={
-            "database_url": database_url or base.database_url or base.embedded_database_url(),
-            "ray_address": ray_address or base.ray_address or f"127.0.0.1:{base.ray_port}",
-        }
-    )
+    given = {"database_url": database_url, "ray_address": ray_address}
+    return base.model_copy(update={k: v for k, v in given.items() if v}).resolved()

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import docs, errors, openapi, ui
 from api.auth import AuthGate, announce
-from api.limits import BodyLimit
+from api.request_guard import BodyLimit
 from api.routes import control, dashboard, health, jobs, login, logs, metrics, submit
 from api.runtime import Runtime
 

@@ -1,7 +1,8 @@
-"""命令行入口：conductor.cli 的客户端命令，加上 serve、doctor、retire-actors 与 token。
+"""命令行入口 `conductor`：conductor.client 的客户端命令，加上 serve、doctor、retire-actors 与 token。
 
-客户端命令（submit、query、queue…）不导入 Ray：导入它要一两秒。serve、doctor、retire-actors
-需要 Ray 与服务端代码，在命令真正执行时才导入。
+客户端命令（submit、query、queue…）只导入 conductor.client：`conductor queue --help` 不导入
+Ray、FastAPI、SQLAlchemy 与 pydantic-settings（tests/unit/test_client_imports.py 检查）。
+serve、doctor、retire-actors、token 的实现与 Settings 在命令真正执行时才导入。
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from api.admin_options import (
     admin_settings,
 )
 from api.token_cli import token_app
-from conductor.cli import app, err, lit, out
-from conductor.settings import Settings, get_settings
+from conductor.client.cli import app
+from conductor.client.output import err, lit, out
 
 app.add_typer(token_app, name="token")
 
@@ -42,6 +43,8 @@ def serve(
     ] = None,
 ) -> None:
     """运行整个服务：PostgreSQL（内嵌或外部）、Ray（本地或外部）、调度器与 API。"""
+    from conductor.settings import Settings, get_settings
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

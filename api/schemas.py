@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from conductor.arrays import parse_array
 from conductor.dependencies import parse_dependency
 from conductor.jobspec import changes_shell_startup
+from conductor.memory import parse_memory
 from conductor.priority import MAX_PRIORITY, MIN_PRIORITY
-from conductor.timefmt import parse_memory, parse_time_limit
+from conductor.timefmt import parse_time_limit
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PositiveInt = Annotated[int, Field(ge=1, le=100_000, strict=True)]

@@ -1,7 +1,7 @@
 """`conductor serve`：监督进程，运行并看护整个服务。
 
 按需启动内嵌 PostgreSQL（数据目录下）与本地 Ray 头节点，执行迁移，然后启动 API 进程
-（api/worker.py），等它报告就绪。收到 Ctrl-C 或 SIGTERM 时按相反顺序停止它启动的一切：
+（api/process.py），等它报告就绪。收到 Ctrl-C 或 SIGTERM 时按相反顺序停止它启动的一切：
 API 进程 → （本地 Ray 时）终止并记录运行中的作业 → Ray → PostgreSQL。
 监督进程本身不连接 Ray，Ray 集群重启也不会让它退出。
 
@@ -77,10 +77,10 @@ class Supervisor:
 
     def _start(self) -> None:
         s = self.settings
-        url = s.database_url
-        if not url:
+        if s.uses_embedded_postgres():
             self.pg = self._start_postgres()
-            url = self.pg.url
+        resolved = s.resolved(self.pg.url if self.pg is not None else None)
+        url = resolved.database_url or ""
         try:
             upgrade(url)
         except Exception as exc:  # noqa: BLE001 - 任何迁移失败都要以一行原因停止
@@ -88,14 +88,12 @@ class Supervisor:
             raise StartupFailed(f"数据库迁移失败：{cause}") from exc
         if s.auth_enabled():
             self._prepare_local_token(url)
-        address = s.ray_address
-        if not address:
+        if s.uses_local_ray():
             self._prepare_ray_token()
-            self.ray_head = self._start_ray()
-            address = self.ray_head.address
+            self.ray_head = self._start_ray()  # 监听 resolved.ray_address
         else:
             use_token_if_available()  # 外部集群：有令牌就带上，API 进程继承
-        self.settings = s.model_copy(update={"database_url": url, "ray_address": address})
+        self.settings = resolved
 
     def _prepare_local_token(self, url: str) -> None:
         """第一次启动时为服务自己的用户写入管理员令牌（本机的 conductor 命令从那里读取）。
@@ -207,7 +205,7 @@ class Supervisor:
         rfd, wfd = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "api.worker"],
+                [sys.executable, "-m", "api.process"],
                 env=self._api_env(wfd),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

@@ -6,34 +6,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from api.admin_options import DatabaseUrlOption, DataDirOption, admin_settings
-from conductor.auth import (
-    LOGIN_TTL,
-    TokenNotFound,
-    create_login_code,
-    create_token,
-    list_tokens,
-    login_url,
-    revoke_token,
-)
-from conductor.cli import EXIT_UNAVAILABLE, err, lit, out
-from conductor.db import make_engine
-from conductor.timefmt import iso_utc
+from conductor.client.output import EXIT_UNAVAILABLE, err, lit, out
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 token_app = typer.Typer(
     help="管理 API 令牌（直接连接数据库，在服务所在主机上运行）", no_args_is_help=True
 )
 
 
-def _engine(data_dir: str | None, database_url: str | None):  # type: ignore[no-untyped-def]
-    from conductor.migrate import upgrade  # Alembic 只在真正执行时导入
+def _engine(data_dir: str | None, database_url: str | None) -> Engine:
+    # SQLAlchemy 与 Alembic 只在真正执行时导入：`conductor` 的每个客户端命令都会导入本模块
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from conductor.db import make_engine
+    from conductor.migrate import upgrade
 
     url = admin_settings(data_dir, database_url).database_url or ""
     try:
@@ -59,6 +54,8 @@ def create(
     if admin == (account is not None):
         err.print("[red]错误：请指定 --account 账户 或 --admin 之一[/red]")
         raise typer.Exit(2)
+    from conductor.auth import create_token
+
     engine = _engine(data_dir, database_url)
     try:
         row, plain = create_token(engine, account=account, admin=admin, note=note)
@@ -82,6 +79,9 @@ def list_(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """列出令牌（只显示前缀，不显示明文）。"""
+    from conductor.auth import list_tokens
+    from conductor.timefmt import iso_utc
+
     engine = _engine(data_dir, database_url)
     try:
         rows = list_tokens(engine, include_revoked=all_)
@@ -113,6 +113,8 @@ def revoke(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """吊销令牌（幂等），之后用它的请求立即得到 401。"""
+    from conductor.auth import TokenNotFound, revoke_token
+
     engine = _engine(data_dir, database_url)
     try:
         revoke_token(engine, token_id)
@@ -136,6 +138,8 @@ def login_url_command(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """生成网页的一次性登录地址（serve 启动时打印的那一个过期或用过之后）。"""
+    from conductor.auth import LOGIN_TTL, create_login_code, login_url
+
     settings = admin_settings(data_dir, database_url)
     engine = _engine(data_dir, database_url)
     try:

@@ -33,9 +33,9 @@ from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from conductor.proctree import TOKEN_VAR
+from harness.serve import ServeProcess
+from harness.waiting import wait_for
 from tests.conftest import private_postgres
-from tests.e2e.serve_process import ServeProcess
-from tests.helpers import wait_for
 
 BATCH = 50
 PG_DOWN_SECONDS = 5.0
@@ -155,7 +155,7 @@ class Chaos:
             )
         )
         plan.append(
-            (rng.uniform(2, window), "API", lambda: self.kill_child("api.worker", "API 进程"))
+            (rng.uniform(2, window), "API", lambda: self.kill_child("api.process", "API 进程"))
         )
         plan.append((rng.uniform(2, window), "PostgreSQL", self.stop_postgres))
         return sorted(plan, key=lambda p: p[0])

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from bench.run import Bench, job
+from bench.run import Bench
+from bench.session import job
 
 # 进程类别：按进程名或命令行里的标志归类
 KINDS = (
@@ -27,7 +28,7 @@ KINDS = (
     ("ray::IDLE", "执行器"),
     ("raylet", "raylet"),
     ("gcs_server", "GCS"),
-    ("api.worker", "API"),
+    ("api.process", "API"),
 )
 
 

@@ -24,7 +24,7 @@ from conductor.db import make_engine, session_scope
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from conductor.store import queue
-from tests.helpers import insert_pending
+from harness.rows import insert_pending
 
 WINDOW = 108  # 8 个空闲 CPU + 余量 100
 

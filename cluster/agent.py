@@ -37,17 +37,17 @@ from cluster.executor import (
     started_marker,
     touch_marker,
 )
-from conductor import transitions
 from conductor.db import make_engine, session_scope
 from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
+from conductor.exec_result import ExecResult, classify, node_lost_message
 from conductor.jobspec import JobSpec
 from conductor.logtail import owner_uid, read_range, read_tail
-from conductor.outcome import ExecResult, classify, node_lost_message
 from conductor.proctree import find_job_pids, kill_job_tree, kill_job_tree_async
 from conductor.settings import Settings
 from conductor.states import JobState
+from conductor.store import orphans, transitions
+from conductor.store.transitions import Outcome
 from conductor.timefmt import format_limit
-from conductor.transitions import Outcome
 
 log = logging.getLogger("conductor.agent")
 T = TypeVar("T")
@@ -228,7 +228,7 @@ class NodeAgent:
 
     def _jobs_by_token(self, tokens: list[str]) -> dict[str, int]:
         with session_scope(self.engine) as session:
-            return transitions.jobs_by_token(session, tokens)
+            return orphans.jobs_by_token(session, tokens)
 
     async def _sweep_orphans(self) -> None:
         """新代理上任：按令牌清理随前任死亡的作业留下的进程。
@@ -251,7 +251,7 @@ class NodeAgent:
 
     def _orphan_tokens(self, node_id: str, host: str, agent_id: str, window: float) -> list[str]:
         with session_scope(self.engine) as session:
-            return transitions.orphan_tokens(session, node_id, host, agent_id, window)
+            return orphans.orphan_tokens(session, node_id, host, agent_id, window)
 
     async def launch(self, specs: list[JobSpec], epoch: int) -> list[int]:
         """启动作业任务（绑定本节点）。过期纪元的派发被拒绝，返回被接受的作业 id。"""

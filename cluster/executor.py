@@ -22,9 +22,9 @@ from pathlib import Path
 
 import ray
 
+from conductor.exec_result import ExecResult
 from conductor.fileopen import open_output, open_regular
 from conductor.jobspec import JobSpec, build_env
-from conductor.outcome import ExecResult
 from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children
 
 

@@ -27,7 +27,7 @@ class LocalRayHead:
     """本机上的单节点 Ray 集群（含仪表盘），仅监听 127.0.0.1。"""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.address = f"127.0.0.1:{settings.ray_port}"
+        self.address = settings.local_ray_address()
         ray_cli = Path(sys.executable).with_name("ray")
         cmd = [
             str(ray_cli),

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from conductor.db import session_scope
-from conductor.outcome import node_lost_message
+from conductor.exec_result import node_lost_message
 from conductor.states import JobState
 from conductor.store import reconcile as store
 from conductor.store import transitions

@@ -29,24 +29,32 @@ from cluster.metrics import SchedulerMetrics
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import (
     AgentView,
-    ReconcilePlan,
+    apply,
     decide,
     load_held_jobs,
     orphan_tokens,
     sweepers,
 )
-from conductor import queue, transitions
+from conductor import resolver
+from conductor.account_limits import limit_for
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable, TransactionConflict
 from conductor.jobspec import JobSpec
-from conductor.limits import limit_for
 from conductor.models import SchedulerEpoch
-from conductor.outcome import node_lost_message
-from conductor.policy import NodeView, PendingJob, RunningJob, Snapshot, free_cpus, plan
+from conductor.policy import (
+    NodeView,
+    PendingJob,
+    RunningJob,
+    Snapshot,
+    free_cpus,
+    plan,
+    saturated,
+)
 from conductor.proctree import new_token
 from conductor.settings import Settings
 from conductor.states import JobState
-from conductor.transitions import Outcome
+from conductor.store import dependencies, queue, transitions
+from conductor.store.transitions import Outcome
 
 log = logging.getLogger("conductor.scheduler")
 
@@ -126,7 +134,7 @@ class Scheduler:
         self.partitions = settings.partition_table()
         self.reasons: dict[int, str] = {}
         self.dependencies_checked = 0.0
-        self.dependency_cursor = queue.DependencyCursor()
+        self.dependency_cursor = resolver.DependencyCursor()
         self.deep_at = 0.0
         self.deep_wanted = False
         self.timer: asyncio.TimerHandle | None = None
@@ -386,7 +394,7 @@ class Scheduler:
                 self.last_reconcile,
             )
         if plan.changes_anything:
-            freed = await asyncio.to_thread(self._apply, plan)
+            freed = await asyncio.to_thread(apply, self.engine, plan)
             log.info("对账释放资源的作业：%s", freed)
             for host, tokens in orphan_tokens(plan, {n.node_id: n.host for n in nodes}).items():
                 self.sweeps.setdefault(host, set()).update(tokens)
@@ -437,26 +445,6 @@ class Scheduler:
 
         found = await asyncio.gather(*(ask(node_id, h) for node_id, (h, _) in entries))
         return {node_id: h for (node_id, _), h in zip(entries, found, strict=True)}
-
-    def _apply(self, plan: ReconcilePlan) -> list[int]:
-        with session_scope(self.engine) as session:
-            freed = transitions.requeue(session, [(j.job_id, j.token or "") for j in plan.requeue])
-            for job in plan.node_fail:
-                transitions.settle_lost(
-                    session,
-                    [(job.job_id, job.token)],
-                    JobState.NODE_FAIL,
-                    node_lost_message(job.node_name),
-                )
-                freed.append(job.job_id)
-            lost = [j.job_id for j in plan.agent_lost]
-            transitions.settle_lost(
-                session,
-                [(j.job_id, j.token) for j in plan.agent_lost],
-                JobState.FAILED,
-                "节点代理已退出，作业的执行随之终止（作业不会自动重试，请重新提交）",
-            )
-            return freed + lost
 
     async def _sweep(self, nodes: list[RayNode]) -> None:
         """让各主机上的代理按令牌清理丢失的执行留下的孤儿进程（代理换了的节点、失联的节点）。
@@ -592,10 +580,10 @@ class Scheduler:
             resolved: dict[int, str] = {}
             if check_dependencies:
                 # 游标在提交前就前进：本轮若回滚，漏掉的判定由回看与轮转复查补上
-                resolved, self.dependency_cursor = queue.resolve_dependencies(
+                resolved, self.dependency_cursor = resolver.resolve_dependencies(
                     session, self.dependency_cursor
                 )
-            transitions.set_dependency_states(session, resolved)
+            dependencies.set_dependency_states(session, resolved)
             running = queue.load_running(session)
             total = sum(v.total_cpus for v in views)
             allocated = sum(r.cpus for r in running)
@@ -615,7 +603,7 @@ class Scheduler:
             )
             placements = decision.placements
             self.figures = (total, allocated, len(pending), len(placements))
-            transitions.set_reasons(session, self._changed_reasons(decision.reasons))
+            queue.set_reasons(session, self._changed_reasons(decision.reasons))
             if placements:
                 log.debug("放置：%s；预留：%s", placements, decision.reservations)
             rows = transitions.claim(
@@ -648,7 +636,7 @@ class Scheduler:
         if free == 0:
             return [], free, False
         running_arrays = sorted({r.array_job_id for r in running if r.array_job_id})
-        skip_accounts, skip_arrays = queue.saturated(
+        skip_accounts, skip_arrays = saturated(
             running, self.settings.account_limits, queue.array_limits(session, running_arrays)
         )
         windows = {name: idle + slack for name, idle in by_partition.items()}

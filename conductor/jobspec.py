@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conductor.arrays import parse_array
+from conductor.memory import slurm_mem_mb
 from conductor.proctree import TOKEN_VAR
-from conductor.timefmt import slurm_mem_mb
 
 # 从节点环境继承的基础变量（白名单）
 BASE_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "TERM")

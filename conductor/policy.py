@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conductor.limits import NO_LIMIT, AccountLimit, blocking_reason, limit_for
+from conductor.account_limits import NO_LIMIT, AccountLimit, blocking_reason, limit_for
 from conductor.reasons import DEPENDENCY, Usage, blocked
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from conductor.account_limits import AccountLimit, limit_reason
 from conductor.dependencies import DepState
-from conductor.limits import AccountLimit, limit_reason
 
 HELD = "JobHeldUser"
 DEPENDENCY = "Dependency"

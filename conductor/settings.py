@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from conductor.limits import AccountLimit
+from conductor.account_limits import AccountLimit
 from conductor.partitions import PartitionConfig, PartitionTable
 
 
@@ -149,9 +149,36 @@ class Settings(BaseSettings):
                 "本机任何用户都能以任意账户提交，以那个账户映射到的 Unix 用户执行命令。请开启认证"
             )
 
+    # —— 用哪个数据库、哪个 Ray：serve 与管理命令（doctor、retire-actors、token）共用这一条规则 ——
+
+    def uses_embedded_postgres(self) -> bool:
+        """没给 database_url：用数据目录下的内嵌 PostgreSQL（serve 启动它，管理命令连接它）。"""
+        return not self.database_url
+
+    def uses_local_ray(self) -> bool:
+        """没给 ray_address：用本机的 Ray 头节点（serve 启动它，管理命令连接它）。"""
+        return not self.ray_address
+
     def embedded_database_url(self) -> str:
         """serve 的内嵌 PostgreSQL 在数据目录下监听 Unix 套接字。"""
         return f"postgresql://postgres:@/postgres?host={self.data_dir / 'pg'}"
+
+    def local_ray_address(self) -> str:
+        """serve 的本地 Ray 头节点（GCS）地址。"""
+        return f"127.0.0.1:{self.ray_port}"
+
+    def resolved(self, embedded_url: str | None = None) -> Settings:
+        """按上面的规则补全数据库与 Ray 地址。embedded_url 为 serve 实际启动的内嵌 PostgreSQL
+        的地址；管理命令不给，取它在数据目录下的套接字。"""
+        database_url = self.database_url
+        if self.uses_embedded_postgres():
+            database_url = embedded_url or self.embedded_database_url()
+        return self.model_copy(
+            update={
+                "database_url": database_url,
+                "ray_address": self.ray_address or self.local_ray_address(),
+            }
+        )
 
     def effective_num_cpus(self) -> int:
         """本地 Ray 的 CPU 数：未设置时取本机核数。"""

@@ -1,4 +1,4 @@
-"""时限、内存、耗时等字段的解析与格式化。
+"""时限、耗时与时间戳的解析与格式化（内存见 memory.py，退出码见 exec_result.py）。
 
 输入沿用 Slurm 的写法，让用户的 sbatch 习惯可以直接搬过来；
 输出也对齐 Slurm 的显示格式，便于与 squeue/sacct 的结果对照。
@@ -18,15 +18,6 @@ _TIME_RE = re.compile(
     r"(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
     r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?",
     re.ASCII,
-)
-
-_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_MIB = _UNITS["M"]
-_MEM_FORMS = "应为正数加可选单位 K、M、G、T（可带 B，如 32G、512MB），小数须带单位，纯数字按 MB 计"
-# 数字位数设上限：超长数字串会触发 int() 的位数限制，抛出英文错误。
-_MEM_RE = re.compile(
-    r"(?P<num>\d{1,20})(?:\.(?P<frac>\d{1,20}))?(?P<unit>[KMGT]?)(?P<b>B?)",
-    re.ASCII | re.IGNORECASE,
 )
 
 
@@ -89,49 +80,6 @@ def _limit_or_none(seconds: int, original: str | int) -> int | None:
     return seconds or None
 
 
-def parse_memory(value: str | int) -> int:
-    """解析内存请求为字节数；纯数字按 MB 计，与 Slurm 的 --mem 一致。"""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"memory_per_node 格式无效：{value!r}，{_MEM_FORMS}")
-    if isinstance(value, int):
-        nbytes = value * _MIB
-    else:
-        match = _MEM_RE.fullmatch(value.strip())
-        # 单独的 B 表示字节，小数字节没有意义，所以小数必须配 K/M/G/T。
-        if match is None or (match["frac"] and not match["unit"]):
-            raise ValueError(f"memory_per_node 格式无效：{value!r}，{_MEM_FORMS}")
-        # 没有 K/M/G/T 时：单独的 B 按字节，纯数字按 MB。
-        size = _UNITS.get(match["unit"].upper(), 1 if match["b"] else _MIB)
-        frac = match["frac"] or ""
-        scale = 10 ** len(frac)
-        # 用整数运算而非 float，避免 1.1G 之类出现二进制舍入误差。
-        nbytes = int(match["num"] + frac) * size // scale
-    if nbytes <= 0:
-        raise ValueError(f"memory_per_node 必须大于 0：{value!r}")
-    return nbytes
-
-
-def format_memory(nbytes: int) -> str:
-    """用能整除的最大单位（G/M/K）显示，除不尽时保留字节数，保证不丢精度。"""
-    _check_nbytes(nbytes)
-    for suffix in ("G", "M", "K"):
-        size = _UNITS[suffix]
-        if nbytes and nbytes % size == 0:
-            return f"{nbytes // size}{suffix}"
-    return f"{nbytes}B"
-
-
-def slurm_mem_mb(nbytes: int) -> str:
-    """SLURM_MEM_PER_NODE 以 MB 计；向上取整，避免作业看到的额度小于实际分配。"""
-    _check_nbytes(nbytes)
-    return str(-(-nbytes // _MIB))
-
-
-def _check_nbytes(nbytes: int) -> None:
-    if nbytes < 0:
-        raise ValueError(f"内存字节数不能为负数：{nbytes!r}")
-
-
 def format_limit(seconds: int | None) -> str:
     """按 Slurm 的 TimeLimit 样式显示以秒计的时限：不足一天为 H:MM:SS，否则为 D-HH:MM:SS。"""
     if seconds is None:
@@ -167,12 +115,3 @@ def iso_utc(dt: datetime | None) -> str | None:
         dt = dt.replace(tzinfo=UTC)
     utc = dt.astimezone(UTC).replace(microsecond=0, tzinfo=None)
     return utc.isoformat() + "Z"
-
-
-def format_exit_code(returncode: int | None) -> str | None:
-    """把 Popen 的返回码转成 Slurm 的 "退出码:信号"；负值表示被该信号杀死。"""
-    if returncode is None:
-        return None
-    if returncode < 0:
-        return f"0:{-returncode}"
-    return f"{returncode}:0"

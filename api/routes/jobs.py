@@ -25,9 +25,9 @@ from api.schemas import (
     JobTimes,
     MessageResponse,
 )
+from conductor.account_limits import limit_for
 from conductor.db import retry_conflicts, session_scope
 from conductor.errors import ConductorError
-from conductor.limits import limit_for
 from conductor.models import Job
 from conductor.reasons import Usage, blocked, gate
 from conductor.states import JobState

@@ -29,11 +29,12 @@ from conductor.auth import Principal
 from conductor.db import session_scope
 from conductor.dependencies import DepState
 from conductor.errors import Forbidden, InvalidJobRequest
+from conductor.memory import parse_memory
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
 from conductor.resolver import checked_dependency
-from conductor.timefmt import parse_memory, parse_time_limit
+from conductor.timefmt import parse_time_limit
 
 router = APIRouter()
 # 日志路径列的长度（jobs.stdout_path / stderr_path）：展开 %x 等之后超过它的路径在提交时 422

@@ -21,8 +21,9 @@ from cluster.client import ClusterClient
 from cluster.scheduler import SCHEDULER_NAME
 from conductor.db import make_engine
 from conductor.settings import Settings
-from tests.e2e.serve_process import free_port
-from tests.helpers import insert_job, wait_for
+from harness.rows import insert_job
+from harness.serve import free_port
+from harness.waiting import wait_for
 
 CLUSTER_CPUS = 4
 

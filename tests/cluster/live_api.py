@@ -13,9 +13,9 @@ from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
 from conductor.settings import Settings
+from harness.serve import free_port
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service
-from tests.e2e.serve_process import free_port
-from tests.helpers import wait_for
 
 
 class LiveApi:

@@ -24,8 +24,8 @@ from cluster.doctor import check_agents
 from cluster.executor import spool_dir
 from cluster.nodes import alive_nodes
 from conductor.proctree import find_job_pids, kill_job_tree
+from harness.waiting import pid_alive, wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, make_settings
-from tests.helpers import pid_alive, wait_for
 
 # 启动预算（秒）：派发之后这么久脚本还没启动，代理就放弃这次执行
 LAUNCH_TIMEOUT = 8.0

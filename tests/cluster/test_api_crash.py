@@ -15,9 +15,9 @@ import httpx
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
+from harness.serve import ServeProcess
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service, job_payload
-from tests.e2e.serve_process import ServeProcess
-from tests.helpers import wait_for
 
 SUBMISSIONS = 200
 
@@ -40,7 +40,7 @@ def test_api_killed_during_concurrent_submissions(
     done = 0
     try:
         serve.wait_healthy()
-        api_pid = serve.child_pid("api.worker")
+        api_pid = serve.child_pid("api.process")
 
         def submit(i: int) -> None:
             nonlocal done
@@ -69,7 +69,7 @@ def test_api_killed_during_concurrent_submissions(
 
         # 监督进程把 API 拉起来了
         serve.wait_healthy(120)
-        assert serve.child_pid("api.worker") != api_pid
+        assert serve.child_pid("api.process") != api_pid
 
         with service.engine.connect() as conn:
             rows = conn.execute(text("SELECT id, name, script, account FROM jobs")).all()

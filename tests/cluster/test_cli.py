@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from harness.serve import CONDUCTOR, cli, free_port
+from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service
 from tests.cluster.live_api import LiveApi
-from tests.e2e.serve_process import CONDUCTOR, cli, free_port
-from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.waiting import pid_alive, wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload
-from tests.helpers import pid_alive, wait_for
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

@@ -10,8 +10,8 @@ import ray
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
+from harness.serve import CONDUCTOR
 from tests.cluster.conftest import Service
-from tests.e2e.serve_process import CONDUCTOR
 
 
 def doctor(

@@ -16,8 +16,8 @@ from sqlalchemy import text
 
 from cluster.agent import agent_name
 from conductor.proctree import kill_job_tree
+from harness.waiting import pid_alive, wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, actor_pid
-from tests.helpers import pid_alive, wait_for
 
 
 def _wait_file(path: Path, timeout: float = 30.0) -> None:

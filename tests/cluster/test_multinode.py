@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from ray.cluster_utils import Cluster
 
+from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service
-from tests.helpers import wait_for
 
 WORKER_CPUS = 2
 

@@ -8,8 +8,8 @@ import httpx
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service
-from tests.helpers import wait_for
 
 
 def _scrape(service: Service) -> dict[tuple[str, tuple], float]:

@@ -22,8 +22,8 @@ from api.runtime import Runtime
 from cluster.client import ClusterClient
 from conductor.auth import create_token
 from conductor.proctree import find_job_pids
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service, job_payload, make_settings
-from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="切换用户需要以 root 运行")
 

@@ -12,8 +12,8 @@ from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service
-from tests.helpers import wait_for
 
 
 def _status_or_none(service: Service) -> dict | None:

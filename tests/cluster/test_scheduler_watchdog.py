@@ -13,8 +13,8 @@ from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
 from cluster.doctor import check_scheduler
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service, make_settings
-from tests.helpers import wait_for
 
 STALL = 5.0
 

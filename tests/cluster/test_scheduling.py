@@ -16,8 +16,8 @@ from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
 from cluster.scheduler import QUEUE_SLACK, QUICK_SLACK
+from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload, make_settings
-from tests.helpers import wait_for
 
 GPU_CPUS = 2
 LONG = "sleep 60"

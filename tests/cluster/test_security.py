@@ -17,8 +17,8 @@ from cluster.client import ClusterClient
 from conductor.auth import create_token, revoke_token
 from conductor.db import make_engine
 from conductor.settings import Settings
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service, job_payload, make_settings
-from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")

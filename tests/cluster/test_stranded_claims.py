@@ -11,8 +11,9 @@ import ray
 from sqlalchemy import text
 
 from cluster.agent import agent_name
+from harness.rows import insert_job
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service, actor_pid
-from tests.helpers import insert_job, wait_for
 
 
 def test_claim_never_dispatched_is_requeued_by_periodic_reconcile(

@@ -11,8 +11,8 @@ from cluster.agent import agent_name
 from cluster.bootstrap import ensure_scheduler
 from cluster.scheduler import SCHEDULER_NAME
 from cluster.upgrade import retire_actors
+from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service
-from tests.helpers import wait_for
 
 
 def _actor_exists(name: str, namespace: str) -> bool:

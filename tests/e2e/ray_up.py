@@ -28,8 +28,8 @@ from sqlalchemy import create_engine, text
 
 from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
-from tests.e2e.serve_process import free_port
-from tests.helpers import wait_for
+from harness.serve import free_port
+from harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(__file__).with_name("node_launcher.py")

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.serve import CONDUCTOR, free_port
+from harness.waiting import wait_for
 from tests.cluster.conftest import job_payload
 from tests.e2e.ray_up import (
     Link,
@@ -29,8 +31,6 @@ from tests.e2e.ray_up import (
     veth_netns,
     wait_http,
 )
-from tests.e2e.serve_process import CONDUCTOR, free_port
-from tests.helpers import wait_for
 
 HEAD_NAME, WORKER_NAME = "yaml-head", "yaml-worker"
 

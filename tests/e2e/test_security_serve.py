@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import make_url
 
-from tests.e2e.serve_process import CONDUCTOR, ServeProcess
-from tests.helpers import wait_for
+from harness.serve import CONDUCTOR, ServeProcess
+from harness.waiting import wait_for
 
 PASSWORD = "pw-Xq7-MARKER-db"
 SERVICE_TOKEN = "cdt_service-env-token-MARKER"

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.serve_process import ServeProcess
-from tests.helpers import pid_alive, wait_for
+from harness.serve import ServeProcess
+from harness.waiting import pid_alive, wait_for
 
 
 def _submit(serve: ServeProcess, script: Path, *args: str) -> str:

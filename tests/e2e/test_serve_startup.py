@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from conductor.startup import EXIT_STARTUP_FAILED
-from tests.e2e.serve_process import CONDUCTOR, ServeProcess
-from tests.helpers import wait_for
+from harness.serve import CONDUCTOR, ServeProcess
+from harness.waiting import wait_for
 
 
 def _admin(serve: ServeProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from conductor.db import make_engine
 from conductor.resolver import DEPENDENCY_LOOKBACK
 from conductor.store import dependencies, queue, transitions
-from tests.helpers import insert_pending
+from harness.rows import insert_pending
 
 QUEUED = 20_000
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from conductor.db import make_engine, session_scope
 from conductor.store import queue
-from tests.helpers import insert_pending
+from harness.rows import insert_pending
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from cluster.executor import (
     spool_location,
     write_script,
 )
+from conductor.exec_result import ExecResult
 from conductor.jobspec import JobSpec
-from conductor.outcome import ExecResult
 from conductor.proctree import new_token
-from tests.helpers import pid_alive, wait_for
+from harness.waiting import pid_alive, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

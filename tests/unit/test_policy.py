@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conductor.limits import NO_LIMIT, AccountLimit
+from conductor.account_limits import NO_LIMIT, AccountLimit
 from conductor.policy import (
     NodeView,
     PendingJob,

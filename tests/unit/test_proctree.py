@@ -24,7 +24,7 @@ from conductor.proctree import (
     signal_job,
     signal_listed,
 )
-from tests.helpers import wait_for
+from harness.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

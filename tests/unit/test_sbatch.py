@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conductor.arrays import expand_filename
-from conductor.sbatch import (
+from conductor.client.sbatch import (
     SbatchError,
     SbatchOptions,
     build_payload,

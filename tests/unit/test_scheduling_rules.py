@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from conductor.account_limits import AccountLimit, blocking_reason, limit_for
 from conductor.arrays import check_filename, expand_filename, parse_array, parse_job_ref
 from conductor.dependencies import DepState, Target, evaluate, parse_dependency
 from conductor.errors import InvalidJobRequest
-from conductor.limits import AccountLimit, blocking_reason, limit_for
 from conductor.partitions import PartitionConfig, PartitionTable
 from conductor.priority import queue_rank
 from conductor.states import JobState

@@ -1,4 +1,4 @@
-"""timefmt 的单元测试：逐一钉住 Slurm 兼容的边界值，再用性质测试覆盖往返一致性。"""
+"""timefmt、memory 与退出码格式的单元测试：逐一钉住 Slurm 兼容的边界值，再用性质测试覆盖往返一致性。"""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conductor.timefmt import (
-    format_elapsed,
-    format_exit_code,
-    format_limit,
-    format_memory,
-    iso_utc,
-    parse_memory,
-    parse_time_limit,
-    slurm_mem_mb,
-)
+from conductor.exec_result import format_exit_code
+from conductor.memory import parse_memory, slurm_mem_mb
+from conductor.timefmt import format_elapsed, format_limit, iso_utc, parse_time_limit
 
 KIB = 1024
 MIB = 1024**2
@@ -280,27 +273,7 @@ def test_parse_memory_not_positive(value: str | int) -> None:
         parse_memory(value)
 
 
-# ---------- format_memory / slurm_mem_mb ----------
-
-
-@pytest.mark.parametrize(
-    ("nbytes", "expected"),
-    [
-        (32 * GIB, "32G"),
-        (GIB, "1G"),
-        (TIB, "1024G"),  # 只用到 G，与约定的单位集合一致
-        (1536 * MIB, "1536M"),
-        (MIB, "1M"),
-        (1536 * KIB, "1536K"),
-        (KIB, "1K"),
-        (1023, "1023B"),
-        (1025, "1025B"),
-        (1, "1B"),
-        (0, "0B"),
-    ],
-)
-def test_format_memory(nbytes: int, expected: str) -> None:
-    assert format_memory(nbytes) == expected
+# ---------- slurm_mem_mb ----------
 
 
 @pytest.mark.parametrize(
@@ -319,7 +292,7 @@ def test_slurm_mem_mb(nbytes: int, expected: str) -> None:
     assert slurm_mem_mb(nbytes) == expected
 
 
-@pytest.mark.parametrize("func", [format_memory, slurm_mem_mb])
+@pytest.mark.parametrize("func", [slurm_mem_mb])
 def test_memory_formatters_reject_negative(func: Callable[[int], str]) -> None:
     with pytest.raises(ValueError, match=r"^内存字节数不能为负数：-1$"):
         func(-1)
@@ -517,11 +490,6 @@ def test_format_limit_agrees_with_format_elapsed(seconds: int) -> None:
 def test_parse_time_limit_rejects_formatted_over_year(seconds: int) -> None:
     with pytest.raises(ValueError, match=r"^time_limit 过大：.*，不能超过 365 天$"):
         parse_time_limit(format_limit(seconds))
-
-
-@given(st.integers(min_value=1, max_value=2**50))
-def test_format_memory_round_trips(nbytes: int) -> None:
-    assert parse_memory(format_memory(nbytes)) == nbytes
 
 
 @given(st.integers(min_value=0, max_value=2**50))

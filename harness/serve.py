@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.helpers import wait_for
+from harness.waiting import wait_for
 
 CONDUCTOR = str(Path(sys.executable).with_name("conductor"))
 

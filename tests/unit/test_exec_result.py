@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conductor.outcome import ExecResult, classify, signal_name
+from conductor.exec_result import ExecResult, classify, signal_name
 from conductor.states import JobState
 
 

@@ -1,4 +1,4 @@
-"""把一次执行的原始结果（返回码、是否超时、准备阶段的错误）映射为作业终态。"""
+"""执行器的返回值 ExecResult，以及它对应的作业终态、Slurm 退出码与说明。"""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 from dataclasses import dataclass
 
 from conductor.states import JobState
-from conductor.timefmt import format_exit_code, format_limit
+from conductor.timefmt import format_limit
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,15 @@ class ExecResult:
     returncode: int | None
     timed_out: bool = False
     error: str | None = None
+
+
+def format_exit_code(returncode: int | None) -> str | None:
+    """把 Popen 的返回码转成 Slurm 的 "退出码:信号"；负值表示被该信号杀死。"""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return f"0:{-returncode}"
+    return f"{returncode}:0"
 
 
 def signal_name(signum: int) -> str:
