@@ -28,23 +28,6 @@ from conductor.jobspec import JobSpec, build_env
 from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children
 
 
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
-    """等待进程退出，返回是否在 timeout 内退出。pidfd 让退出立即唤醒，不靠轮询。"""
-    fd = os.pidfd_open(proc.pid)
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if poller.poll(None if remaining is None else remaining * 1000):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-    finally:
-        os.close(fd)
-
-
 def spool_location(euid: int, home: str, runtime_dir: str | None) -> Path:
     """按服务用户选临时目录：一个只有服务用户（或 root）能在其中建目录的位置。
 
@@ -288,8 +271,10 @@ def _start_as_user(
         os.close(wfd)
         os.close(env_fd)
     group = JobGroup(proc.pid)
-    with os.fdopen(rfd, "rb") as pipe:
-        failure = read_failure(pipe.fileno(), _REDIRECT_TIMEOUT)
+    try:
+        failure = read_failure(rfd, _REDIRECT_TIMEOUT)
+    finally:
+        os.close(rfd)
     if failure is None:
         failure = f"引导脚本 {_REDIRECT_TIMEOUT:g} 秒内没有完成重定向（工作目录或输出文件打不开？）"
     if failure:
@@ -370,7 +355,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
             os.close(fd)
     touch_marker(started_marker(spec.token))
     try:
-        timed_out = not _wait_exit(proc, spec.time_limit_seconds)
+        timed_out = not group.wait_exit(spec.time_limit_seconds)
         if timed_out:
             kill_job_tree(spec.token, grace=spec.kill_wait, group=group)
         proc.wait()

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import os
 import secrets
+import select
 import signal
 import threading
 import time
@@ -166,6 +167,18 @@ class JobGroup:
     def __init__(self, leader: int) -> None:
         self.leader = leader
         self._fd = os.pidfd_open(leader)
+
+    def wait_exit(self, timeout: float | None) -> bool:
+        """等首领退出（不回收它），返回是否在 timeout 内退出。pidfd 让退出立即唤醒，不靠轮询。"""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if poller.poll(None if remaining is None else remaining * 1000):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
 
     def signal(self, sig: int) -> None:
         """向整组发信号；组里已没有进程时什么也不做。"""
