@@ -37,6 +37,7 @@ from cluster.executor import (
     started_marker,
     touch_marker,
 )
+from cluster.names import SCHEDULER_NAME
 from conductor.db import make_engine, session_scope
 from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
 from conductor.exec_result import ExecResult, classify, node_lost_message
@@ -52,7 +53,6 @@ from conductor.timefmt import format_limit
 log = logging.getLogger("conductor.agent")
 T = TypeVar("T")
 
-AGENT_PREFIX = "conductor-agent-"
 # 结局写入失败后的退避：0.1 秒起倍增，最长 5 秒，带抖动（与 with_retry 相同）
 REPORT_FIRST_DELAY = 0.1
 REPORT_MAX_DELAY = 5.0
@@ -61,10 +61,6 @@ REPORT_MAX_DELAY = 5.0
 POISON_PROBE = 3
 # 新代理上任时清理多久以内结束的、随前任丢失的作业的残留进程（秒）
 ORPHAN_WINDOW = 3600.0
-
-
-def agent_name(node_id: str) -> str:
-    return AGENT_PREFIX + node_id
 
 
 @dataclass
@@ -576,7 +572,6 @@ class NodeAgent:
             return [r[0] for r in rows]
 
     def _notify_scheduler(self) -> None:
-        from cluster.scheduler import SCHEDULER_NAME  # 避免循环导入
 
         try:
             if self.scheduler is None:

@@ -8,8 +8,9 @@ import time
 import ray
 from ray.exceptions import AuthenticationError
 
+from cluster.names import SCHEDULER_NAME
 from cluster.ray_auth import missing_token_hint, use_token_if_available
-from cluster.scheduler import SCHEDULER_NAME, Scheduler
+from cluster.scheduler import Scheduler
 from conductor.errors import ClusterUnavailable, SchedulerUnavailable
 from conductor.settings import Settings
 

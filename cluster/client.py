@@ -13,9 +13,8 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from cluster.agent import agent_name
+from cluster.names import SCHEDULER_NAME, agent_name
 from cluster.nodes import RayNode, list_nodes
-from cluster.scheduler import SCHEDULER_NAME
 from conductor.errors import ClusterUnavailable, LogUnreadable, SchedulerUnavailable
 from conductor.settings import Settings
 

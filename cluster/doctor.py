@@ -16,11 +16,10 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 from sqlalchemy.engine import Engine
 
-from cluster.agent import agent_name
 from cluster.bootstrap import connect_ray
+from cluster.names import SCHEDULER_NAME, agent_name
 from cluster.nodes import alive_nodes
 from cluster.reconcile import AgentView, HeldJob, ReconcilePlan, apply, decide, load_held_jobs
-from cluster.scheduler import SCHEDULER_NAME
 from conductor.db import make_engine, ping
 from conductor.settings import Settings
 

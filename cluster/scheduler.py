@@ -23,9 +23,10 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlmodel import Session
 
-from cluster.agent import NodeAgent, agent_name
+from cluster.agent import NodeAgent
 from cluster.health import Liveness, fatal, problems
 from cluster.metrics import SchedulerMetrics
+from cluster.names import agent_name
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import (
     AgentView,
@@ -58,7 +59,6 @@ from conductor.store.transitions import Outcome
 
 log = logging.getLogger("conductor.scheduler")
 
-SCHEDULER_NAME = "conductor-scheduler"
 # 队首窗口的余量（Slurm 的主调度与回填之分）：事件触发的快速轮每个分区只读“该分区空闲 CPU + QUICK_SLACK”行，
 # 足以填满空闲 CPU；深轮读“+ QUEUE_SLACK”行，回填能看到这么深，并刷新更多等待原因
 QUICK_SLACK = 8

@@ -16,8 +16,8 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from cluster.agent import AGENT_PREFIX
+from cluster.names import SCHEDULER_NAME
 from cluster.reconcile import load_held_jobs
-from cluster.scheduler import SCHEDULER_NAME
 from conductor.db import make_engine
 from conductor.settings import Settings
 

@@ -15,10 +15,9 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.runtime import Runtime
-from cluster.agent import AGENT_PREFIX, agent_name
 from cluster.bootstrap import ensure_scheduler
 from cluster.client import ClusterClient
-from cluster.scheduler import SCHEDULER_NAME
+from cluster.names import AGENT_PREFIX, SCHEDULER_NAME, agent_name
 from conductor.db import make_engine
 from conductor.settings import Settings
 from harness.rows import insert_job

@@ -14,7 +14,7 @@ import pytest
 import ray
 from sqlalchemy import text
 
-from cluster.agent import agent_name
+from cluster.names import agent_name
 from conductor.proctree import kill_job_tree
 from harness.waiting import pid_alive, wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, actor_pid

@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 from sqlalchemy import text
 
-from cluster.agent import agent_name
+from cluster.names import agent_name
 from harness.rows import insert_job
 from harness.waiting import wait_for
 from tests.cluster.conftest import Service, actor_pid

@@ -7,9 +7,8 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from cluster.agent import agent_name
 from cluster.bootstrap import ensure_scheduler
-from cluster.scheduler import SCHEDULER_NAME
+from cluster.names import SCHEDULER_NAME, agent_name
 from cluster.upgrade import retire_actors
 from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service
