@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from cluster.agent import AGENT_PREFIX
-from cluster.names import SCHEDULER_NAME
+from cluster.names import AGENT_PREFIX, SCHEDULER_NAME
 from cluster.reconcile import load_held_jobs
 from conductor.db import make_engine
 from conductor.settings import Settings
