@@ -1,0 +1,80 @@
+"""资源向量：CPU、内存、GPU 与通用资源（gres）用同一种值表示，沿用 Ray 的资源名。
+
+"CPU"、"memory"（字节）、"GPU"，其余为节点用 `ray start --resources` 声明的自定义资源。
+准入、策略、账户上限、数据库与各展示处都用它，不为 CPU 另写一套：新增一种资源不改调用方。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+CPU = "CPU"
+MEMORY = "memory"
+GPU = "GPU"
+# 浮点累加的容差：Ray 的资源以 1e-4 为粒度
+EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Resources(Mapping[str, float]):
+    """不可变的资源向量；缺省的资源为 0。只保留正值，比较与相加逐项进行。"""
+
+    amounts: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clean = {k: float(v) for k, v in self.amounts.items() if v and v > EPSILON}
+        object.__setattr__(self, "amounts", clean)
+
+    @classmethod
+    def of(cls, cpu: float = 0, memory: float = 0, gpu: float = 0, **custom: float) -> Resources:
+        return cls({CPU: cpu, MEMORY: memory, GPU: gpu, **custom})
+
+    def __getitem__(self, name: str) -> float:
+        return self.amounts.get(name, 0.0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.amounts)
+
+    def __len__(self) -> int:
+        return len(self.amounts)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.amounts.items()))
+
+    def __add__(self, other: Mapping[str, float]) -> Resources:
+        return Resources({k: self[k] + other.get(k, 0.0) for k in {*self, *other}})
+
+    def __sub__(self, other: Mapping[str, float]) -> Resources:
+        """可以得到负值的差（超额时用它找出哪一项不够）；负值不保留，用 shortfall 取。"""
+        return Resources({k: self[k] - other.get(k, 0.0) for k in {*self, *other}})
+
+    def scaled(self, factor: float) -> Resources:
+        return Resources({k: v * factor for k, v in self.items()})
+
+    def fits_in(self, capacity: Mapping[str, float]) -> bool:
+        """每一项都不超过 capacity。"""
+        return all(v <= capacity.get(k, 0.0) + EPSILON for k, v in self.items())
+
+    def shortfall(self, capacity: Mapping[str, float]) -> dict[str, float]:
+        """超出 capacity 的各项及超出量（空即放得下）：错误消息据此点名缺的资源。"""
+        return {
+            k: v - capacity.get(k, 0.0)
+            for k, v in self.items()
+            if v > capacity.get(k, 0.0) + EPSILON
+        }
+
+    @property
+    def cpu(self) -> float:
+        return self[CPU]
+
+    @property
+    def memory(self) -> float:
+        return self[MEMORY]
+
+    @property
+    def gpu(self) -> float:
+        return self[GPU]
+
+
+NONE = Resources()
