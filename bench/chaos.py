@@ -33,9 +33,9 @@ from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
 from conductor.proctree import TOKEN_VAR
+from harness.postgres import private_postgres
 from harness.serve import ServeProcess
 from harness.waiting import wait_for
-from tests.conftest import private_postgres
 
 BATCH = 50
 PG_DOWN_SECONDS = 5.0

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ from cluster.ray_auth import PATH_VAR, ensure_cluster_token
 from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
+from harness.postgres import private_postgres
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,22 +28,6 @@ def ray_token(tmp_path_factory: pytest.TempPathFactory) -> str | None:
     if not os.environ.get(PATH_VAR):
         os.environ[PATH_VAR] = str(tmp_path_factory.mktemp("ray-auth") / "auth_token")
     return ensure_cluster_token()
-
-
-@contextmanager
-def private_postgres(prefix: str) -> Iterator[EmbeddedPostgres]:
-    """一个真实的 PostgreSQL（pgserver），数据放在独立的临时目录，结束时停止并删除。
-
-    不放在 pytest 的 tmp_path 下：另一个 pytest 进程清理旧的 basetemp 时会改动目录权限，
-    以 pgserver 用户运行的 postgres 随之失去对数据目录的访问。
-    """
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    server = EmbeddedPostgres(root)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ from sqlalchemy import create_engine, text
 from conductor.db import normalize_url
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.migrate import upgrade
+from harness.postgres import private_postgres
 from harness.waiting import wait_for
 from tests.cluster.conftest import Service, job_payload
-from tests.conftest import private_postgres
 
 
 @pytest.fixture(scope="module")
