@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from conductor.client.defaults import DEFAULT_URL
 from conductor.client.errors import ClientError, RequestRejected, ServiceUnavailable
-
-DEFAULT_URL = "http://127.0.0.1:8000"  # 服务的默认监听地址（serve 的 host:port 默认值）
 
 if TYPE_CHECKING:
     from conductor.client.sdk import ConductorClient, LogChunk

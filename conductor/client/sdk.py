@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from conductor.client import DEFAULT_URL
+from conductor.client.defaults import DEFAULT_URL
 from conductor.client.errors import RequestRejected, ServiceUnavailable
 from conductor.client.token import api_token
 
