@@ -35,6 +35,10 @@ def serve(
     num_cpus: Annotated[
         int | None, typer.Option("--num-cpus", help="本地 Ray 的逻辑 CPU 数，默认本机核数")
     ] = None,
+    num_gpus: Annotated[
+        int | None,
+        typer.Option("--num-gpus", help="本地 Ray 的逻辑 GPU 数，默认为 Ray 探测到的数目"),
+    ] = None,
     database_url: Annotated[
         str | None, typer.Option("--database-url", help="使用已有的 PostgreSQL")
     ] = None,
@@ -53,6 +57,7 @@ def serve(
         "port": port,
         "data_dir": data_dir,
         "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
         "database_url": database_url,
         "ray_address": ray_address,
     }

@@ -42,6 +42,10 @@ class LocalRayHead:
             f"--dashboard-port={settings.dashboard_port}",
             "--disable-usage-stats",
         ]
+        if (
+            settings.num_gpus is not None
+        ):  # 不给就让 Ray 自己探测（CUDA_VISIBLE_DEVICES、nvidia-smi）
+            cmd.append(f"--num-gpus={settings.num_gpus}")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = log_path.open("ab")

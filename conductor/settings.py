@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="外部 PostgreSQL 地址；为空时启动内嵌实例")
     ray_address: str | None = Field(None, description="外部 Ray 集群地址；为空时启动本地 Ray")
     num_cpus: int | None = Field(None, ge=1, description="本地 Ray 的逻辑 CPU 数，默认为本机核数")
+    num_gpus: int | None = Field(
+        None,
+        ge=0,
+        description="本地 Ray 的逻辑 GPU 数，默认为 Ray 探测到的数目；没有 GPU 的机器也可设置，用于试用与测试",
+    )
     ray_port: int = Field(6379, ge=1, le=65535, description="本地 Ray 头节点（GCS）端口")
     dashboard_port: int = Field(8265, ge=1, le=65535, description="本地 Ray 仪表盘端口")
     namespace: str = Field(
