@@ -17,8 +17,9 @@ from pathlib import Path
 import psutil
 import ray
 
-from cluster.executor import result_file, run_job
+from cluster.executor import run_job
 from cluster.ray_auth import ensure_cluster_token
+from cluster.spool import result_file
 from conductor.jobspec import JobSpec
 from conductor.proctree import new_token
 

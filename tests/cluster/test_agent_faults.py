@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from cluster.bootstrap import ensure_scheduler
 from cluster.doctor import _check_jobs as doctor_check_jobs
 from cluster.doctor import check_agents
-from cluster.executor import spool_dir
 from cluster.nodes import alive_nodes
+from cluster.spool import spool_dir
 from conductor.proctree import find_job_pids, kill_job_tree
 from harness.waiting import pid_alive, wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, make_settings

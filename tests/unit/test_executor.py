@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.executor import (
+from cluster.executor import read_failure
+from cluster.spool import (
     RESULT_MAX_BYTES,
     leave_result,
     prepare_spool,
-    read_failure,
     read_result,
     result_file,
     spool_location,
