@@ -15,7 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 from sqlalchemy import text
 
-from cluster.scheduler import QUEUE_SLACK, QUICK_SLACK
+from conductor.pacing import QUEUE_SLACK, QUICK_SLACK
 from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service, job_payload, make_settings
 

@@ -41,8 +41,6 @@ SQL_BUILDERS = {"text", "select", "insert", "update", "delete"}
 SQL_MODULES = {"sqlalchemy", "sqlmodel"}
 SQL_PACKAGES = ("conductor", "cluster", "api")
 SQL_EXEMPT = ("conductor/store/", "conductor/migrations/", "conductor/models.py")
-# 临时：调度器的 SQL 正由另一条工作线搬进 store，合并时删掉这一行
-SQL_ALLOWLIST = {"cluster/scheduler.py"}
 
 
 def _sql_uses(path: Path) -> list[str]:
@@ -87,7 +85,7 @@ def test_sql_only_in_store() -> None:
     for package in SQL_PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             name = str(path.relative_to(ROOT))
-            if name.startswith(SQL_EXEMPT) or name in SQL_ALLOWLIST:
+            if name.startswith(SQL_EXEMPT):
                 continue
             if uses := _sql_uses(path):
                 offenders[name] = uses
