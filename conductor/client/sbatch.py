@@ -123,8 +123,12 @@ _IGNORED_WITH_VALUE = {
     "--mail-type", "--mail-user", "-q", "--qos", "--ntasks-per-core", "--comment", "--signal",
     "-M", "--clusters", "--reservation", "--licenses", "-L", "--begin", "-b", "--open-mode",
     "--nice", "--distribution", "-m", "--cpu-freq", "--threads-per-core", "--hint", "--wckey",
-    "--tmp", "--mincpus",
 }  # fmt: skip
+# 申请资源、但 Conductor 无法保证的选项：忽略会让作业少拿资源，所以明确拒绝
+_REFUSED = {
+    "--tmp": "不做节点本地磁盘的记账，无法保证所要的临时空间",
+    "--mincpus": "请改用 -c/--cpus-per-task 或 -n/--ntasks 申请 CPU",
+}
 _IGNORED_FLAGS = {
     "--requeue", "--no-requeue", "-Q", "--quiet", "-v", "--verbose", "--parsable",
     "--contiguous", "--overcommit", "-O", "--oversubscribe", "-s", "--share", "-W", "--wait",
@@ -169,6 +173,8 @@ def parse_args(tokens: list[str]) -> SbatchOptions:
         name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         if not token.startswith("--") and len(token) > 2 and token.startswith("-"):
             name, eq, inline = token[:2], "=", token[2:]  # -Jname 形式
+        if name in _REFUSED:
+            raise SbatchError(f"不支持 {name}：{_REFUSED[name]}；请删去该指令")
         if name in _FLAG_OPTIONS:
             if eq and name not in _OPTIONAL_VALUE_FLAGS:
                 raise SbatchError(f"{name} 不带取值：{token!r}")

@@ -300,6 +300,8 @@ def test_gpu_directive_forms(tmp_path: Path) -> None:
         (["--gpus=a100"], "--gpus 格式无效"),
         (["--gres=nvme:fast:1"], "只有 gpu 可以指定类型"),
         (["--gres=gpu:1(S:0)"], "--gres 中的"),
+        (["--tmp=10G"], "不支持 --tmp"),
+        (["--mincpus", "8"], "不支持 --mincpus"),
     ],
 )
 def test_bad_resource_options_name_the_option(
