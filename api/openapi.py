@@ -32,6 +32,26 @@ SUBMIT_EXAMPLE = {
     "script": '#!/bin/bash\necho "Hello World"\n',
 }
 
+# 新增的资源字段（议题 16）：一个 GPU 训练作业，相当于 sbatch 的
+# --gres=gpu:a100:1 --cpus-per-gpu=8 --mem-per-gpu=32G -C 'a100|h100' -x node-03 -o %x_%N_%j.out
+GPU_SUBMIT_EXAMPLE = {
+    "job": {
+        "account": "my_project",
+        "current_working_directory": "/data/train",
+        "standard_output": "%x_%N_%j.out",
+        "standard_error": "%x_%N_%j.out",
+        "name": "train",
+        "time_limit": "1:00:00",
+        "partition": "default",
+        "tres_per_node": "gres/gpu:a100:1",
+        "cpus_per_tres": "gres/gpu:8",
+        "memory_per_tres": "gres/gpu:32G",
+        "constraints": "a100|h100",
+        "excluded_nodes": ["node-03"],
+    },
+    "script": "#!/bin/bash\npython train.py\n",
+}
+
 SUMMARY = {
     "job_id": 42,
     "name": "hello_world",
@@ -66,6 +86,8 @@ QUERY_EXAMPLE = {
         "work_dir": "/data/run001",
         "data_source": "API",
         "account": "my_project",
+        "tres_req_str": "cpu=8,mem=32G,node=1",
+        "tres_alloc_str": "cpu=8,mem=32G,node=1",
     },
 }
 
@@ -78,7 +100,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/jobs/submit/batch"): {
         "summary": "批量提交作业（一个事务）",
-        "request": {"jobs": [SUBMIT_EXAMPLE, SUBMIT_EXAMPLE]},
+        "request": {"jobs": [SUBMIT_EXAMPLE, GPU_SUBMIT_EXAMPLE]},
         "response": {"job_ids": ["42", "43"]},
     },
     ("get", "/jobs/query/{job_id}"): {"summary": "查询作业", "response": QUERY_EXAMPLE},

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.resource_schemas import JobResourceRequest, JobResources
 from conductor.arrays import parse_array
 from conductor.dependencies import parse_dependency
 from conductor.jobspec import changes_shell_startup
@@ -18,7 +19,7 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PositiveInt = Annotated[int, Field(ge=1, le=100_000, strict=True)]
 
 
-class JobProperties(BaseModel):
+class JobProperties(JobResourceRequest):
     """作业属性（请求中的 job 对象）。"""
 
     model_config = ConfigDict(extra="ignore")
@@ -36,7 +37,10 @@ class JobProperties(BaseModel):
     )
     ntasks_per_node: PositiveInt = Field(1, description="每节点任务数")
     cpus_per_task: PositiveInt = Field(1, description="每任务 CPU 数")
-    memory_per_node: str | int = Field("1G", description="每节点内存，如 32G；纯数字按 MB 计")
+    memory_per_node: str | int = Field(
+        "1G",
+        description="每节点内存，如 32G；纯数字按 MB 计；0 为整个节点的内存（同 Slurm 的 --mem=0）",
+    )
     name: str = Field(min_length=1, max_length=255, description="作业名")
     time_limit: str | int | None = Field(
         None,
@@ -96,7 +100,7 @@ class JobProperties(BaseModel):
     @field_validator("memory_per_node")
     @classmethod
     def _memory(cls, value: str | int) -> str | int:
-        parse_memory(value)
+        parse_memory(value, allow_zero=True)
         return value
 
     @field_validator("time_limit")
@@ -172,7 +176,7 @@ class JobLog(BaseModel):
     stderr: str = Field(description="标准错误文件的内容")
 
 
-class JobDetail(BaseModel):
+class JobDetail(JobResources):
     """作业的详细信息（字段名沿用旧系统）。"""
 
     job_name: str = Field(description="作业名")
@@ -299,7 +303,7 @@ class JobSummary(BaseModel):
     start_time: str | None = Field(description="开始时间；尚未开始为 null")
 
 
-class JobListItem(JobSummary):
+class JobListItem(JobSummary, JobResources):
     """GET /jobs 的一行（新增接口）：在总览摘要之上加分区、节点、结束时间与退出码。"""
 
     partition: str = Field(description="分区")

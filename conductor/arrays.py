@@ -1,4 +1,4 @@
-"""作业数组：`--array` 写法的解析，以及输出文件名中 %A %a %j %x %u %% 的展开。"""
+"""作业数组：`--array` 写法的解析，以及输出文件名中 %A %a %j %x %u %N %n %t %% 的展开。"""
 
 from __future__ import annotations
 
@@ -65,6 +65,51 @@ def check_filename(pattern: str) -> None:
             )
 
 
+# 短主机名是 DNS 的一段，最长 63 个字符：提交时按这个长度估算展开后的路径
+MAX_SHORT_NAME = 63
+
+
+def short_node_name(node_name: str) -> str:
+    """%N：节点名到第一个点为止（Slurm 的短主机名）；斜杠换成 _，展开后不会走出所在目录。"""
+    short = node_name.split(".", 1)[0] or "_"  # 不含点：展开结果不会是 “..”
+    return short.replace("/", "_")[:MAX_SHORT_NAME]
+
+
+def _table(
+    job_id: int, name: str, account: str, array_job_id: int | None, array_task_id: int | None
+) -> dict[str, str]:
+    return {
+        "j": str(job_id),
+        "x": name,
+        "u": account,
+        "A": str(array_job_id if array_job_id is not None else job_id),
+        "a": str(array_task_id) if array_task_id is not None else "4294967294",
+        # 批处理脚本是作业的第 0 个节点上的第 0 个任务（本版本作业只有一个节点）
+        "n": "0",
+        "t": "0",
+        "%": "%",
+    }
+
+
+def _substitute(pattern: str, table: dict[str, str]) -> str:
+    """按表展开；不在表里的模式原样保留。"""
+
+    def sub(m: re.Match[str]) -> str:
+        value = table.get(m[2])
+        if value is None:
+            return m[0]
+        if m[1] and value.isdigit():
+            value = value.zfill(int(m[1]))
+        return value
+
+    return _PATTERN.sub(sub, pattern)
+
+
+def needs_node(pattern: str) -> bool:
+    """文件名模式是否含 %N（节点名）：只有作业开始、知道节点时才能展开。"""
+    return any(m[2] == "N" for m in _PATTERN.finditer(pattern))
+
+
 def expand_filename(
     pattern: str,
     *,
@@ -73,33 +118,56 @@ def expand_filename(
     account: str,
     array_job_id: int | None = None,
     array_task_id: int | None = None,
+    node_name: str | None = None,
 ) -> str:
     """展开 Slurm 文件名模式：%j 作业号、%x 作业名、%u 用户（账户）、%A 数组主作业号、%a 数组下标、
-    %% 百分号；数字可带宽度，如 %5j 补零（同 Slurm，最大 MAX_PAD；更大的宽度 ValueError，
-    提交时由 check_filename 先行拒绝）。
+    %N 短节点名、%n 节点序号、%t 任务序号（批处理脚本都为 0）、%% 百分号；数字可带宽度，
+    如 %5j 补零（同 Slurm，最大 MAX_PAD；更大的宽度 ValueError，提交时由 check_filename 先行拒绝）。
 
-    不是数组的作业：%A 为作业号，%a 为 Slurm 的 NO_VAL（4294967294）。其他模式（如 %N 节点名，
-    提交时未知）原样保留。
+    不是数组的作业：%A 为作业号，%a 为 Slurm 的 NO_VAL（4294967294）。node_name 为 None 时
+    %N 原样保留（提交时节点未知：用 defer_node 与 expand_node 分两步展开）；其他模式原样保留。
     """
     if "%" not in pattern:
         return pattern
     check_filename(pattern)
-    table = {
-        "j": str(job_id),
-        "x": name,
-        "u": account,
-        "A": str(array_job_id if array_job_id is not None else job_id),
-        "a": str(array_task_id) if array_task_id is not None else "4294967294",
-        "%": "%",
-    }
+    table = _table(job_id, name, account, array_job_id, array_task_id)
+    if node_name is not None:
+        table["N"] = short_node_name(node_name)
+    return _substitute(pattern, table)
+
+
+def defer_node(
+    pattern: str,
+    *,
+    job_id: int,
+    name: str,
+    account: str,
+    array_job_id: int | None = None,
+    array_task_id: int | None = None,
+) -> str:
+    """提交时展开 %N 以外的一切，结果仍是模式（展开出的 % 写成 %%）：开始时交给 expand_node。
+
+    这样作业名里的 “%N” 或用户写的 “%%N” 不会在第二步被当成节点名。"""
+    check_filename(pattern)
+    table = _table(job_id, name, account, array_job_id, array_task_id)
 
     def sub(m: re.Match[str]) -> str:
+        if m[2] == "%":
+            return "%%"
         value = table.get(m[2])
         if value is None:
-            return m[0]
-        return value.zfill(int(m[1])) if m[1] and value.isdigit() else value
+            return m[0]  # %N 与不认识的模式留给第二步
+        if m[1] and value.isdigit():
+            value = value.zfill(int(m[1]))
+        return value.replace("%", "%%")
 
     return _PATTERN.sub(sub, pattern)
+
+
+def expand_node(pattern: str, node_name: str) -> str:
+    """第二步（作业开始、节点已知时）：展开 defer_node 留下的 %N 与 %%。"""
+    table = {"N": short_node_name(node_name), "%": "%"}
+    return _PATTERN.sub(lambda m: table.get(m[2], m[0]), pattern)
 
 
 _REF = re.compile(r"(\d{1,18})(?:_(\d{1,7}))?", re.ASCII)

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from conductor.arrays import parse_array
@@ -56,12 +56,29 @@ class JobSpec:
     run_as_user: str | None = None
     # 节点上归作业使用的 CPU 数（SLURM_CPUS_ON_NODE）：独占作业为整个节点，否则为所申请的
     cpus_on_node: int | None = None
+    # ---- 资源（议题 16）----
+    # 任务数；None 为旧写法，等于 ntasks_per_node（单节点）
+    ntasks: int | None = None
+    gpus: int = 0
+    gpu_type: str | None = None
+    gres: dict[str, float] = field(default_factory=dict)
+    # --mem=0：整个节点的内存；node_memory 为该节点的内存字节数（已知时）
+    whole_node_memory: bool = False
+    node_memory: int | None = None
+    # 提交时的 Slurm 写法（request.JobRequest.slurm_request）：SLURM_GPUS、SLURM_MEM_PER_CPU…
+    slurm_request: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(
-        cls, row: Mapping[str, Any], token: str, kill_wait: float, node_cpus: int | None = None
+        cls,
+        row: Mapping[str, Any],
+        token: str,
+        kill_wait: float,
+        node_cpus: int | None = None,
+        node_memory: int | None = None,
     ) -> JobSpec:
-        """由 jobs 表的一行构造。node_cpus 为所在节点的 CPU 总数（独占作业用）。
+        """由 jobs 表的一行构造。node_cpus、node_memory 为所在节点的 CPU 总数与内存字节数
+        （独占作业与 --mem=0 用）。
 
         库里的值不成样子时 ValueError，消息指明哪一列：调度器据此让这个作业失败。"""
         environment = row["environment"] or {}
@@ -94,6 +111,13 @@ class JobSpec:
             array_spec=row.get("array_spec"),
             run_as_user=row.get("run_as_user"),
             cpus_on_node=node_cpus if row.get("exclusive") and node_cpus else None,
+            ntasks=row.get("ntasks") or row["ntasks_per_node"],
+            gpus=row.get("gpus") or 0,
+            gpu_type=row.get("gpu_type"),
+            gres=dict(row.get("gres") or {}),
+            whole_node_memory=bool(row.get("whole_node_memory")),
+            node_memory=node_memory,
+            slurm_request=dict(row.get("slurm_request") or {}),
         )
 
 
@@ -111,33 +135,101 @@ def array_vars(spec: JobSpec) -> dict[str, str]:
     }
 
 
-def slurm_vars(spec: JobSpec) -> dict[str, str]:
-    """Slurm 作业变量；脚本无需修改即可沿用。"""
-    return array_vars(spec) | {
-        "SLURM_JOB_ID": str(spec.job_id),
-        "SLURM_JOBID": str(spec.job_id),
-        "SLURM_JOB_NAME": spec.name,
-        "SLURM_CPUS_PER_TASK": str(spec.cpus_per_task),
-        "SLURM_NTASKS": str(spec.ntasks_per_node),
-        "SLURM_NTASKS_PER_NODE": str(spec.ntasks_per_node),
-        "SLURM_CPUS_ON_NODE": str(spec.cpus_on_node or spec.cpus),
-        "SLURM_JOB_NUM_NODES": "1",
-        "SLURM_JOB_NODELIST": spec.node_name,
-        "SLURM_NODELIST": spec.node_name,
-        "SLURM_SUBMIT_DIR": spec.work_dir,
-        "SLURM_JOB_ACCOUNT": spec.account,
-        "SLURM_JOB_PARTITION": spec.partition,
-        "SLURM_MEM_PER_NODE": slurm_mem_mb(spec.memory_bytes),
+def memory_vars(spec: JobSpec) -> dict[str, str]:
+    """内存变量，同 Slurm：按哪种写法申请就设哪一个（SLURM_MEM_PER_CPU / _PER_GPU / _PER_NODE）。
+
+    --mem=0 时为节点的全部内存；节点内存未知则不设，免得作业读到 0。"""
+    request = spec.slurm_request
+    if "mem_per_cpu" in request:
+        return {"SLURM_MEM_PER_CPU": slurm_mem_mb(int(request["mem_per_cpu"]))}
+    if "mem_per_gpu" in request:
+        return {"SLURM_MEM_PER_GPU": slurm_mem_mb(int(request["mem_per_gpu"]))}
+    if spec.whole_node_memory:
+        return (
+            {}
+            if spec.node_memory is None
+            else {"SLURM_MEM_PER_NODE": slurm_mem_mb(spec.node_memory)}
+        )
+    return {"SLURM_MEM_PER_NODE": slurm_mem_mb(spec.memory_bytes)}
+
+
+# slurm_request 的键 → 作业环境变量（值即用户所写，如 a100:2）
+_GPU_REQUEST_VARS = {
+    "gpus_per_job": "SLURM_GPUS",
+    "gpus_per_node": "SLURM_GPUS_PER_NODE",
+    "gpus_per_task": "SLURM_GPUS_PER_TASK",
+    "cpus_per_gpu": "SLURM_CPUS_PER_GPU",
+}
+
+
+def gpu_request_vars(spec: JobSpec) -> dict[str, str]:
+    """与 Ray 分到哪几块 GPU 无关的 GPU 变量：只在用户以相应写法申请时设置，同 Slurm。"""
+    return {
+        var: str(spec.slurm_request[key])
+        for key, var in _GPU_REQUEST_VARS.items()
+        if key in spec.slurm_request
     }
 
 
-def build_env(spec: JobSpec, node_env: Mapping[str, str]) -> dict[str, str]:
-    """作业进程的完整环境。用户变量不能覆盖 Slurm 变量与追踪标记。"""
+def gpu_vars(gpu_ids: Sequence[str | int]) -> dict[str, str]:
+    """Ray 分给作业的 GPU 编号 → CUDA_VISIBLE_DEVICES、SLURM_JOB_GPUS、SLURM_GPUS_ON_NODE、
+    GPU_DEVICE_ORDINAL（没有 GPU 时为空）。
+
+    Slurm 用 cgroup 隔离设备时把 CUDA_VISIBLE_DEVICES 重新编号为 0..n-1；Ray 不隔离设备，
+    作业看得见节点上全部 GPU，所以这里用 Ray 给出的物理编号，SLURM_JOB_GPUS 也是物理编号。"""
+    ids = ",".join(str(i) for i in gpu_ids)
+    if not ids:
+        return {}
+    return {
+        "CUDA_VISIBLE_DEVICES": ids,
+        "GPU_DEVICE_ORDINAL": ids,
+        "SLURM_JOB_GPUS": ids,
+        "SLURM_GPUS_ON_NODE": str(len(gpu_ids)),
+    }
+
+
+def slurm_vars(spec: JobSpec) -> dict[str, str]:
+    """Slurm 作业变量；脚本无需修改即可沿用。"""
+    return (
+        array_vars(spec)
+        | memory_vars(spec)
+        | gpu_request_vars(spec)
+        | {
+            "SLURM_JOB_ID": str(spec.job_id),
+            "SLURM_JOBID": str(spec.job_id),
+            "SLURM_JOB_NAME": spec.name,
+            "SLURM_CPUS_PER_TASK": str(spec.cpus_per_task),
+            "SLURM_NTASKS": str(spec.ntasks or spec.ntasks_per_node),
+            "SLURM_NPROCS": str(spec.ntasks or spec.ntasks_per_node),
+            "SLURM_NTASKS_PER_NODE": str(spec.ntasks_per_node),
+            "SLURM_CPUS_ON_NODE": str(spec.cpus_on_node or spec.cpus),
+            "SLURM_JOB_NUM_NODES": "1",
+            "SLURM_JOB_NODELIST": spec.node_name,
+            "SLURM_NODELIST": spec.node_name,
+            "SLURM_SUBMIT_DIR": spec.work_dir,
+            "SLURM_JOB_ACCOUNT": spec.account,
+            "SLURM_JOB_PARTITION": spec.partition,
+        }
+    )
+
+
+def build_env(
+    spec: JobSpec, node_env: Mapping[str, str], gpu_ids: Sequence[str | int] = ()
+) -> dict[str, str]:
+    """作业进程的完整环境。用户变量不能覆盖 Slurm 变量、GPU 变量与追踪标记。
+
+    gpu_ids 为 Ray 分给这次执行的 GPU 编号（执行器里的 ray.get_gpu_ids()）。"""
     env = dict(DEFAULT_BASE)
     env.update({k: node_env[k] for k in BASE_VARS if k in node_env})
     env.update(spec.environment)
-    scheduler_vars = slurm_vars(spec)
+    scheduler_vars = slurm_vars(spec) | gpu_vars(gpu_ids)
     env.update(scheduler_vars)
-    env.update({"CONDUCTOR_" + k.removeprefix("SLURM_"): v for k, v in scheduler_vars.items()})
+    env.update(
+        {
+            "CONDUCTOR_" + k.removeprefix("SLURM_"): v
+            for k, v in scheduler_vars.items()
+            if k.startswith("SLURM_")
+        }
+    )
     env[TOKEN_VAR] = spec.token
     return env

@@ -14,25 +14,27 @@ _MEM_RE = re.compile(
 )
 
 
-def parse_memory(value: str | int) -> int:
-    """解析内存请求为字节数；纯数字按 MB 计，与 Slurm 的 --mem 一致。"""
+def parse_memory(value: str | int, field: str = "memory_per_node", allow_zero: bool = False) -> int:
+    """解析内存请求为字节数；纯数字按 MB 计，与 Slurm 的 --mem 一致。
+
+    field 只用于错误消息；allow_zero 时 0 合法（--mem=0 表示整个节点的内存，由调用方解释）。"""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"memory_per_node 格式无效：{value!r}，{_MEM_FORMS}")
+        raise ValueError(f"{field} 格式无效：{value!r}，{_MEM_FORMS}")
     if isinstance(value, int):
         nbytes = value * _MIB
     else:
         match = _MEM_RE.fullmatch(value.strip())
         # 单独的 B 表示字节，小数字节没有意义，所以小数必须配 K/M/G/T。
         if match is None or (match["frac"] and not match["unit"]):
-            raise ValueError(f"memory_per_node 格式无效：{value!r}，{_MEM_FORMS}")
+            raise ValueError(f"{field} 格式无效：{value!r}，{_MEM_FORMS}")
         # 没有 K/M/G/T 时：单独的 B 按字节，纯数字按 MB。
         size = _UNITS.get(match["unit"].upper(), 1 if match["b"] else _MIB)
         frac = match["frac"] or ""
         scale = 10 ** len(frac)
         # 用整数运算而非 float，避免 1.1G 之类出现二进制舍入误差。
         nbytes = int(match["num"] + frac) * size // scale
-    if nbytes <= 0:
-        raise ValueError(f"memory_per_node 必须大于 0：{value!r}")
+    if nbytes < 0 or (nbytes == 0 and not allow_zero):
+        raise ValueError(f"{field} 必须大于 0：{value!r}")
     return nbytes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -62,6 +63,35 @@ class JobBase(SQLModel):
     memory_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     time_limit_seconds: int | None = None
     exclusive: bool = False
+    # ---- 资源（议题 16，见 conductor/request.py）：单节点作业，全部按一个节点计 ----
+    # 任务数（-n）；cpus = ntasks × cpus_per_task（或按 GPU 数 × cpus_per_tres）
+    ntasks: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    gpus: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    # GPU 类型（小写，如 a100）；None 为任意类型
+    gpu_type: str | None = Field(default=None, max_length=64)
+    # 其他通用资源：名称（节点以 ray start --resources 声明的自定义资源）→ 数量
+    gres: dict[str, float] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
+    # --mem=0：整个节点的内存；此时 memory_bytes 为 0
+    whole_node_memory: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+    )
+    # 节点特性表达式：a100、a100|h100、a100&ib（tres.constraint_matches）
+    constraints: str | None = Field(default=None, sa_column=Column(Text))
+    required_nodes: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False, server_default="{}")
+    )
+    excluded_nodes: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False, server_default="{}")
+    )
+    # 提交时的 Slurm 写法（gpus_per_node、mem_per_cpu…）：只用于作业环境变量与展示，调度不看它
+    slurm_request: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
+    )
+    # 输出文件名含 %N（节点名）时的模式：认领时按节点展开进 stdout_path/stderr_path；否则为空
+    stdout_pattern: str | None = Field(default=None, max_length=2048)
+    stderr_pattern: str | None = Field(default=None, max_length=2048)
 
 
 class Job(JobBase, table=True):

@@ -78,3 +78,49 @@ class Resources(Mapping[str, float]):
 
 
 NONE = Resources()
+
+
+def job_request(
+    cpus: float, memory_bytes: float, gpus: float = 0, gres: Mapping[str, float] | None = None
+) -> Resources:
+    """jobs 表一行的资源列 → 资源向量（gres 的名称即节点声明的 Ray 自定义资源名）。"""
+    return Resources({**(gres or {}), CPU: cpus, MEMORY: memory_bytes, GPU: gpus})
+
+
+def _slurm_mem(nbytes: float) -> str:
+    """Slurm 的 TRES 内存写法：以 M 为单位，能被 1024 整除才进位（4000M、32G、1536M）。"""
+    value, units = -(-int(nbytes) // 2**20), "MGTP"
+    i = 0
+    while value and value % 1024 == 0 and i < len(units) - 1:
+        value, i = value // 1024, i + 1
+    return f"{value}{units[i]}"
+
+
+def _count(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def format_tres(
+    cpus: float,
+    memory_bytes: float,
+    gpus: float = 0,
+    gpu_type: str | None = None,
+    gres: Mapping[str, float] | None = None,
+    nodes: int = 1,
+) -> str:
+    """Slurm 的 TRES 串（scontrol 的 TRES=、sacct 的 AllocTRES 同一写法，去掉 billing）：
+    cpu=4,mem=8G,node=1,gres/gpu=2,gres/gpu:a100=2。顺序同 Slurm：cpu、mem、node，再 gres 按名称。
+
+    整节点内存（--mem=0）在分配前 memory_bytes 为 0，此时不列 mem。"""
+    parts = [f"cpu={_count(cpus)}"]
+    if memory_bytes:
+        parts.append(f"mem={_slurm_mem(memory_bytes)}")
+    parts.append(f"node={nodes}")
+    named = dict(gres or {})
+    if gpus:
+        named["gpu"] = gpus
+    for name in sorted(named):
+        parts.append(f"gres/{name}={_count(named[name])}")
+        if name == "gpu" and gpu_type:
+            parts.append(f"gres/gpu:{gpu_type}={_count(gpus)}")
+    return ",".join(parts)

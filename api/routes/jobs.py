@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlmodel import Session
@@ -30,6 +30,7 @@ from conductor.db import retry_conflicts, session_scope
 from conductor.errors import ConductorError
 from conductor.models import Job
 from conductor.reasons import Usage, blocked, gate
+from conductor.resources import format_tres
 from conductor.states import JobState
 from conductor.store import jobs as store
 from conductor.store import transitions
@@ -132,6 +133,7 @@ def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryRes
             dependency=job.dependency,
             array_job_id=job.array_job_id,
             array_task_id=job.array_task_id,
+            **job_resources(job),
         ),
         state_reason=reasons.get(job.id or 0),
         array_tasks=None
@@ -177,6 +179,22 @@ def cancel(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageRes
     if not result.changed:
         return MessageResponse(msg=f"作业 {job_id} 已处于 {result.previous} 状态，无需取消")
     return MessageResponse(msg=f"作业 {job_id} 已取消（原状态 {result.previous}）")
+
+
+def job_resources(job: Job) -> dict[str, Any]:
+    """请求与分配到的资源（JobResources 的字段）。单节点作业：分配的即所请求的，开始运行才有。"""
+    tres = format_tres(job.cpus, job.memory_bytes, job.gpus, job.gpu_type, job.gres)
+    return {
+        "tres_req_str": tres,
+        "tres_alloc_str": tres if job.node_id else "",
+        "ntasks": job.ntasks,
+        "gpus": job.gpus,
+        "gpu_type": job.gpu_type,
+        "gres": dict(job.gres or {}),
+        "constraints": job.constraints,
+        "required_nodes": list(job.required_nodes or []),
+        "excluded_nodes": list(job.excluded_nodes or []),
+    }
 
 
 def job_summary(job: Job) -> JobSummary:
@@ -231,6 +249,7 @@ def list_jobs(
                 priority=j.priority,
                 array_job_id=j.array_job_id,
                 array_task_id=j.array_task_id,
+                **job_resources(j),
             )
             for j in page
         ],

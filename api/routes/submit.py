@@ -24,15 +24,23 @@ from conductor.admission import (
     resolve_run_as,
     stored_bytes,
 )
-from conductor.arrays import check_filename, expand_filename, parse_array
+from conductor.arrays import (
+    MAX_SHORT_NAME,
+    check_filename,
+    defer_node,
+    expand_filename,
+    expand_node,
+    needs_node,
+    parse_array,
+)
 from conductor.auth import Principal
 from conductor.db import session_scope
 from conductor.dependencies import DepState
 from conductor.errors import Forbidden, InvalidJobRequest
-from conductor.memory import parse_memory
 from conductor.models import Job
 from conductor.policy import NodeView, can_ever_run
 from conductor.priority import queue_rank
+from conductor.request import ResourceFields, normalize
 from conductor.resolver import checked_dependency
 from conductor.timefmt import parse_time_limit
 
@@ -71,6 +79,25 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
         stdout_path = confine(stdout_path, root, "job.standard_output")
         stderr_path = confine(stderr_path, root, "job.standard_error")
     run_as_user = resolve_run_as(p.account, rt.settings)
+    r = normalize(
+        ResourceFields(
+            ntasks_per_node=p.ntasks_per_node,
+            cpus_per_task=p.cpus_per_task,
+            tasks=p.tasks,
+            nodes=p.nodes,
+            memory_per_node=p.memory_per_node,
+            memory_per_cpu=p.memory_per_cpu,
+            tres_per_node=p.tres_per_node,
+            tres_per_job=p.tres_per_job,
+            tres_per_task=p.tres_per_task,
+            cpus_per_tres=p.cpus_per_tres,
+            memory_per_tres=p.memory_per_tres,
+            constraints=p.constraints,
+            required_nodes=p.required_nodes,
+            excluded_nodes=p.excluded_nodes,
+            given=frozenset(p.model_fields_set),
+        )
+    )
     now = datetime.now(UTC)
     return Job(
         name=p.name,
@@ -82,10 +109,19 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         run_as_user=run_as_user,
-        ntasks_per_node=p.ntasks_per_node,
-        cpus_per_task=p.cpus_per_task,
-        cpus=p.ntasks_per_node * p.cpus_per_task,
-        memory_bytes=parse_memory(p.memory_per_node),
+        ntasks_per_node=r.ntasks_per_node,
+        cpus_per_task=r.cpus_per_task,
+        cpus=r.cpus,
+        memory_bytes=r.memory_bytes,
+        ntasks=r.ntasks,
+        gpus=r.gpus,
+        gpu_type=r.gpu_type,
+        gres=r.gres,
+        whole_node_memory=r.whole_node_memory,
+        constraints=r.constraints,
+        required_nodes=r.required_nodes,
+        excluded_nodes=r.excluded_nodes,
+        slurm_request=r.slurm_request,
         time_limit_seconds=time_limit,
         exclusive=p.exclusive,
         submit_time=now,
@@ -97,7 +133,12 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
 
 
 def _check_runnable(job: Job, rt: Runtime) -> None:
-    """永远无法运行的请求在提交时拒绝，而不是永远 PENDING（只看该分区的存活节点）。"""
+    """永远无法运行的请求在提交时拒绝，而不是永远 PENDING（只看该分区的存活节点）。
+
+    TODO(议题 16，策略一侧)：这里只查 CPU 与内存。策略的 can_ever_run 接受资源向量后，改为
+    can_ever_run(job_request(job.cpus, job.memory_bytes, job.gpus, job.gres), nodes, ...)
+    并按 gpu_type、constraints、required_nodes、excluded_nodes 筛节点，
+    422 点名 job.tres_per_node 等字段（如在只有 2 个 GPU 的集群上申请 gpu:4）。"""
     partitions = rt.partitions
     nodes = [
         NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory)
@@ -185,8 +226,29 @@ def _numbered(index: int, count: int) -> Iterator[None]:
         raise Forbidden(f"第 {index} 个作业：{exc}") from exc
 
 
-def _output_path(pattern: str, names: dict[str, Any], field: str, rt: Runtime) -> str:
-    """展开输出文件名模式；展开后过长（%x 可重复多次）时 422，不让数据库报错。"""
+def _output_path(
+    pattern: str, names: dict[str, Any], field: str, rt: Runtime
+) -> tuple[str, str | None]:
+    """展开输出文件名模式，返回 (路径, 含 %N 时留待认领时展开的模式)。
+
+    展开后过长（%x 可重复多次）时 422，不让数据库报错；%N 按最长的短主机名估算。"""
+    node_pattern = None
+    if needs_node(pattern):
+        node_pattern = defer_node(pattern, **names)
+        if len(node_pattern) > PATH_COLUMN:
+            raise InvalidJobRequest(
+                field, f"{field}：展开后的模式有 {len(node_pattern)} 个字符，超过上限 {PATH_COLUMN}"
+            )
+        # 节点名要到认领时才知道：先按最长的短主机名检查长度与目录限定，入库的路径暂留 %N
+        longest = expand_node(node_pattern, "n" * MAX_SHORT_NAME)
+        if len(longest) > PATH_COLUMN:
+            raise InvalidJobRequest(
+                field,
+                f"{field}：%N 展开后的路径可能有 {len(longest)} 个字符，超过上限 {PATH_COLUMN}",
+            )
+        if rt.settings.work_root is not None:
+            confine(longest, rt.settings.work_root, field)
+        return expand_node(node_pattern, "%N"), node_pattern
     path = expand_filename(pattern, **names)
     if len(path) > PATH_COLUMN:
         raise InvalidJobRequest(
@@ -195,7 +257,7 @@ def _output_path(pattern: str, names: dict[str, Any], field: str, rt: Runtime) -
     if rt.settings.work_root is not None:
         # %x、%u 展开后可能带出 “/..”：展开后再限定一次
         path = confine(path, rt.settings.work_root, field)
-    return path
+    return path, None
 
 
 def _name_outputs(jobs: list[Job], rt: Runtime) -> None:
@@ -212,8 +274,12 @@ def _name_outputs(jobs: list[Job], rt: Runtime) -> None:
             "array_job_id": j.array_job_id,
             "array_task_id": j.array_task_id,
         }
-        j.stdout_path = _output_path(j.stdout_path, names, "job.standard_output", rt)
-        j.stderr_path = _output_path(j.stderr_path, names, "job.standard_error", rt)
+        j.stdout_path, j.stdout_pattern = _output_path(
+            j.stdout_path, names, "job.standard_output", rt
+        )
+        j.stderr_path, j.stderr_pattern = _output_path(
+            j.stderr_path, names, "job.standard_error", rt
+        )
 
 
 def _persist(rt: Runtime, principal: Principal, requests: list[SubmitRequest]) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conductor.errors import ConductorError
+from conductor.tres import parse_tres
 
 
 class SbatchError(ConductorError):
@@ -41,6 +42,19 @@ class SbatchOptions:
     dependency: str | None = None
     priority: int | None = None
     hold: bool | None = None
+    # ---- 资源（议题 16）：换算成 REST 的 tasks、tres_per_*、memory_per_cpu…，见 build_payload ----
+    ntasks: int | None = None
+    nodes: str | None = None
+    gres: str | None = None
+    gpus: str | None = None
+    gpus_per_node: str | None = None
+    gpus_per_task: str | None = None
+    cpus_per_gpu: int | None = None
+    mem_per_gpu: str | None = None
+    mem_per_cpu: str | None = None
+    constraint: str | None = None
+    nodelist: str | None = None
+    exclude: str | None = None
     # 认得但 Conductor 不支持、被忽略的选项（给用户的提示）
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
@@ -80,20 +94,41 @@ _VALUE_OPTIONS: dict[str, tuple[str, type]] = {
     "-d": ("dependency", str),
     "--dependency": ("dependency", str),
     "--priority": ("priority", int),
+    "-n": ("ntasks", int),
+    "--ntasks": ("ntasks", int),
+    "-N": ("nodes", str),
+    "--nodes": ("nodes", str),
+    "--gres": ("gres", str),
+    "-G": ("gpus", str),
+    "--gpus": ("gpus", str),
+    "--gpus-per-node": ("gpus_per_node", str),
+    "--gpus-per-task": ("gpus_per_task", str),
+    "--cpus-per-gpu": ("cpus_per_gpu", int),
+    "--mem-per-gpu": ("mem_per_gpu", str),
+    "--mem-per-cpu": ("mem_per_cpu", str),
+    "-C": ("constraint", str),
+    "--constraint": ("constraint", str),
+    "-w": ("nodelist", str),
+    "--nodelist": ("nodelist", str),
+    "-x": ("exclude", str),
+    "--exclude": ("exclude", str),
 }
 _FLAG_OPTIONS = {"--exclusive": "exclusive", "-H": "hold", "--hold": "hold"}
 # sbatch 允许 --exclusive[=user|mcs|topo]：任何取值都按独占处理
 _OPTIONAL_VALUE_FLAGS = {"--exclusive"}
 
-# 常见但 Conductor 不支持的选项：忽略并提示，使现有 Slurm 脚本不经修改即可提交
+# 常见但 Conductor 不支持、且忽略它们不会让作业少拿资源的选项：忽略并提示，使现有 Slurm 脚本
+# 不经修改即可提交（原因见 README 的“仍被忽略的指令”）。申请资源的选项一律照办或明确拒绝
 _IGNORED_WITH_VALUE = {
-    "-N", "--nodes", "-n", "--ntasks", "--mail-type", "--mail-user", "-q", "--qos",
-    "--gres", "--gpus", "-G", "-C", "--constraint", "--mem-per-cpu", "--ntasks-per-core",
-    "-w", "--nodelist", "-x", "--exclude", "--comment", "--signal", "-M", "--clusters",
-    "--reservation", "--licenses", "-L", "--begin", "-b", "--open-mode", "--nice",
-    "--distribution", "-m", "--cpu-freq", "--threads-per-core", "--hint", "--wckey",
-    "--gpus-per-node", "--gpus-per-task", "--tmp", "--mincpus",
+    "--mail-type", "--mail-user", "-q", "--qos", "--ntasks-per-core", "--comment", "--signal",
+    "-M", "--clusters", "--reservation", "--licenses", "-L", "--begin", "-b", "--open-mode",
+    "--nice", "--distribution", "-m", "--cpu-freq", "--threads-per-core", "--hint", "--wckey",
 }  # fmt: skip
+# 申请资源、但 Conductor 无法保证的选项：忽略会让作业少拿资源，所以明确拒绝
+_REFUSED = {
+    "--tmp": "不做节点本地磁盘的记账，无法保证所要的临时空间",
+    "--mincpus": "请改用 -c/--cpus-per-task 或 -n/--ntasks 申请 CPU",
+}
 _IGNORED_FLAGS = {
     "--requeue", "--no-requeue", "-Q", "--quiet", "-v", "--verbose", "--parsable",
     "--contiguous", "--overcommit", "-O", "--oversubscribe", "-s", "--share", "-W", "--wait",
@@ -138,6 +173,8 @@ def parse_args(tokens: list[str]) -> SbatchOptions:
         name, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         if not token.startswith("--") and len(token) > 2 and token.startswith("-"):
             name, eq, inline = token[:2], "=", token[2:]  # -Jname 形式
+        if name in _REFUSED:
+            raise SbatchError(f"不支持 {name}：{_REFUSED[name]}；请删去该指令")
         if name in _FLAG_OPTIONS:
             if eq and name not in _OPTIONAL_VALUE_FLAGS:
                 raise SbatchError(f"{name} 不带取值：{token!r}")
@@ -237,14 +274,12 @@ def build_payload(
         "standard_output": output,
         # sbatch：未指定 --error 时 stderr 与 stdout 写同一个文件
         "standard_error": opts.error or output,
-        "ntasks_per_node": opts.ntasks_per_node or 1,
-        "cpus_per_task": opts.cpus_per_task or 1,
-        "memory_per_node": opts.mem or "1G",
         "name": opts.job_name or script_name,
         "time_limit": opts.time or "UNLIMITED",
         "partition": opts.partition or "default",
         "exclusive": bool(opts.exclusive),
     }
+    job.update(resource_fields(opts))
     for key in ("array", "dependency", "priority"):
         value = getattr(opts, key)
         if value is not None:
@@ -252,3 +287,66 @@ def build_payload(
     if opts.hold:
         job["hold"] = True
     return {"job": job, "script": script}
+
+
+def _gres_entries(value: str, option: str) -> list[str]:
+    """--gres=gpu:a100:2,nvme → gres/gpu:a100:2、gres/nvme:1（写法错误时指明是哪个选项）。"""
+    try:
+        return [t.spelled() for t in parse_tres(value, option)]
+    except ValueError as exc:
+        raise SbatchError(str(exc)) from None
+
+
+def _gpu_count(value: str, option: str) -> str:
+    """--gpus、--gpus-per-node、--gpus-per-task 的 [类型:]数量 → gres/gpu:[类型:]数量。"""
+    if value.count(":") > 1 or not value.split(":")[-1].isdigit():
+        raise SbatchError(f"{option} 格式无效：{value!r}（应为 [类型:]数量，如 2 或 a100:2）")
+    return _gres_entries(f"gpu:{value}", option)[0]
+
+
+def resource_fields(opts: SbatchOptions) -> dict[str, Any]:
+    """资源选项 → REST 的资源字段（字段名同 Slurm REST）。
+
+    只发送用户给出的：互斥的选项（--mem 与 --mem-per-cpu、--cpus-per-task 与 --cpus-per-gpu）
+    由服务端判断冲突，默认值不应被当成“用户也给了”。"""
+    job: dict[str, Any] = {}
+    if opts.ntasks is not None:
+        job["tasks"] = opts.ntasks
+    if opts.ntasks_per_node is not None or opts.ntasks is None:
+        job["ntasks_per_node"] = opts.ntasks_per_node or 1
+    if opts.cpus_per_task is not None or opts.cpus_per_gpu is None:
+        job["cpus_per_task"] = opts.cpus_per_task or 1
+    if opts.mem is not None or (opts.mem_per_cpu is None and opts.mem_per_gpu is None):
+        job["memory_per_node"] = opts.mem or "1G"
+    if opts.mem_per_cpu is not None:
+        job["memory_per_cpu"] = opts.mem_per_cpu
+    if opts.nodes is not None:
+        low = opts.nodes.strip().partition("-")[0]
+        if low.isdigit() and int(low) > 1:
+            raise SbatchError(
+                f"-N/--nodes={opts.nodes}：多节点作业尚未支持（本版本每个作业只在一个节点上运行）"
+            )
+        job["nodes"] = opts.nodes
+    per_node = _gres_entries(opts.gres, "--gres") if opts.gres else []
+    if opts.gpus_per_node is not None:
+        if any(e.startswith("gres/gpu:") for e in per_node):
+            raise SbatchError("--gres=gpu 与 --gpus-per-node 不能同时指定（都在申请每节点的 GPU）")
+        per_node.append(_gpu_count(opts.gpus_per_node, "--gpus-per-node"))
+    if per_node:
+        job["tres_per_node"] = ",".join(per_node)
+    if opts.gpus is not None:
+        job["tres_per_job"] = _gpu_count(opts.gpus, "--gpus")
+    if opts.gpus_per_task is not None:
+        job["tres_per_task"] = _gpu_count(opts.gpus_per_task, "--gpus-per-task")
+    if opts.cpus_per_gpu is not None:
+        job["cpus_per_tres"] = f"gres/gpu:{opts.cpus_per_gpu}"
+    if opts.mem_per_gpu is not None:
+        job["memory_per_tres"] = f"gres/gpu:{opts.mem_per_gpu}"
+    for key, value in (
+        ("constraints", opts.constraint),
+        ("required_nodes", opts.nodelist),
+        ("excluded_nodes", opts.exclude),
+    ):
+        if value is not None:
+            job[key] = value
+    return job

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlmodel import Session
 
+from conductor.arrays import expand_node
 from conductor.models import RUNNABLE
 from conductor.policy import Placement
 from conductor.states import JobState, can_transition, sources_of
@@ -97,7 +98,40 @@ def claim(
             "epoch": epoch,
         },
     )
-    return [dict(r._mapping) for r in rows]
+    claimed = [dict(r._mapping) for r in rows]
+    _name_outputs_on_node(session, claimed)
+    return claimed
+
+
+_NAME_OUTPUTS = text(
+    """
+    UPDATE jobs SET stdout_path = v.out, stderr_path = v.err
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:outs AS text[]), CAST(:errs AS text[]))
+         AS v(id, out, err)
+    WHERE jobs.id = v.id
+    """
+)
+
+
+def _name_outputs_on_node(session: Session, rows: list[dict]) -> None:
+    """输出文件名含 %N 的作业：认领时才知道节点，在同一事务里展开并写回（行也一并改好）。
+
+    模式单独保存：作业若被重新排队、改派到别的节点，再次认领时按新节点重新展开。"""
+    named = [r for r in rows if r.get("stdout_pattern") or r.get("stderr_pattern")]
+    for r in named:
+        for column in ("stdout", "stderr"):
+            pattern = r.get(f"{column}_pattern")
+            if pattern:
+                r[f"{column}_path"] = expand_node(pattern, r["node_name"] or "")
+    if named:
+        session.execute(
+            _NAME_OUTPUTS,
+            {
+                "ids": [r["id"] for r in named],
+                "outs": [r["stdout_path"] for r in named],
+                "errs": [r["stderr_path"] for r in named],
+            },
+        )
 
 
 # RUNNING → 终态（令牌为栅栏）

@@ -54,6 +54,7 @@ EXPECTED_SLURM = {
     "SLURM_JOB_NAME": "train",
     "SLURM_CPUS_PER_TASK": "3",
     "SLURM_NTASKS": "2",
+    "SLURM_NPROCS": "2",
     "SLURM_NTASKS_PER_NODE": "2",
     "SLURM_CPUS_ON_NODE": "6",
     "SLURM_JOB_NUM_NODES": "1",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from api.schemas import JobProperties
 from conductor.arrays import expand_filename
 from conductor.client.sbatch import (
     SbatchError,
@@ -15,6 +17,8 @@ from conductor.client.sbatch import (
     parse_directives,
     parse_export,
 )
+from conductor.errors import InvalidJobRequest
+from conductor.request import JobRequest, ResourceFields, normalize
 
 SLURM_SCRIPT = """#!/bin/bash
 #SBATCH --job-name=sim_run
@@ -52,9 +56,10 @@ def test_directives_of_a_typical_slurm_script() -> None:
         chdir="/data/run001",
         export="ALL,OMP_NUM_THREADS=8",
         exclusive=True,
+        nodes="1",
     )
     # 认得但不支持的选项被忽略并报告；第一条命令之后的 #SBATCH 不生效（同 sbatch）
-    assert opts.ignored == ("--nodes=1", "--mail-type=END")
+    assert opts.ignored == ("--mail-type=END",)
 
 
 @pytest.mark.parametrize(
@@ -195,3 +200,134 @@ def test_payload_from_options(tmp_path: Path) -> None:
 )
 def test_expand_filename(pattern: str, expected: str) -> None:
     assert expand_filename(pattern, job_id=42, name="sim", account="alice") == expected
+
+
+# ---------- 资源指令（议题 16）：真实脚本的样子 → REST 字段 → 规范化后的列 ----------
+
+
+def _payload(script: str, tmp_path: Path, *args: str) -> dict:
+    opts = parse_args(list(args)).merged_over(parse_directives(script))
+    return build_payload(opts, script, "job.sh", tmp_path, "alice", {})
+
+
+def _normalized(job: dict) -> JobRequest:
+    props = JobProperties(**job)
+    fields = {k: getattr(props, k) for k in ResourceFields.__dataclass_fields__ if k != "given"}
+    return normalize(ResourceFields(**fields, given=frozenset(props.model_fields_set)))
+
+
+GPU_TRAINING = """#!/bin/bash
+#SBATCH --job-name=train
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --time=1:00:00
+#SBATCH --mail-type=END
+#SBATCH -o %x_%j.out
+python train.py
+"""
+
+
+def test_gpu_training_job(tmp_path: Path) -> None:
+    payload = _payload(GPU_TRAINING, tmp_path)
+    job = payload["job"]
+    assert job["tres_per_node"] == "gres/gpu:1"
+    assert (job["cpus_per_task"], job["memory_per_node"], job["time_limit"]) == (
+        8,
+        "32G",
+        "1:00:00",
+    )
+    assert job["standard_output"] == "%x_%j.out"
+    r = _normalized(job)
+    assert (r.cpus, r.memory_bytes, r.gpus, r.gpu_type, r.gres) == (8, 32 * 2**30, 1, None, {})
+    assert r.slurm_request == {"gpus_per_node": "1"}
+    # 只有 --mail-type 仍被忽略：它不影响作业拿到的资源
+    assert parse_directives(GPU_TRAINING).ignored == ("--mail-type=END",)
+
+
+def test_ntasks_with_mem_per_cpu(tmp_path: Path) -> None:
+    job = _payload("#!/bin/bash\n#SBATCH -n 4 --mem-per-cpu=100M\nsrun ./a\n", tmp_path)["job"]
+    assert (job["tasks"], job["memory_per_cpu"]) == (4, "100M")
+    assert "memory_per_node" not in job and "ntasks_per_node" not in job
+    r = _normalized(job)
+    assert (r.ntasks, r.cpus, r.memory_bytes) == (4, 4, 400 * 2**20)
+    assert r.slurm_request == {"mem_per_cpu": 100 * 2**20}
+
+
+def test_exclusive_whole_node_memory(tmp_path: Path) -> None:
+    job = _payload("#!/bin/bash\n#SBATCH --exclusive --mem=0\n./a\n", tmp_path)["job"]
+    assert (job["exclusive"], job["memory_per_node"]) == (True, "0")
+    r = _normalized(job)
+    assert (r.whole_node_memory, r.memory_bytes) == (True, 0)
+
+
+def test_gpu_directive_forms(tmp_path: Path) -> None:
+    job = _payload(
+        "#!/bin/bash\n#SBATCH --gres=gpu:a100:2,nvme:1 -C 'a100|h100' -w node-01 -x node[02-03]\n",
+        tmp_path,
+        "--cpus-per-gpu=4",
+        "--mem-per-gpu=16G",
+    )["job"]
+    assert job["tres_per_node"] == "gres/gpu:a100:2,gres/nvme:1"
+    assert (job["cpus_per_tres"], job["memory_per_tres"]) == ("gres/gpu:4", "gres/gpu:16G")
+    assert "cpus_per_task" not in job and "memory_per_node" not in job
+    r = _normalized(job)
+    assert (r.gpus, r.gpu_type, r.gres, r.cpus, r.memory_bytes) == (
+        2,
+        "a100",
+        {"nvme": 1.0},
+        8,
+        32 * 2**30,
+    )
+    assert (r.constraints, r.required_nodes, r.excluded_nodes) == (
+        "a100|h100",
+        ["node-01"],
+        ["node02", "node03"],
+    )
+    job = _payload("#!/bin/bash\n", tmp_path, "-G", "a100:2")["job"]
+    assert job["tres_per_job"] == "gres/gpu:a100:2"
+    job = _payload("#!/bin/bash\n", tmp_path, "-n", "3", "--gpus-per-task=1")["job"]
+    assert (job["tres_per_task"], _normalized(job).gpus) == ("gres/gpu:1", 3)
+    job = _payload("#!/bin/bash\n", tmp_path, "--gpus-per-node=2")["job"]
+    assert _normalized(job).slurm_request == {"gpus_per_node": "2"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-N", "2"], "多节点作业尚未支持"),
+        (["--gres=gpu:1", "--gpus-per-node=2"], "不能同时指定"),
+        (["--gpus=a100"], "--gpus 格式无效"),
+        (["--gres=nvme:fast:1"], "只有 gpu 可以指定类型"),
+        (["--gres=gpu:1(S:0)"], "--gres 中的"),
+        (["--tmp=10G"], "不支持 --tmp"),
+        (["--mincpus", "8"], "不支持 --mincpus"),
+    ],
+)
+def test_bad_resource_options_name_the_option(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(SbatchError, match=re.escape(message)):
+        _payload("#!/bin/bash\n", tmp_path, *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "message"),
+    [
+        (["--mem=1G", "--mem-per-cpu=1G"], "job.memory_per_node", "job.memory_per_cpu"),
+        (["-c", "2", "--gpus=1", "--cpus-per-gpu=2"], "job.cpus_per_task", "互斥"),
+        (["--cpus-per-gpu=2"], "job.cpus_per_tres", "需要同时申请 GPU"),
+        (["-w", "a,b"], "job.required_nodes", "多节点作业尚未支持"),
+        (["-w", "a", "-x", "a"], "job.required_nodes", "既被要求又被排除"),
+        (["-n", "4", "--ntasks-per-node=2"], "job.tasks", "多节点作业尚未支持"),
+        (["-C", "a100*2"], "job.constraints", "暂不支持"),
+        (["--mem-per-cpu=lots"], "job.memory_per_cpu", "格式无效"),
+    ],
+)
+def test_conflicts_are_refused_naming_the_fields(
+    args: list[str], field: str, message: str, tmp_path: Path
+) -> None:
+    job = _payload("#!/bin/bash\n", tmp_path, *args)["job"]
+    with pytest.raises(InvalidJobRequest, match=re.escape(message)) as info:
+        _normalized(job)
+    assert info.value.field == field

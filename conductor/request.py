@@ -1,0 +1,242 @@
+"""把提交请求里的资源字段（Slurm REST 的写法）规范化成 jobs 表的列（纯函数）。
+
+本版本作业只在一个节点上运行：CPU = 任务数 × 每任务 CPU（给了 cpus_per_tres 时取它与
+GPU 数 × 每 GPU CPU 中较大的）；内存 = memory_per_node，或 memory_per_cpu × CPU，或
+memory_per_tres × GPU；每任务 GPU × 任务数 = GPU。互相冲突的字段（Slurm 同样拒绝）与
+需要多个节点的请求都以 422 拒绝，指明字段：绝不让作业带着比所求更少的资源运行。
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from conductor.errors import InvalidJobRequest
+from conductor.memory import parse_memory
+from conductor.tres import Tres, parse_constraint, parse_nodes, parse_per_gpu, parse_tres
+
+MULTI_NODE = "多节点作业尚未支持（本版本每个作业只在一个节点上运行）"
+
+
+@dataclass(frozen=True)
+class ResourceFields:
+    """请求里与资源有关的字段（值为用户所写）；given 为用户明确给出的字段名。"""
+
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    tasks: int | None = None
+    nodes: str | int | None = None
+    memory_per_node: str | int = "1G"
+    memory_per_cpu: str | int | None = None
+    tres_per_node: str | None = None
+    tres_per_job: str | None = None
+    tres_per_task: str | None = None
+    cpus_per_tres: str | None = None
+    memory_per_tres: str | None = None
+    constraints: str | None = None
+    required_nodes: str | list[str] | None = None
+    excluded_nodes: str | list[str] | None = None
+    given: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """规范化后的请求：直接对应 jobs 表的列（见 conductor/models.py）。"""
+
+    ntasks: int
+    ntasks_per_node: int
+    cpus_per_task: int
+    cpus: int
+    memory_bytes: int
+    whole_node_memory: bool = False
+    gpus: int = 0
+    gpu_type: str | None = None
+    gres: dict[str, float] = field(default_factory=dict)
+    constraints: str | None = None
+    required_nodes: list[str] = field(default_factory=list)
+    excluded_nodes: list[str] = field(default_factory=list)
+    # 只用于作业环境变量（SLURM_GPUS、SLURM_MEM_PER_CPU…）与展示，调度只看上面的列
+    slurm_request: dict[str, Any] = field(default_factory=dict)
+
+
+def _field(name: str) -> str:
+    return f"job.{name}"
+
+
+def _fail(name: str, message: str) -> InvalidJobRequest:
+    return InvalidJobRequest(_field(name), f"{_field(name)}：{message}")
+
+
+def _conflict(a: str, b: str, why: str) -> InvalidJobRequest:
+    return InvalidJobRequest(_field(a), f"{_field(a)} 与 {_field(b)} 不能同时指定：{why}")
+
+
+def _parsed(name: str, value: str | None) -> list[Tres]:
+    if value is None:
+        return []
+    try:
+        return parse_tres(value, _field(name))
+    except ValueError as exc:
+        raise InvalidJobRequest(_field(name), str(exc)) from exc
+
+
+def _node_count(nodes: str | int | None) -> None:
+    """nodes：1、"1"、"1-1" 可以；需要多个节点的写法拒绝（下一个议题支持）。"""
+    if nodes is None:
+        return
+    text = str(nodes).strip()
+    low, sep, high = text.partition("-")
+    if not low.isdigit() or (sep and not high.isdigit()):
+        raise _fail("nodes", f"格式无效：{nodes!r}，应为节点数，如 1")
+    if int(low) < 1 or (sep and int(high) < int(low)):
+        raise _fail("nodes", f"节点数无效：{nodes!r}")
+    if int(low) > 1:
+        raise _fail("nodes", f"{MULTI_NODE}：请求了 {text} 个节点")
+
+
+def _tasks(f: ResourceFields) -> int:
+    if f.tasks is None:
+        return f.ntasks_per_node
+    if "ntasks_per_node" in f.given and f.tasks > f.ntasks_per_node:
+        raise InvalidJobRequest(
+            _field("tasks"),
+            f"{_field('tasks')}={f.tasks} 大于 {_field('ntasks_per_node')}={f.ntasks_per_node}，"
+            f"需要多个节点：{MULTI_NODE}",
+        )
+    return f.tasks
+
+
+def _gpus_and_gres(
+    f: ResourceFields, ntasks: int
+) -> tuple[int, str | None, dict[str, float], dict[str, str]]:
+    """三种 TRES 字段合成一个节点上的 GPU 数、GPU 类型与其他通用资源。"""
+    per_name: dict[str, str] = {}  # 资源名 → 出现在哪个字段（冲突时点名）
+    gpus, gpu_type, gres = 0, None, {}
+    spelled: dict[str, str] = {}
+    for name, factor in (("tres_per_node", 1), ("tres_per_job", 1), ("tres_per_task", ntasks)):
+        for t in _parsed(name, getattr(f, name)):
+            if t.name in per_name:
+                raise _conflict(per_name[t.name], name, f"两处都申请了 {t.name}")
+            per_name[t.name] = name
+            if t.is_gpu:
+                gpus, gpu_type = t.count * factor, t.type if t.count else None
+                spelled[name] = f"{t.type}:{t.count}" if t.type else str(t.count)
+            elif t.count:
+                gres[t.name] = float(t.count * factor)
+    return gpus, gpu_type, gres, spelled
+
+
+def _per_gpu(f: ResourceFields, name: str, gpus: int, memory: bool) -> int | None:
+    value = getattr(f, name)
+    if value is None:
+        return None
+    try:
+        amount = parse_per_gpu(value, _field(name), memory)
+    except ValueError as exc:
+        raise InvalidJobRequest(_field(name), str(exc)) from exc
+    if gpus == 0:
+        raise _fail(
+            name, "按 GPU 计的请求需要同时申请 GPU（tres_per_node、tres_per_job 或 tres_per_task）"
+        )
+    return amount
+
+
+def _memory(
+    f: ResourceFields, cpus: int, gpus: int, mem_per_gpu: int | None
+) -> tuple[int, bool, int | None]:
+    """(内存字节, 是否整个节点, 每 CPU 内存)。三种写法只能给一种，同 Slurm。"""
+    node_given = "memory_per_node" in f.given
+    if f.memory_per_cpu is not None and node_given:
+        raise _conflict("memory_per_node", "memory_per_cpu", "Slurm 的 --mem 与 --mem-per-cpu 互斥")
+    if mem_per_gpu is not None and node_given:
+        raise _conflict(
+            "memory_per_node", "memory_per_tres", "Slurm 的 --mem 与 --mem-per-gpu 互斥"
+        )
+    if mem_per_gpu is not None and f.memory_per_cpu is not None:
+        raise _conflict(
+            "memory_per_cpu", "memory_per_tres", "Slurm 的 --mem-per-cpu 与 --mem-per-gpu 互斥"
+        )
+    if f.memory_per_cpu is not None:
+        try:
+            per_cpu = parse_memory(f.memory_per_cpu, _field("memory_per_cpu"))
+        except ValueError as exc:
+            raise InvalidJobRequest(_field("memory_per_cpu"), str(exc)) from exc
+        return per_cpu * cpus, False, per_cpu
+    if mem_per_gpu is not None:
+        return mem_per_gpu * gpus, False, None
+    try:
+        nbytes = parse_memory(f.memory_per_node, _field("memory_per_node"), allow_zero=True)
+    except ValueError as exc:
+        raise InvalidJobRequest(_field("memory_per_node"), str(exc)) from exc
+    return nbytes, nbytes == 0, None
+
+
+def _node_lists(f: ResourceFields) -> tuple[list[str], list[str]]:
+    lists = []
+    for name in ("required_nodes", "excluded_nodes"):
+        value = getattr(f, name)
+        try:
+            lists.append([] if value is None else parse_nodes(value, _field(name)))
+        except ValueError as exc:
+            raise InvalidJobRequest(_field(name), str(exc)) from exc
+    required, excluded = lists
+    if len(required) > 1:
+        # Slurm 的 -w 要求列出的每个节点都在分配里：两个节点即多节点作业
+        raise _fail("required_nodes", f"列出了 {len(required)} 个节点，{MULTI_NODE}")
+    both = sorted(set(required) & set(excluded))
+    if both:
+        raise _conflict(
+            "required_nodes", "excluded_nodes", f"节点 {','.join(both)} 既被要求又被排除"
+        )
+    return required, excluded
+
+
+def normalize(f: ResourceFields) -> JobRequest:
+    """由请求字段算出 jobs 表的资源列；无效或冲突时 InvalidJobRequest（422，指明字段）。"""
+    _node_count(f.nodes)
+    ntasks = _tasks(f)
+    gpus, gpu_type, gres, gpu_forms = _gpus_and_gres(f, ntasks)
+    cpus_per_gpu = _per_gpu(f, "cpus_per_tres", gpus, memory=False)
+    mem_per_gpu = _per_gpu(f, "memory_per_tres", gpus, memory=True)
+    cpus = ntasks * f.cpus_per_task
+    if cpus_per_gpu is not None:
+        if "cpus_per_task" in f.given:
+            raise _conflict(
+                "cpus_per_task", "cpus_per_tres", "Slurm 的 --cpus-per-task 与 --cpus-per-gpu 互斥"
+            )
+        cpus = max(ntasks, gpus * cpus_per_gpu)  # 每个任务至少一个 CPU
+    memory_bytes, whole, mem_per_cpu = _memory(f, cpus, gpus, mem_per_gpu)
+    constraints = None
+    if f.constraints is not None:
+        try:
+            constraints = parse_constraint(f.constraints, _field("constraints"))
+        except ValueError as exc:
+            raise InvalidJobRequest(_field("constraints"), str(exc)) from exc
+    required, excluded = _node_lists(f)
+    extra: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("gpus_per_job", gpu_forms.get("tres_per_job")),
+            ("gpus_per_node", gpu_forms.get("tres_per_node")),
+            ("gpus_per_task", gpu_forms.get("tres_per_task")),
+            ("cpus_per_gpu", cpus_per_gpu),
+            ("mem_per_gpu", mem_per_gpu),
+            ("mem_per_cpu", mem_per_cpu),
+        )
+        if value is not None
+    }
+    return JobRequest(
+        ntasks=ntasks,
+        ntasks_per_node=ntasks,
+        cpus_per_task=f.cpus_per_task,
+        cpus=cpus,
+        memory_bytes=memory_bytes,
+        whole_node_memory=whole,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        gres=gres,
+        constraints=constraints,
+        required_nodes=required,
+        excluded_nodes=excluded,
+        slurm_request=extra,
+    )
