@@ -13,6 +13,7 @@ import pwd
 import select
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import ray
@@ -192,10 +193,11 @@ def _reap_leftovers(timeout: float = 2.0) -> None:
         time.sleep(0.005)
 
 
-def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
+def execute(spec: JobSpec, node_id: str = "", gpu_ids: Sequence[str | int] = ()) -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
 
-    node_id 为真正执行它的 Ray 节点，作为 CONDUCTOR_NODE_ID 交给脚本。
+    node_id 为真正执行它的 Ray 节点，作为 CONDUCTOR_NODE_ID 交给脚本；gpu_ids 为 Ray 分给
+    这次执行的 GPU 编号，成为作业的 CUDA_VISIBLE_DEVICES 等变量。
     所在进程同一时刻只运行这一个作业（Ray worker 一次执行一个任务）：
     进程的子进程都属于它，脚本退出后残留的由这里清理并回收。
     """
@@ -204,7 +206,7 @@ def execute(spec: JobSpec, node_id: str = "") -> ExecResult:
     if cancel_marker(spec.token).exists():
         return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
-    env = {**build_env(spec, os.environ), "CONDUCTOR_NODE_ID": node_id}
+    env = {**build_env(spec, os.environ, gpu_ids), "CONDUCTOR_NODE_ID": node_id}
     try:
         prepare_spool()
         if spec.run_as_user is not None:
@@ -265,6 +267,6 @@ def run_job(spec: JobSpec) -> ExecResult:
     """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。
 
     返回之前在本节点留下结果文件（见 spool.result_file）。"""
-    result = execute(spec, ray.get_runtime_context().get_node_id())
+    result = execute(spec, ray.get_runtime_context().get_node_id(), ray.get_gpu_ids())
     leave_result(spec, result)
     return result

@@ -61,8 +61,11 @@ def start_run(
 ) -> Run:
     """在本节点启动作业的任务（硬绑定 node_id），并开始监视它。"""
     ref = run_job.options(
+        # 资源向量原样交给 Ray：GPU 由 Ray 分配具体编号，通用资源按节点声明的自定义资源预留
         num_cpus=spec.cpus,
-        memory=spec.memory_bytes,
+        num_gpus=spec.gpus,
+        memory=(spec.node_memory if spec.whole_node_memory else spec.memory_bytes) or None,
+        resources=dict(spec.gres),
         name=f"job-{spec.job_id}:{spec.name}",
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
     ).remote(spec)

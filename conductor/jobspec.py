@@ -222,7 +222,9 @@ def build_env(
     env = dict(DEFAULT_BASE)
     env.update({k: node_env[k] for k in BASE_VARS if k in node_env})
     env.update(spec.environment)
-    scheduler_vars = slurm_vars(spec) | gpu_vars(gpu_ids)
+    # 没分到 GPU 的作业看不见节点上的 GPU（Slurm 用 cgroup 隐藏设备；这里至少让 CUDA 程序不去用别人的卡）
+    gpu_env = gpu_vars(gpu_ids) if gpu_ids else {"CUDA_VISIBLE_DEVICES": ""}
+    scheduler_vars = slurm_vars(spec) | gpu_env
     env.update(scheduler_vars)
     env.update(
         {

@@ -83,6 +83,7 @@ def test_build_env_exact() -> None:
         "SHELL": "/bin/bash",
         "TMPDIR": "/tmp",
         "FOO": "bar",
+        "CUDA_VISIBLE_DEVICES": "",  # 没分到 GPU：看不见节点上的 GPU
         **EXPECTED_SLURM,
         **{"CONDUCTOR_" + k.removeprefix("SLURM_"): v for k, v in EXPECTED_SLURM.items()},
         TOKEN_VAR: "tok-abc",
@@ -156,7 +157,7 @@ def test_defaults_when_node_env_empty() -> None:
     assert env["TMPDIR"] == "/tmp"
     assert "HOME" not in env
     base_keys = {k for k in env if not k.startswith(("SLURM_", "CONDUCTOR_"))}
-    assert base_keys == set(DEFAULT_BASE)
+    assert base_keys == set(DEFAULT_BASE) | {"CUDA_VISIBLE_DEVICES"}
 
 
 def test_node_base_vars_override_defaults() -> None:
