@@ -1,4 +1,5 @@
-"""提交时的安全检查（纯函数）：大小限制、路径限定在 WORK_ROOT 内、账户到 Unix 用户的映射。
+"""提交时的安全检查（纯函数）：大小限制、路径限定在 WORK_ROOT 内、账户到 Unix 用户的映射，
+以及请求是否永远无法运行（没有一个节点容得下它）。
 
 任何一项不通过都在写入数据库之前拒绝，什么也不保存。
 """
@@ -7,10 +8,14 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from conductor.errors import Forbidden, InvalidJobRequest
+from conductor.features import parse_constraint
+from conductor.placement import NodeView, PendingJob, selected
+from conductor.resources import CPU, GPU, MEMORY, Resources
 from conductor.settings import Settings
 
 
@@ -122,3 +127,190 @@ def resolve_run_as(account: str, settings: Settings, as_root: bool | None = None
             "job.account", f"账户 {account} 映射到的 Unix 用户 {user} 在本机不存在"
         ) from exc
     return user
+
+
+class JobRequest(Protocol):
+    """准入要看的作业需求（作业行与 PendingJob 都符合）。"""
+
+    @property
+    def partition(self) -> str: ...
+    @property
+    def cpus(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def gpus(self) -> float: ...
+    @property
+    def gpu_type(self) -> str | None: ...
+    @property
+    def gres(self) -> Mapping[str, float]: ...
+    @property
+    def whole_node_memory(self) -> bool: ...
+    @property
+    def constraints(self) -> str | None: ...
+    @property
+    def required_nodes(self) -> Sequence[str]: ...
+    @property
+    def excluded_nodes(self) -> Sequence[str]: ...
+
+
+def _names(items: Iterable[object]) -> str:
+    shown = sorted({str(i) for i in items})
+    more = f" 等 {len(shown)} 个" if len(shown) > 20 else ""
+    return "、".join(shown[:20]) + more if shown else "无"
+
+
+def check_can_ever_run(job: JobRequest, nodes: Sequence[NodeView]) -> None:
+    """永远无法运行的请求在提交时拒绝（422，点名字段与缺的资源），而不是让它永远 PENDING。
+
+    nodes 是集群的存活节点（带分区与特性）；作业只在一个节点上运行，所以要有某一个节点同时容得下
+    它的每一项需求并通过 -w/-x/-C 与 GPU 型号的筛选。集群或分区暂无存活节点时接受：节点加入后即可运行。
+    依次检查 -w、分区、-x、-C、GPU 型号、CPU、GPU、通用资源、内存，报第一项不满足的。"""
+    if not nodes:
+        return
+    request = PendingJob(
+        0,
+        job.cpus,
+        job.memory_bytes,
+        job.partition,
+        gpus=job.gpus,
+        gres=dict(job.gres),
+        gpu_type=job.gpu_type.lower() if job.gpu_type else None,
+        whole_node_memory=job.whole_node_memory,
+        constraints=job.constraints or None,
+        required_nodes=list(job.required_nodes),
+        excluded_nodes=list(job.excluded_nodes),
+    )
+    part = request.partition
+    members = [n for n in nodes if part in n.partitions]
+    _check_required(request, nodes, members)
+    if not members:
+        return
+    if request.constraints is not None:
+        try:
+            parse_constraint(request.constraints)
+        except ValueError as exc:
+            raise InvalidJobRequest("job.constraints", str(exc)) from exc
+    named = [n for n in members if n.node_name not in request.excluded_nodes]
+    if not named:
+        raise InvalidJobRequest(
+            "job.excluded_nodes",
+            f"excluded_nodes（-x）排除了分区 {part} 的全部节点（{_names(n.node_name for n in members)}）",
+        )
+    chosen = [n for n in named if selected(request, n)]
+    if not chosen:
+        raise InvalidJobRequest(
+            "job.constraints",
+            f"constraints（-C）{request.constraints} 在分区 {part} 中没有节点满足"
+            f"（节点的特性：{_names(f for n in named for f in n.features)}）",
+        )
+    filtered = bool(request.required_nodes or request.excluded_nodes or request.constraints)
+    scope = f"分区 {part} 中任何{'符合 -w/-x/-C 的' if filtered else ''}节点"
+    if request.gpu_type is not None:
+        typed = [n for n in chosen if request.gpu_type in n.features]
+        if not typed:
+            raise InvalidJobRequest(
+                "job.gpus",
+                f"GPU 类型 {request.gpu_type}（gres gpu:{request.gpu_type}:N / gpus {request.gpu_type}:N）"
+                f"不在{scope}上（节点的特性：{_names(f for n in chosen for f in n.features)}）",
+            )
+        chosen = typed
+    declared = {name for n in nodes for name in n.custom}
+    unknown = sorted(name for name in request.gres if name not in declared)
+    if unknown:
+        raise InvalidJobRequest(
+            "job.gres",
+            f"未知的通用资源 {'、'.join(unknown)}：集群中没有节点声明它"
+            f"（已声明：{_names(declared)}；节点用 ray start --resources 声明）",
+        )
+    chosen = _narrow(
+        chosen,
+        CPU,
+        request.cpus,
+        lambda most: InvalidJobRequest(
+            "job.cpus_per_task",
+            f"请求 {request.cpus} 个 CPU（ntasks_per_node × cpus_per_task），"
+            f"超过{scope}的容量（最大 {most:g} 个）",
+        ),
+    )
+    chosen = _narrow(
+        chosen,
+        GPU,
+        request.gpus,
+        lambda most: InvalidJobRequest(
+            "job.gpus",
+            f"请求每个节点 {request.gpus:g} 个 GPU（gres gpu:{request.gpus:g} / gpus {request.gpus:g}），"
+            f"超过{scope}的 GPU 数（CPU 足够的节点中最大 {most:g} 个）",
+        ),
+    )
+    for name, amount in sorted(request.gres.items()):
+        chosen = _narrow(chosen, name, amount, _gres_error(name, amount, scope))
+    if request.whole_node_memory:
+        return
+    enough = (
+        "CPU 足够的" if not request.gpus and not request.gres else "CPU、GPU 与通用资源都足够的"
+    )
+    _narrow(
+        chosen,
+        MEMORY,
+        request.memory_bytes,
+        lambda most: InvalidJobRequest(
+            "job.memory_per_node",
+            f"请求内存 {request.memory_bytes // 2**20} MB，超过分区 {part} 中任何 {enough}节点的"
+            f"可用内存（最大 {int(most) // 2**20} MB）",
+        ),
+    )
+
+
+def _gres_error(name: str, amount: float, scope: str) -> Callable[[float], InvalidJobRequest]:
+    return lambda most: InvalidJobRequest(
+        "job.gres",
+        f"请求通用资源 {name}:{amount:g}，超过{scope}的数量（CPU 与 GPU 足够的节点中最大 {most:g}）",
+    )
+
+
+def _narrow(
+    nodes: list[NodeView],
+    resource: str,
+    need: float,
+    error: Callable[[float], InvalidJobRequest],
+) -> list[NodeView]:
+    """留下这一项总量容得下 need 的节点；一个也没有时抛出 error(这些节点中的最大值)。"""
+    if need <= 0:
+        return nodes
+    kept = [n for n in nodes if Resources({resource: need}).fits_in(n.total)]
+    if not kept:
+        raise error(max((n.total[resource] for n in nodes), default=0.0))
+    return kept
+
+
+def _check_required(
+    job: PendingJob, nodes: Sequence[NodeView], members: Sequence[NodeView]
+) -> None:
+    """-w：单节点作业要用到列出的每个节点，所以至多列一个；它须在集群里、在作业的分区里、没被 -x 排除。"""
+    wanted = sorted(set(job.required_nodes))
+    if not wanted:
+        return
+    if len(wanted) > 1:
+        raise InvalidJobRequest(
+            "job.required_nodes",
+            f"作业只在一个节点上运行，而 required_nodes（-w）列出了 {len(wanted)} 个节点（{_names(wanted)}）："
+            "Slurm 要求作业用到列出的每一个节点，请只列一个",
+        )
+    name = wanted[0]
+    if name not in {n.node_name for n in nodes}:
+        raise InvalidJobRequest(
+            "job.required_nodes",
+            f"required_nodes（-w）中的节点 {name} 不在集群中（存活的节点：{_names(n.node_name for n in nodes)}）",
+        )
+    if name in job.excluded_nodes:
+        raise InvalidJobRequest(
+            "job.required_nodes",
+            f"节点 {name} 同时出现在 required_nodes（-w）与 excluded_nodes（-x）中",
+        )
+    if members and name not in {n.node_name for n in members}:
+        raise InvalidJobRequest(
+            "job.required_nodes",
+            f"required_nodes（-w）中的节点 {name} 不属于分区 {job.partition}"
+            f"（该分区的节点：{_names(n.node_name for n in members)}）",
+        )

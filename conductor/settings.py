@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     )
     account_limits: dict[str, AccountLimit] = Field(
         default_factory=dict,
-        description='账户上限（JSON）：{"alice": {"max_running_jobs": 10, "max_cpus": 64}, "*": {...}}',
+        description='账户上限（JSON）：{"alice": {"max_running_jobs": 10, "max_cpus": 64, "max_gpus": 8}, "*": {...}}',
     )
     max_array_size: int = Field(1001, ge=1, le=100_000, description="一个作业数组最多的任务数")
 
