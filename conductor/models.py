@@ -77,7 +77,7 @@ class JobBase(SQLModel):
     whole_node_memory: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
     )
-    # 节点特性表达式：a100、a100|h100、a100&ib（tres.constraint_matches）
+    # 节点特性表达式：a100、a100|h100、a100&ib（features.parse_constraint）
     constraints: str | None = Field(default=None, sa_column=Column(Text))
     required_nodes: list[str] = Field(
         default_factory=list, sa_column=Column(ARRAY(Text), nullable=False, server_default="{}")

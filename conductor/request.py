@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conductor.errors import InvalidJobRequest
+from conductor.features import parse_constraint
 from conductor.memory import parse_memory
-from conductor.tres import Tres, parse_constraint, parse_nodes, parse_per_gpu, parse_tres
+from conductor.tres import Tres, parse_nodes, parse_per_gpu, parse_tres
 
 MULTI_NODE = "多节点作业尚未支持（本版本每个作业只在一个节点上运行）"
 
@@ -209,7 +210,8 @@ def normalize(f: ResourceFields) -> JobRequest:
     constraints = None
     if f.constraints is not None:
         try:
-            constraints = parse_constraint(f.constraints, _field("constraints"))
+            # 语法由策略用的同一个解析器检查（features.py）；存去掉空白的写法
+            constraints = parse_constraint("".join(f.constraints.split())).text
         except ValueError as exc:
             raise InvalidJobRequest(_field("constraints"), str(exc)) from exc
     required, excluded = _node_lists(f)

@@ -151,33 +151,3 @@ def parse_nodes(value: str | list[str], field: str) -> list[str]:
         for part in _split_top(item) if isinstance(value, list) else [item]:
             names.extend(_expand_one(part.strip(), field, MAX_NODE_NAMES - len(names)))
     return list(dict.fromkeys(names))
-
-
-_FEATURE = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
-
-
-def parse_constraint(value: str, field: str = "constraints") -> str:
-    """节点特性表达式：a100、a100|h100（任一）、a100&ib（同时具备）。返回去掉空白的写法。
-
-    Slurm 还有带数量（a100*2）、方括号与括号的写法：它们涉及多节点或分组，暂不支持，明确拒绝。"""
-    text = "".join(value.split())
-    if not text:
-        raise ValueError(f"{field} 不能为空")
-    if "&" in text and "|" in text:
-        raise ValueError(f"{field}：暂不支持同时使用 & 与 |：{value!r}")
-    for feature in re.split(r"[&|]", text):
-        if not _FEATURE.fullmatch(feature):
-            raise ValueError(
-                f"{field} 中的 {feature!r} 无效：应为特性名（字母、数字、_ . -）用 & 或 | 连接，"
-                "如 a100、a100|h100、a100&ib；带数量、方括号、括号的写法暂不支持"
-            )
-    return text
-
-
-def constraint_matches(expression: str | None, features: set[str] | frozenset[str]) -> bool:
-    """节点的特性集合是否满足表达式（None 为不限）。策略按它筛选节点。"""
-    if not expression:
-        return True
-    if "|" in expression:
-        return any(f in features for f in expression.split("|"))
-    return all(f in features for f in expression.split("&"))
