@@ -73,9 +73,10 @@ def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
     used = store.account_usage(session, sorted({j.account for j in pending}))
     arrays = sorted({j.array_job_id for j in pending if j.array_job_id is not None})
     usage = Usage(
-        jobs={a: n for a, (n, _) in used.items()},
-        cpus={a: cpus for a, (_, cpus) in used.items()},
+        jobs={a: n for a, (n, _, _) in used.items()},
+        cpus={a: cpus for a, (_, cpus, _) in used.items()},
         arrays=store.array_running(session, arrays),
+        gpus={a: gpus for a, (_, _, gpus) in used.items()},
     )
     limits = rt.settings.account_limits
     return {
@@ -88,6 +89,7 @@ def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
             j.cpus,
             j.array_job_id,
             j.array_max_running,
+            j.gpus,
         )
         or j.state_reason
         or "None"

@@ -18,6 +18,7 @@ from api.deps import PrincipalDep, RuntimeDep
 from api.runtime import Runtime
 from api.schemas import BatchSubmitRequest, BatchSubmitResponse, SubmitRequest, SubmitResponse
 from conductor.admission import (
+    check_can_ever_run,
     check_limits,
     check_request_total,
     confine,
@@ -38,7 +39,7 @@ from conductor.db import session_scope
 from conductor.dependencies import DepState
 from conductor.errors import Forbidden, InvalidJobRequest
 from conductor.models import Job
-from conductor.policy import NodeView, can_ever_run
+from conductor.policy import NodeView
 from conductor.priority import queue_rank
 from conductor.request import ResourceFields, normalize
 from conductor.resolver import checked_dependency
@@ -133,33 +134,25 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
 
 
 def _check_runnable(job: Job, rt: Runtime) -> None:
-    """永远无法运行的请求在提交时拒绝，而不是永远 PENDING（只看该分区的存活节点）。
+    """永远无法运行的请求在提交时拒绝（422 点名字段与缺的资源），而不是永远 PENDING。
 
-    TODO(议题 16，策略一侧)：这里只查 CPU 与内存。策略的 can_ever_run 接受资源向量后，改为
-    can_ever_run(job_request(job.cpus, job.memory_bytes, job.gpus, job.gres), nodes, ...)
-    并按 gpu_type、constraints、required_nodes、excluded_nodes 筛节点，
-    422 点名 job.tres_per_node 等字段（如在只有 2 个 GPU 的集群上申请 gpu:4）。"""
+    每一项资源（CPU、内存、GPU、通用资源）与 -w/-x/-C、GPU 型号都由 admission 按存活节点判断。"""
     partitions = rt.partitions
     nodes = [
-        NodeView(n.node_id, n.node_name, n.total_cpus, n.total_memory)
-        for n in rt.cluster.nodes()
-        if n.alive and job.partition in partitions.node_partitions(n.labels, n.resources)
-    ]
-    if not nodes or can_ever_run(job.cpus, job.memory_bytes, nodes):
-        return  # 分区暂无存活节点时接受：节点加入后即可运行
-    max_cpus = max((n.total_cpus for n in nodes), default=0)
-    if not can_ever_run(job.cpus, 0, nodes):
-        raise InvalidJobRequest(
-            "job.cpus_per_task",
-            f"请求 {job.cpus} 个 CPU（ntasks_per_node × cpus_per_task），"
-            f"超过分区 {job.partition} 中任何节点的容量（最大 {max_cpus:g} 个）",
+        NodeView(
+            n.node_id,
+            n.node_name,
+            n.total_cpus,
+            n.total_memory,
+            partitions.node_partitions(n.labels, n.resources),
+            gpus=n.total_gpus,
+            custom=n.gres,
+            features=n.features,
         )
-    max_mem = max((n.total_memory for n in nodes if n.total_cpus >= job.cpus), default=0)
-    raise InvalidJobRequest(
-        "job.memory_per_node",
-        f"请求内存 {job.memory_bytes // 2**20} MB，超过分区 {job.partition} 中任何 CPU 足够的节点的"
-        f"可用内存（最大 {int(max_mem) // 2**20} MB）",
-    )
+        for n in rt.cluster.nodes()
+        if n.alive
+    ]
+    check_can_ever_run(job, nodes)
 
 
 def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Session) -> list[Job]:

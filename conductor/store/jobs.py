@@ -100,16 +100,16 @@ def held_by_node(session: Session) -> dict[str, tuple[float, float]]:
     return {r.node_id: (float(r.cpus), float(r.mem)) for r in rows}
 
 
-def account_usage(session: Session, accounts: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """这些账户仍占用资源的 (作业数, CPU 数)。"""
+def account_usage(session: Session, accounts: Sequence[str]) -> dict[str, tuple[int, int, float]]:
+    """这些账户仍占用资源的 (作业数, CPU 数, GPU 数)。"""
     rows = session.execute(
         text(
-            "SELECT account, COUNT(*) AS n, SUM(cpus) AS cpus FROM jobs "
+            "SELECT account, COUNT(*) AS n, SUM(cpus) AS cpus, SUM(gpus) AS gpus FROM jobs "
             f"WHERE {HOLDING} AND account = ANY(:accounts) GROUP BY account"
         ),
         {"accounts": list(accounts)},
     )
-    return {r.account: (r.n, int(r.cpus)) for r in rows}
+    return {r.account: (r.n, int(r.cpus), float(r.gpus or 0)) for r in rows}
 
 
 def array_running(session: Session, arrays: Sequence[int]) -> dict[int, int]:

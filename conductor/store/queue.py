@@ -19,7 +19,8 @@ from conductor.store.transitions import HOLDING
 _RUNNING = text(
     "SELECT id, node_id, cpus, memory_bytes, "
     "EXTRACT(EPOCH FROM start_time) + time_limit_seconds AS expected_end, "
-    f"exclusive, account, array_job_id FROM jobs WHERE {HOLDING}"
+    "exclusive, account, array_job_id, gpus, gres, whole_node_memory "
+    f"FROM jobs WHERE {HOLDING}"
 )
 # 每个分区各读自己的队首（LATERAL，沿 ix_jobs_queue (partition, queue_rank, id)），再合并为队列顺序。
 # 跳过已到上限的账户与数组的条件包在 CASE 里，规划器估不出它有多挑剔：否则某个账户占了整个队列时，
@@ -27,10 +28,14 @@ _RUNNING = text(
 # 而沿索引顺序读、跳过该账户的作业只需一遍
 _PENDING = text(
     "SELECT j.id, j.cpus, j.memory_bytes, j.partition, j.time_limit_seconds, j.exclusive, "
-    "j.account, j.array_job_id, j.array_max_running "
+    "j.account, j.array_job_id, j.array_max_running, "
+    "j.gpus, j.gres, j.gpu_type, j.whole_node_memory, j.constraints, j.required_nodes, "
+    "j.excluded_nodes "
     "FROM unnest(CAST(:partitions AS text[]), CAST(:limits AS int[])) AS p(name, n) "
     "CROSS JOIN LATERAL (SELECT id, cpus, memory_bytes, partition, time_limit_seconds, "
-    "exclusive, account, array_job_id, array_max_running, queue_rank FROM jobs "
+    "exclusive, account, array_job_id, array_max_running, queue_rank, "
+    "gpus, gres, gpu_type, whole_node_memory, constraints, required_nodes, excluded_nodes "
+    "FROM jobs "
     f"WHERE {RUNNABLE} AND partition = p.name "
     "AND (CASE WHEN account = ANY(:accounts) OR array_job_id = ANY(:arrays) "
     "THEN false ELSE true END) "
@@ -45,8 +50,20 @@ def load_running(session: Session) -> list[RunningJob]:
         _RUNNING
     )  # 行可直接按列序解包（Result.tuples() 在 SQLAlchemy 2.1 已弃用）
     return [
-        RunningJob(i, node, cpus, mem, None if end is None else float(end), *rest)
-        for i, node, cpus, mem, end, *rest in rows
+        RunningJob(
+            i,
+            node,
+            cpus,
+            mem,
+            None if end is None else float(end),
+            exclusive,
+            account,
+            array,
+            gpus=gpus,
+            gres=gres or {},
+            whole_node_memory=whole,
+        )
+        for i, node, cpus, mem, end, exclusive, account, array, gpus, gres, whole in rows
     ]
 
 
@@ -67,7 +84,31 @@ def load_pending(
             "arrays": list(skip_arrays),
         },
     )
-    return [PendingJob(*row) for row in rows]
+    jobs = []
+    for row in rows:
+        (i, cpus, mem, partition, limit, exclusive, account, array, array_max) = row[:9]
+        gpus, gres, gpu_type, whole, constraints, required, excluded = row[9:]
+        jobs.append(
+            PendingJob(
+                i,
+                cpus,
+                mem,
+                partition,
+                limit,
+                exclusive,
+                account,
+                array,
+                array_max,
+                gpus=gpus,
+                gres=gres or {},
+                gpu_type=gpu_type,
+                whole_node_memory=whole,
+                constraints=constraints,
+                required_nodes=required or (),
+                excluded_nodes=excluded or (),
+            )
+        )
+    return jobs
 
 
 def array_limits(session: Session, array_ids: Sequence[int]) -> dict[int, int]:
