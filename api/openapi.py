@@ -155,6 +155,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "allocated_cpus": 8,
                 "available_cpus": 8,
                 "utilization_rate": 0.5,
+                "total_gpus": 4,
+                "allocated_gpus": 1,
+                "available_gpus": 3,
+                "gres": {"nvme": {"total": 1, "allocated": 0, "available": 1}},
             },
             "node_info": [
                 {
@@ -166,6 +170,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                     "available": True,
                     "utilization_rate": 0.5,
                     "node_id": "4f1c…",
+                    "total_gpus": 4,
+                    "allocated_gpus": 1,
+                    "available_gpus": 3,
+                    "gres": {"nvme": {"total": 1, "allocated": 0, "available": 1}},
+                    "features": ["a100", "ib"],
                 }
             ],
             "running_jobs": [SUMMARY],

@@ -269,13 +269,29 @@ class JobStats(BaseModel):
     node_fail: int = Field(0, description="节点失联")
 
 
+class GresStats(BaseModel):
+    """一种通用资源的总数与占用（新增，议题 16）。"""
+
+    total: float = Field(description="总数")
+    allocated: float = Field(description="已分配给作业的数量")
+    available: float = Field(description="空闲数量；节点不可用时为 0")
+
+
 class ResourceStats(BaseModel):
-    """存活节点的 CPU 使用合计。"""
+    """存活节点的资源使用合计：CPU、GPU 与各通用资源。"""
 
     total_cpus: int = Field(description="CPU 总数")
     allocated_cpus: int = Field(description="已分配给作业的 CPU 数")
     available_cpus: int = Field(description="空闲 CPU 数")
     utilization_rate: float = Field(description="使用率，0 到 1")
+    total_gpus: int = Field(0, description="GPU 总数（新增）")
+    allocated_gpus: int = Field(0, description="已分配给作业的 GPU 数（新增）")
+    available_gpus: int = Field(0, description="空闲 GPU 数（新增）")
+    gres: dict[str, GresStats] = Field(
+        default_factory=dict,
+        description="GPU 以外的通用资源（新增）：名称 → 总数与占用，名称即节点声明的 Ray 自定义资源",
+        examples=[{"nvme": {"total": 2, "allocated": 1, "available": 1}}],
+    )
 
 
 class NodeInfo(BaseModel):
@@ -289,6 +305,17 @@ class NodeInfo(BaseModel):
     available: bool = Field(description="节点是否存活")
     utilization_rate: float = Field(description="使用率，0 到 1")
     node_id: str = Field(description="Ray 节点 ID")
+    total_gpus: int = Field(0, description="GPU 总数（新增）")
+    allocated_gpus: int = Field(0, description="已分配给作业的 GPU 数（新增）")
+    available_gpus: int = Field(0, description="空闲 GPU 数（新增）；节点不可用时为 0")
+    gres: dict[str, GresStats] = Field(
+        default_factory=dict, description="GPU 以外的通用资源（新增）：名称 → 总数与占用"
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description="节点特性（新增，-C 匹配的对象）：conductor.features 标签与 GPU 型号，小写、按名排序",
+        examples=[["a100", "ib"]],
+    )
 
 
 class JobSummary(BaseModel):
@@ -324,7 +351,9 @@ class JobListResponse(BaseModel):
 
 class DashboardResponse(BaseModel):
     job_stats: JobStats = Field(description="各状态的作业数")
-    resource_stats: ResourceStats = Field(description="存活节点的 CPU 使用合计")
+    resource_stats: ResourceStats = Field(
+        description="存活节点的资源使用合计（CPU、GPU、通用资源）"
+    )
     node_info: list[NodeInfo] = Field(description="各节点的容量与占用")
     running_jobs: list[JobSummary] = Field(description="最新的 20 个运行中作业")
     pending_jobs: list[JobSummary] = Field(description="最新的 20 个排队作业")

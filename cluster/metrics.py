@@ -12,9 +12,14 @@ from collections.abc import Callable
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from conductor.cycle import PassFigures
+from conductor.resources import CPU, GPU, MEMORY
+
 log = logging.getLogger("conductor.scheduler")
 
 TAGS = ("namespace",)
+GRES_TAGS = (*TAGS, "name")
+NAMED = ((CPU, "cpus"), (GPU, "gpus"))
 # Ray 的指标说明只接受 ASCII（中文会让指标创建失败），所以说明文字用英文
 # 调度轮耗时的桶（秒）
 PASS_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]
@@ -35,8 +40,20 @@ class SchedulerMetrics:
             self.queue_depth = Gauge(
                 "conductor_queue_head", "Pending jobs read at the queue head in the last pass", TAGS
             )
-            self.cpus_total = Gauge("conductor_cpus_total", "CPUs of alive nodes", TAGS)
-            self.cpus_allocated = Gauge("conductor_cpus_allocated", "CPUs allocated to jobs", TAGS)
+            # 有专名的资源各一对量表，其余通用资源共用一对、以标签 name 区分（同 /metrics）
+            self.resources = {
+                name: (
+                    Gauge(f"conductor_{metric}_total", f"{name}s of alive nodes", TAGS),
+                    Gauge(f"conductor_{metric}_allocated", f"{name}s allocated to jobs", TAGS),
+                )
+                for name, metric in NAMED
+            }
+            self.gres_total = Gauge(
+                "conductor_gres_total", "Generic resources of alive nodes", GRES_TAGS
+            )
+            self.gres_allocated = Gauge(
+                "conductor_gres_allocated", "Generic resources allocated to jobs", GRES_TAGS
+            )
             self.epoch = Gauge("conductor_scheduler_epoch", "Epoch of the running scheduler", TAGS)
             self.pass_seconds = Histogram(
                 "conductor_schedule_pass_seconds",
@@ -67,16 +84,20 @@ class SchedulerMetrics:
     def reconciled(self) -> None:
         self._safe(lambda: self.reconciliations.inc(1, self.tags))
 
-    def scheduled(
-        self, seconds: float, cpus_total: float, cpus_allocated: float, queued: int, launched: int
-    ) -> None:
+    def scheduled(self, seconds: float, figures: PassFigures) -> None:
         def record() -> None:
             self.passes.inc(1, self.tags)
             self.pass_seconds.observe(seconds, self.tags)
-            self.cpus_total.set(cpus_total, self.tags)
-            self.cpus_allocated.set(cpus_allocated, self.tags)
-            self.queue_depth.set(queued, self.tags)
-            if launched:
-                self.launched.inc(launched, self.tags)
+            for name, (total, allocated) in self.resources.items():
+                total.set(figures.total[name], self.tags)
+                allocated.set(figures.allocated[name], self.tags)
+            # 通用资源只报节点声明过的与作业占着的；消失的资源停在最后的值，Ray 的量表不能删除标签
+            for name in sorted({*figures.total, *figures.allocated} - {CPU, GPU, MEMORY}):
+                tags = {**self.tags, "name": name}
+                self.gres_total.set(figures.total[name], tags)
+                self.gres_allocated.set(figures.allocated[name], tags)
+            self.queue_depth.set(figures.queued, self.tags)
+            if figures.placed:
+                self.launched.inc(figures.placed, self.tags)
 
         self._safe(record)

@@ -7,6 +7,8 @@ from typing import Any
 
 import ray
 
+from conductor.resources import CPU, GPU, MEMORY, Resources
+
 # `ray start --labels` 可以给节点起名；未设置时用主机名加节点 id 前缀，同机多节点也能区分
 NODE_NAME_LABEL = "conductor.node-name"
 # 节点特性（sbatch -C 匹配的对象）：`ray start --labels '{"conductor.features": "a100,ib"}'`，逗号分隔
@@ -38,6 +40,13 @@ class RayNode:
     gres: dict[str, float] = field(default_factory=dict, compare=False)
     # 小写的节点特性：conductor.features 标签加上 GPU 型号
     features: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def capacity(self) -> Resources:
+        """节点的总容量向量：CPU、内存、GPU 与通用资源，展示与指标都用它。"""
+        return Resources(
+            {**self.gres, CPU: self.total_cpus, MEMORY: self.total_memory, GPU: self.total_gpus}
+        )
 
 
 def generic_resources(resources: dict[str, float]) -> dict[str, float]:

@@ -214,7 +214,7 @@ class Scheduler:
             self.pass_done = time.monotonic()
         finally:
             self.pass_times.append(time.perf_counter() - started)
-            self.metrics.scheduled(self.pass_times[-1], *cycle.figures)
+            self.metrics.scheduled(self.pass_times[-1], cycle.figures)
 
     def _wake_at(self, when: float) -> None:
         """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""

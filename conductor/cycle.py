@@ -33,6 +33,7 @@ from conductor.policy import (
     saturated,
 )
 from conductor.proctree import new_token
+from conductor.resources import NONE, Resources
 from conductor.settings import Settings
 from conductor.store import dependencies, queue, transitions
 
@@ -52,10 +53,11 @@ class ReadyNode:
 
 
 class PassFigures(NamedTuple):
-    """一轮的数字，作为指标导出：CPU 总数、已分配、读到的排队数、放置数。"""
+    """一轮的数字，作为指标导出：就绪节点的资源总量、已分配量（CPU、GPU、通用资源同一个向量）、
+    读到的排队数、放置数。"""
 
-    cpus_total: float = 0.0
-    cpus_allocated: float = 0.0
+    total: Resources = NONE
+    allocated: Resources = NONE
     queued: int = 0
     placed: int = 0
 
@@ -118,8 +120,8 @@ class SchedulingCycle:
             resolved = self._resolve_dependencies(session, pace)
             # 2 读窗口：仍占用资源的作业与各分区的队首
             window = self._read_window(session, views, pace.slack)
-            total = sum(v.total_cpus for v in views)
-            allocated = sum(r.cpus for r in window.running)
+            total = sum((v.total for v in views), NONE)
+            allocated = sum((r.used for r in window.running), NONE)
             self.figures = PassFigures(total, allocated, len(window.pending), 0)
             if not window.pending:
                 return self._result(pace, resolved, window, [], [])

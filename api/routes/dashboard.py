@@ -1,16 +1,19 @@
-"""总览：GET /dashboard——作业统计、资源使用与节点信息。
+"""总览：GET /dashboard——作业统计、资源使用（CPU、GPU、通用资源）与节点信息。
 
 数字来自 PostgreSQL（作业计数、仍占用资源的作业）与存活的 Ray 集群（节点与容量）。
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from api.deps import PrincipalDep, RuntimeDep
 from api.routes.jobs import job_summary
-from api.schemas import DashboardResponse, JobStats, NodeInfo, ResourceStats
+from api.schemas import DashboardResponse, GresStats, JobStats, NodeInfo, ResourceStats
 from conductor.db import session_scope
+from conductor.resources import CPU, GPU, MEMORY, NONE, Resources
 from conductor.states import JobState
 from conductor.stats import job_figures
 from conductor.store import jobs as store
@@ -18,6 +21,26 @@ from conductor.store import jobs as store
 router = APIRouter()
 # running_jobs / pending_jobs 各列出最新的这么多个
 RECENT = 20
+
+
+def usage_fields(total: Resources, allocated: Resources, alive: bool) -> dict[str, Any]:
+    """容量与占用 → NodeInfo / ResourceStats 的字段：CPU、GPU 与各通用资源同一种算法。
+
+    不可用的节点没有占用也没有空闲（作业已无法在那里运行）。"""
+    # 差只保留正值：超额时空闲为 0
+    allocated, available = (allocated, total - allocated) if alive else (NONE, NONE)
+    fields: dict[str, Any] = {}
+    for suffix, name in (("cpus", CPU), ("gpus", GPU)):
+        fields[f"total_{suffix}"] = int(total[name])
+        fields[f"allocated_{suffix}"] = int(allocated[name])
+        fields[f"available_{suffix}"] = int(available[name])
+    cpus = fields["total_cpus"]
+    fields["utilization_rate"] = round(fields["allocated_cpus"] / cpus, 4) if cpus else 0.0
+    fields["gres"] = {
+        name: GresStats(total=total[name], allocated=allocated[name], available=available[name])
+        for name in sorted({*total, *allocated} - {CPU, GPU, MEMORY})
+    }
+    return fields
 
 
 @router.get("/dashboard", response_model=DashboardResponse)
@@ -31,39 +54,32 @@ def dashboard(principal: PrincipalDep, rt: RuntimeDep) -> DashboardResponse:
             counts = job_figures(session).counts
         else:
             counts = store.account_counts(session, mine)
-        used = {node: int(cpus) for node, (cpus, _) in store.held_by_node(session).items()}
+        held = store.held_by_node(session)
         recent = {
             state: store.recent(session, state, mine, RECENT)
             for state in (JobState.RUNNING, JobState.PENDING)
         }
     stats = JobStats(total=sum(counts.values()), **{s.lower(): n for s, n in counts.items()})
     nodes = []
+    cluster_total, cluster_used = NONE, NONE
     partitions = rt.partitions
     for n in rt.cluster.nodes():
-        allocated = used.get(n.node_id, 0) if n.alive else 0
-        total = int(n.total_cpus)
+        total, used = n.capacity, held.get(n.node_id, NONE)
+        if n.alive:  # 合计只算存活节点
+            cluster_total, cluster_used = cluster_total + total, cluster_used + used
         nodes.append(
             NodeInfo(
                 node_name=n.node_name,
                 node_id=n.node_id,
                 partition=",".join(sorted(partitions.node_partitions(n.labels, n.resources))),
-                total_cpus=total,
-                allocated_cpus=allocated,
-                available_cpus=max(0, total - allocated) if n.alive else 0,
                 available=n.alive,
-                utilization_rate=round(allocated / total, 4) if total else 0.0,
+                features=sorted(n.features),
+                **usage_fields(total, used, n.alive),
             )
         )
-    total_cpus = sum(n.total_cpus for n in nodes if n.available)
-    allocated_cpus = sum(n.allocated_cpus for n in nodes if n.available)
     return DashboardResponse(
         job_stats=stats,
-        resource_stats=ResourceStats(
-            total_cpus=total_cpus,
-            allocated_cpus=allocated_cpus,
-            available_cpus=max(0, total_cpus - allocated_cpus),
-            utilization_rate=round(allocated_cpus / total_cpus, 4) if total_cpus else 0.0,
-        ),
+        resource_stats=ResourceStats(**usage_fields(cluster_total, cluster_used, True)),
         node_info=nodes,
         running_jobs=[job_summary(j) for j in recent[JobState.RUNNING]],
         pending_jobs=[job_summary(j) for j in recent[JobState.PENDING]],

@@ -2,8 +2,8 @@
 
 每次抓取时从数据库读：作业按状态计数、排队深度、提交→开始延迟直方图来自触发器维护的计数
 （conductor/stats.py，数据库是唯一的事实来源，API 重启也不丢；不扫描 jobs 表——这个接口不需要
-令牌，代价必须与历史作业的多少无关），CPU 占用只读仍占用资源的作业（部分索引），调度器重启次数
-来自纪元表；总 CPU 来自存活的 Ray 节点；调度轮与对账次数来自调度器 actor 的 status()。
+令牌，代价必须与历史作业的多少无关），CPU、GPU 与通用资源的占用只读仍占用资源的作业（部分索引），
+调度器重启次数来自纪元表；资源总数来自存活的 Ray 节点；调度轮与对账次数来自调度器 actor 的 status()。
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from api.deps import RuntimeDep
 from api.runtime import Runtime
 from conductor.db import session_scope
 from conductor.errors import ConductorError
+from conductor.resources import CPU, GPU, MEMORY, NONE, Resources
 from conductor.states import JobState
 from conductor.stats import LATENCY_BUCKETS, job_figures
 from conductor.store import jobs as job_store
@@ -92,15 +93,9 @@ class ConductorCollector(Collector):
             alive = [n for n in rt.cluster.nodes() if n.alive]
         except Exception:  # noqa: BLE001 - Ray 不可达时仍输出数据库里的指标
             alive = []
-        alive_ids = {n.node_id for n in alive}
-        yield GaugeMetricFamily(
-            "conductor_cpus_total", "存活节点的 CPU 总数", value=sum(n.total_cpus for n in alive)
-        )
-        yield GaugeMetricFamily(
-            "conductor_cpus_allocated",
-            "存活节点上已分配给作业的 CPU 数",
-            value=sum(cpus for node, (cpus, _) in held.items() if node in alive_ids),
-        )
+        total = sum((n.capacity for n in alive), NONE)
+        allocated = sum((held.get(n.node_id, NONE) for n in alive), NONE)
+        yield from resource_gauges(total, allocated)
         yield GaugeMetricFamily("conductor_nodes_alive", "存活的 Ray 节点数", value=len(alive))
         yield CounterMetricFamily(
             "conductor_scheduler_restarts",
@@ -130,6 +125,35 @@ class ConductorCollector(Collector):
             )
 
 
+# 有专名的资源：Prometheus 的指标名；其余通用资源共用 conductor_gres_*，以标签 name 区分
+NAMED = ((CPU, "cpus", "CPU"), (GPU, "gpus", "GPU"))
+
+
+def resource_gauges(total: Resources, allocated: Resources) -> Iterator[Metric]:
+    """存活节点的资源总数与已分配量：CPU、GPU 与各通用资源同一种算法（内存不导出，与 /dashboard 一致）。"""
+    for name, metric, label in NAMED:
+        yield GaugeMetricFamily(
+            f"conductor_{metric}_total", f"存活节点的 {label} 总数", value=total[name]
+        )
+        yield GaugeMetricFamily(
+            f"conductor_{metric}_allocated",
+            f"存活节点上已分配给作业的 {label} 数",
+            value=allocated[name],
+        )
+    names = sorted({*total, *allocated} - {CPU, GPU, MEMORY})
+    gres_total = GaugeMetricFamily(
+        "conductor_gres_total", "存活节点的各通用资源总数（GPU 除外）", labels=["name"]
+    )
+    gres_allocated = GaugeMetricFamily(
+        "conductor_gres_allocated", "存活节点上已分配给作业的各通用资源数量", labels=["name"]
+    )
+    for name in names:
+        gres_total.add_metric([name], total[name])
+        gres_allocated.add_metric([name], allocated[name])
+    yield gres_total
+    yield gres_allocated
+
+
 def registry_for(request: Request, rt: Runtime) -> CollectorRegistry:
     """每个应用一个注册表（测试里同一进程有多个应用，不能共用全局注册表）。"""
     registry = getattr(request.app.state, "metrics_registry", None)
@@ -156,5 +180,5 @@ def registry_for(request: Request, rt: Runtime) -> CollectorRegistry:
     },
 )
 def metrics(request: Request, rt: RuntimeDep) -> Response:
-    """Prometheus 抓取端点：作业、队列、延迟、CPU、对账与调度器重启。"""
+    """Prometheus 抓取端点：作业、队列、延迟、CPU/GPU/通用资源、对账与调度器重启。"""
     return Response(generate_latest(registry_for(request, rt)), media_type=CONTENT_TYPE_LATEST)

@@ -67,21 +67,44 @@ async function loginFromHash() {
   window.alert(`登录失败：${detail}`);
 }
 
+// 通用资源的空闲/总数：nvme 1/2 fpga 0/1
+function gresText(gres) {
+  return Object.entries(gres || {}).map(([k, g]) => `${k} ${g.available}/${g.total}`).join(" ");
+}
+
+function nodeBusy(n) {
+  return n.allocated_cpus || n.allocated_gpus || Object.values(n.gres || {}).some((g) => g.allocated);
+}
+
 async function refreshCluster() {
   const dash = await (await api("/dashboard")).json();
   const r = dash.resource_stats;
+  const nodes = dash.node_info;
+  let summary =
+    `CPU 已用 ${r.allocated_cpus} / 总数 ${r.total_cpus}（空闲 ${r.available_cpus}，使用率 ${(r.utilization_rate * 100).toFixed(0)}%）；`;
+  if (r.total_gpus) summary += `GPU 已用 ${r.allocated_gpus} / 总数 ${r.total_gpus}（空闲 ${r.available_gpus}）；`;
+  if (Object.keys(r.gres || {}).length) summary += `通用资源 空闲/总数 ${gresText(r.gres)}；`;
   $("#resource-summary").textContent =
-    `CPU 已用 ${r.allocated_cpus} / 总数 ${r.total_cpus}（空闲 ${r.available_cpus}，使用率 ${(r.utilization_rate * 100).toFixed(0)}%）；` +
-    `作业：运行 ${dash.job_stats.running}，排队 ${dash.job_stats.pending}，共 ${dash.job_stats.total}`;
+    summary + `作业：运行 ${dash.job_stats.running}，排队 ${dash.job_stats.pending}，共 ${dash.job_stats.total}`;
+  // GPU、通用资源与特性的列只在集群里有它们时显示（同 conductor info）
+  const cols = [
+    ["GPU 空闲 / 总数", nodes.some((n) => n.total_gpus), (n) => `${n.available_gpus} / ${n.total_gpus}`, "gpus"],
+    ["通用资源 空闲 / 总数", nodes.some((n) => Object.keys(n.gres || {}).length), (n) => gresText(n.gres), "gres"],
+    ["特性", nodes.some((n) => (n.features || []).length), (n) => (n.features || []).join(","), "features"],
+  ].filter((c) => c[1]);
+  const head = el("tr");
+  for (const h of ["节点", "分区", "状态", "CPU 已用 / 总数", ...cols.map((c) => c[0]), "使用率"]) head.append(el("th", h));
+  $("#nodes thead").replaceChildren(head);
   const body = $("#nodes tbody");
   body.replaceChildren();
-  for (const n of dash.node_info) {
+  for (const n of nodes) {
     const tr = el("tr");
     tr.dataset.node = n.node_name;
     tr.append(el("td", n.node_name), el("td", n.partition),
-      el("td", n.available ? (n.allocated_cpus ? "使用中" : "空闲") : "不可用"),
-      el("td", `${n.allocated_cpus} / ${n.total_cpus}`),
-      el("td", `${(n.utilization_rate * 100).toFixed(0)}%`));
+      el("td", n.available ? (nodeBusy(n) ? "使用中" : "空闲") : "不可用"),
+      el("td", `${n.allocated_cpus} / ${n.total_cpus}`));
+    for (const [, , cell, cls] of cols) tr.append(el("td", cell(n), cls));
+    tr.append(el("td", `${(n.utilization_rate * 100).toFixed(0)}%`));
     body.append(tr);
   }
   const health = await (await api("/health", undefined, true)).json();
@@ -179,6 +202,8 @@ async function loadDetail(job) {
   const fields = [
     ["账户 / 分区", `${q.detail.account} / ${q.detail.partition}`],
     ["CPU / 节点", `${q.detail.allocated_cpus} / ${q.detail.node_list || "—"}`],
+    ["请求的资源", q.detail.tres_req_str || "—"],
+    ["分配到的资源", q.detail.tres_alloc_str || "—"],
     ["提交", q.time.submit_time], ["开始", q.time.start_time || "—"], ["结束", q.time.end_time || "—"],
     ["已用 / 上限", `${q.time.elapsed_time} / ${q.time.limit_time}`],
     ["退出码", q.detail.exit_code || "—"], ["原因", q.error_msg || q.state_reason || "—"],

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from conductor.models import Job
+from conductor.resources import Resources
 from conductor.states import JobState
 from conductor.store.transitions import HOLDING
 
@@ -89,15 +90,22 @@ def recent(session: Session, state: JobState, account: str | None, n: int) -> li
     )
 
 
-def held_by_node(session: Session) -> dict[str, tuple[float, float]]:
-    """各节点仍被占用的 (CPU, 内存字节)。/dashboard 与 /metrics 读同一本账，资源账只从数据库推导。"""
+def held_by_node(session: Session) -> dict[str, Resources]:
+    """各节点仍被占用的资源向量（CPU、内存字节、GPU 与各通用资源）。
+
+    /dashboard 与 /metrics 读同一本账，资源账只从数据库推导；每种资源一行，新增资源不改这里。"""
     rows = session.execute(
         text(
-            "SELECT node_id, SUM(cpus) AS cpus, SUM(memory_bytes) AS mem FROM jobs "
-            f"WHERE {HOLDING} GROUP BY node_id"
+            "SELECT node_id, r.name, SUM(r.amount) AS amount FROM jobs CROSS JOIN LATERAL ("
+            "VALUES ('CPU', cpus::float8), ('memory', memory_bytes::float8), ('GPU', gpus::float8) "
+            "UNION ALL SELECT key, value::float8 FROM jsonb_each_text(gres)"
+            f") AS r(name, amount) WHERE {HOLDING} GROUP BY node_id, r.name"
         )
     )
-    return {r.node_id: (float(r.cpus), float(r.mem)) for r in rows}
+    amounts: dict[str, dict[str, float]] = {}
+    for r in rows:
+        amounts.setdefault(r.node_id, {})[r.name] = float(r.amount)
+    return {node: Resources(held) for node, held in amounts.items()}
 
 
 def account_usage(session: Session, accounts: Sequence[str]) -> dict[str, tuple[int, int, float]]:

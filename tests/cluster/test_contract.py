@@ -302,6 +302,14 @@ def test_dashboard_and_health_show_real_figures(service: Service, tmp_path: Path
     assert dash["job_stats"]["total"] >= 1
     node = dash["node_info"][0]
     assert node["available"] and node["total_cpus"] == CLUSTER_CPUS and node["allocated_cpus"] == 2
+    # 新增字段（议题 16）：没有 GPU 的集群上是 0 与空，旧字段不变
+    assert (res["total_gpus"], res["allocated_gpus"], res["available_gpus"], res["gres"]) == (
+        0,
+        0,
+        0,
+        {},
+    )
+    assert (node["total_gpus"], node["gres"], node["features"]) == (0, {}, [])
     assert [j["job_id"] for j in dash["running_jobs"]] == [job_id]
     assert ISO_Z.match(dash["running_jobs"][0]["start_time"])
     health = service.client.get("/health")

@@ -1,15 +1,19 @@
-"""多节点行为（真实 Ray 集群：头节点 4 CPU + 两个 2 CPU 的工作节点）。"""
+"""多节点行为（真实 Ray 集群：头节点 4 CPU + 两个 2 CPU 的工作节点；GPU 的展示另加一个有逻辑 GPU 的节点）。"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from ray.cluster_utils import Cluster
 
+from harness.serve import cli
 from harness.waiting import wait_for
 from tests.cluster.conftest import CLUSTER_CPUS, Service
+from tests.cluster.live_api import LiveApi
 
 WORKER_CPUS = 2
 
@@ -160,3 +164,88 @@ def test_a_node_added_while_jobs_wait_gets_work_at_once(
             service.client.post(f"/jobs/cancel/{job_id}")
         wait_for(lambda: service.held_cpus() == 0, 30)
         ray_cluster.remove_node(node)
+
+
+GPU_NODE_GPUS = 2
+
+
+@pytest.fixture
+def gpu_node(service: Service, ray_cluster: Cluster) -> Iterator:
+    """一个 1 CPU、2 个逻辑 GPU、声明了通用资源 nvme 与特性 a100 的节点；测试结束即移除。"""
+    node = ray_cluster.add_node(
+        num_cpus=1,
+        num_gpus=GPU_NODE_GPUS,
+        resources={"nvme": 1},
+        labels={"conductor.features": "a100,ib"},
+    )
+    try:
+        wait_for(
+            lambda: node.node_id in service.scheduler_status()["agents"],
+            60,
+            what="GPU 节点的代理就绪",
+        )
+        yield node
+    finally:
+        ray_cluster.remove_node(node)
+
+
+def _node(service: Service, node_id: str) -> dict:
+    return next(
+        n for n in service.client.get("/dashboard").json()["node_info"] if n["node_id"] == node_id
+    )
+
+
+def _gauges(service: Service) -> dict[tuple[str, tuple], float]:
+    text_body = service.client.get("/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text_body)
+        for s in family.samples
+    }
+
+
+def test_gpus_and_gres_show_in_dashboard_metrics_and_info(
+    service: Service, gpu_node, tmp_path: Path
+) -> None:
+    """一个资源向量到处一样：节点的 GPU 与通用资源总数、作业占用后的已分配与空闲，
+    出现在 /dashboard（每节点与合计）、/metrics 与 conductor info 里。"""
+    node = _node(service, gpu_node.node_id)
+    assert (node["total_gpus"], node["allocated_gpus"], node["available_gpus"]) == (2, 0, 2)
+    assert node["gres"] == {"nvme": {"total": 1, "allocated": 0, "available": 1}}
+    assert node["features"] == ["a100", "ib"]
+    job_id = service.submit(
+        "touch started; sleep 300",
+        current_working_directory=str(tmp_path),
+        tres_per_node="gres/gpu:1,gres/nvme:1",
+    )
+    wait_for((tmp_path / "started").exists, 60, what="GPU 作业开始运行")
+    node = _node(service, gpu_node.node_id)
+    assert (node["total_gpus"], node["allocated_gpus"], node["available_gpus"]) == (2, 1, 1)
+    assert node["gres"] == {"nvme": {"total": 1, "allocated": 1, "available": 0}}
+    assert (node["allocated_cpus"], node["available_cpus"]) == (1, 0)
+    dash = service.client.get("/dashboard").json()
+    res = dash["resource_stats"]
+    assert (res["total_gpus"], res["allocated_gpus"], res["available_gpus"]) == (2, 1, 1)
+    assert res["gres"]["nvme"] == {"total": 1, "allocated": 1, "available": 0}
+    detail = service.query(job_id)["detail"]
+    assert "gres/gpu=1" in detail["tres_alloc_str"] and "gres/nvme=1" in detail["tres_alloc_str"]
+
+    m = _gauges(service)
+    assert (m[("conductor_gpus_total", ())], m[("conductor_gpus_allocated", ())]) == (2, 1)
+    assert m[("conductor_gres_total", (("name", "nvme"),))] == 1
+    assert m[("conductor_gres_allocated", (("name", "nvme"),))] == 1
+
+    live = LiveApi(service)
+    try:
+        as_json = json.loads(cli(live.url, "info", "--json").stdout)
+        table = cli(live.url, "info")
+    finally:
+        live.close()
+    mine = next(n for n in as_json["nodes"] if n["node_id"] == gpu_node.node_id)
+    assert (mine["available_gpus"], mine["total_gpus"]) == (1, 2)
+    assert as_json["resources"]["allocated_gpus"] == 1
+    assert table.returncode == 0, table.stderr
+    assert "GPU 空闲/总数：1/2（已用 1）" in table.stdout
+    assert "通用资源 空闲/总数：nvme 0/1" in table.stdout
+    service.client.post(f"/jobs/cancel/{job_id}")
+    wait_for(lambda: service.held_cpus() == 0, 30, what="GPU 作业的资源归还")

@@ -44,6 +44,8 @@ def test_prometheus_metrics(service: Service, tmp_path: Path) -> None:
     assert m[("conductor_submit_to_start_seconds_sum", ())] > 0
     assert m[("conductor_cpus_allocated", ())] == 2
     assert m[("conductor_cpus_total", ())] >= CLUSTER_CPUS
+    # GPU 与 CPU 同一种算法：没有 GPU 的集群上照样导出，为 0（有 GPU 的见 test_multinode）
+    assert (m[("conductor_gpus_total", ())], m[("conductor_gpus_allocated", ())]) == (0, 0)
     assert m[("conductor_scheduler_up", ())] == 1
     assert m[("conductor_scheduler_restarts_total", ())] == 0
     assert m[("conductor_scheduler_passes_total", ())] > 0
@@ -83,6 +85,7 @@ def test_scheduler_exports_ray_metrics_and_job_tasks_are_named(
 
     body = wait_for(exported, 60, interval=1, what="Ray 指标端口导出调度器指标与作业任务名")
     assert "conductor_cpus_total" in body and "conductor_reconciliations" in body
+    assert "conductor_gpus_total" in body and "conductor_gpus_allocated" in body
 
 
 def test_health_has_dashboard_url(service: Service) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ray.cluster_utils import Cluster
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
@@ -19,6 +20,7 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from harness.waiting import wait_for
 from tests.cluster.conftest import Service
 from tests.cluster.live_api import LiveApi
 
@@ -147,6 +149,10 @@ def test_web_page_queue_detail_log_and_cancel(
         "详情里读到作业的实时日志",
     )
     assert "RUNNING" in _text(browser, "#d-state")
+    # 详情列出请求与分配到的资源（TRES 写法）
+    _wait(browser, lambda d: "分配到的资源" in _text(d, "#d-fields"), "详情列出分配到的资源")
+    assert "cpu=1,mem=100M,node=1" in _text(browser, "#d-fields")
+    assert "GPU" not in _text(browser, "#nodes thead")  # 没有 GPU 的集群不显示 GPU 列
     gate.touch()
     _wait(browser, lambda d: "ui-bye" in _text(d, "#log-stdout"), "日志尾部随作业输出更新")
     _wait(browser, lambda d: _text(d, "#d-state") == "COMPLETED", "详情显示作业完成")
@@ -163,6 +169,38 @@ def test_web_page_queue_detail_log_and_cancel(
     _wait(browser, lambda d: "CANCELLED" in _text(d, f"#job-row-{victim}"), "历史视图")
     assert "0:0" in _text(browser, f"#job-row-{watched}")
     browser.save_screenshot(str(_artifacts() / "ui.png"))
+
+
+def test_nodes_table_shows_gpus_free_and_total(
+    service: Service, api: LiveApi, browser: webdriver.Chrome, ray_cluster: Cluster, tmp_path: Path
+) -> None:
+    """有 GPU 的节点：节点表出现 GPU 空闲/总数一列，GPU 作业运行时空闲减一。"""
+    node = ray_cluster.add_node(num_cpus=1, num_gpus=2)
+    job = None
+    try:
+        wait_for(
+            lambda: node.node_id in service.scheduler_status()["agents"], 60, what="GPU 节点就绪"
+        )
+        name = next(
+            n["node_name"]
+            for n in service.client.get("/dashboard").json()["node_info"]
+            if n["node_id"] == node.node_id
+        )
+        row = f'#nodes tbody tr[data-node="{name}"]'
+        browser.get(api.url + "/ui")
+        _wait(browser, lambda d: "2 / 2" in _text(d, row), "GPU 节点显示 2 / 2")
+        assert "GPU 空闲 / 总数" in _text(browser, "#nodes thead")
+        job = service.submit(
+            "sleep 300", current_working_directory=str(tmp_path), tres_per_node="gres/gpu:1"
+        )
+        service.wait_state(job, "RUNNING")
+        _wait(browser, lambda d: "1 / 2" in _text(d, row), "GPU 作业运行时空闲为 1")
+        assert "GPU 已用 1 / 总数 2" in _text(browser, "#resource-summary")
+    finally:
+        if job is not None:
+            service.client.post(f"/jobs/cancel/{job}")
+            wait_for(lambda: service.held_cpus() == 0, 30, what="GPU 作业的资源归还")
+        ray_cluster.remove_node(node)
 
 
 def test_one_time_login_url_logs_the_page_in(
