@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,10 +28,10 @@ from api.schemas import (
 )
 from conductor.account_limits import limit_for
 from conductor.db import retry_conflicts, session_scope
-from conductor.errors import ConductorError
+from conductor.errors import ClusterUnavailable, ConductorError
 from conductor.models import Job
 from conductor.reasons import Usage, blocked, gate
-from conductor.resources import format_tres
+from conductor.resources import Resources, format_tres
 from conductor.states import JobState
 from conductor.store import jobs as store
 from conductor.store import transitions
@@ -135,7 +136,7 @@ def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryRes
             dependency=job.dependency,
             array_job_id=job.array_job_id,
             array_task_id=job.array_task_id,
-            **job_resources(job),
+            **job_resources(job, node_capacities([job], rt)),
         ),
         state_reason=reasons.get(job.id or 0),
         array_tasks=None
@@ -183,12 +184,31 @@ def cancel(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageRes
     return MessageResponse(msg=f"作业 {job_id} 已取消（原状态 {result.previous}）")
 
 
-def job_resources(job: Job) -> dict[str, Any]:
-    """请求与分配到的资源（JobResources 的字段）。单节点作业：分配的即所请求的，开始运行才有。"""
+def node_capacities(jobs: list[Job], rt: Runtime) -> dict[str, Resources]:
+    """独占与整节点内存的运行中作业分到的是整个节点：读这些节点的容量（别的作业不必问 Ray）。"""
+    if not any(j.node_id and (j.exclusive or j.whole_node_memory) for j in jobs):
+        return {}
+    try:
+        return {n.node_id: n.capacity for n in rt.cluster.nodes()}
+    except ClusterUnavailable:
+        return {}  # Ray 暂不可用：查询照常回答，分配栏退回所请求的
+
+
+def job_resources(job: Job, capacities: Mapping[str, Resources]) -> dict[str, Any]:
+    """请求与分配到的资源（JobResources 的字段），开始运行才有分配。
+
+    独占作业分到节点的全部 CPU，--mem=0 分到节点的全部内存（同 Slurm 的 AllocTRES）；
+    节点已不在时只能给出所请求的。"""
     tres = format_tres(job.cpus, job.memory_bytes, job.gpus, job.gpu_type, job.gres)
+    alloc = ""
+    if job.node_id:
+        node = capacities.get(job.node_id)
+        cpus = node.cpu if node and job.exclusive else job.cpus
+        memory = node.memory if node and job.whole_node_memory else job.memory_bytes
+        alloc = format_tres(cpus, memory, job.gpus, job.gpu_type, job.gres)
     return {
         "tres_req_str": tres,
-        "tres_alloc_str": tres if job.node_id else "",
+        "tres_alloc_str": alloc,
         "ntasks": job.ntasks,
         "gpus": job.gpus,
         "gpu_type": job.gpu_type,
@@ -237,6 +257,7 @@ def list_jobs(
         jobs = store.page(session, states=state, filters=filters, before=cursor, limit=limit)
         reasons = _reasons(session, jobs[:limit], rt)
     page = jobs[:limit]
+    capacities = node_capacities(page, rt)
     next_cursor = str(page[-1].id) if len(jobs) > limit else None
     return JobListResponse(
         jobs=[
@@ -251,7 +272,7 @@ def list_jobs(
                 priority=j.priority,
                 array_job_id=j.array_job_id,
                 array_task_id=j.array_task_id,
-                **job_resources(j),
+                **job_resources(j, capacities),
             )
             for j in page
         ],
