@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from conductor.hostlist import MAX_NODE_NAMES, expand_one, split_top
 from conductor.memory import parse_memory
 
 GPU = "gpu"
@@ -17,8 +18,6 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _COUNT = re.compile(r"\d{1,6}", re.ASCII)
 TRES_FORMS = "应为逗号分隔的 gres/名称[:类型][:数量]，如 gres/gpu:2、gres/gpu:a100:2、gres/nvme:1"
-# 一个主机名列表最多展开成多少个名字：node[0-99999999] 不该让服务分配上亿个字符串
-MAX_NODE_NAMES = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,52 +92,9 @@ def parse_per_gpu(value: str, field: str, memory: bool) -> int:
     return int(rest[0])
 
 
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
-_BRACKET = re.compile(r"\[([^\[\]]*)\]")
-_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?", re.ASCII)
-
-
-def _split_top(text: str) -> list[str]:
-    """按不在方括号里的逗号切分：node[1,3],gpu1 → node[1,3]、gpu1。"""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
-
-
-def _expand_one(item: str, field: str, budget: int) -> list[str]:
-    match = _BRACKET.search(item)
-    if match is None:
-        if not _HOST.fullmatch(item):
-            raise ValueError(f"{field} 中的节点名 {item!r} 无效")
-        return [item]
-    names: list[str] = []
-    for piece in match[1].split(","):
-        rng = _RANGE.fullmatch(piece.strip())
-        if rng is None:
-            raise ValueError(
-                f"{field} 中的 {item!r} 无效：方括号里应为 01-03、1,3,5 这样的数字范围"
-            )
-        first, last = rng[1], rng[2] or rng[1]
-        if int(last) < int(first):
-            raise ValueError(f"{field} 中的范围 {piece!r} 无效：结束须不小于开始")
-        if int(last) - int(first) + len(names) >= budget:
-            raise ValueError(f"{field} 展开后超过 {MAX_NODE_NAMES} 个节点名")
-        width = len(first)  # node[01-10]：保留补零宽度，同 Slurm
-        for n in range(int(first), int(last) + 1):
-            head = item[: match.start()] + str(n).zfill(width)
-            names.extend(_expand_one(head + item[match.end() :], field, budget - len(names)))
-    return names
-
-
 def parse_nodes(value: str | list[str], field: str) -> list[str]:
     """节点名列表：JSON 数组，或 Slurm 主机列表写法 node[01-03,07],gpu1；去重、保序。"""
-    items = value if isinstance(value, list) else _split_top(value)
+    items = value if isinstance(value, list) else split_top(value)
     names: list[str] = []
     for raw in items:
         if not isinstance(raw, str):
@@ -148,6 +104,6 @@ def parse_nodes(value: str | list[str], field: str) -> list[str]:
             if isinstance(value, list):
                 raise ValueError(f"{field} 中有空的节点名")
             continue
-        for part in _split_top(item) if isinstance(value, list) else [item]:
-            names.extend(_expand_one(part.strip(), field, MAX_NODE_NAMES - len(names)))
+        for part in split_top(item) if isinstance(value, list) else [item]:
+            names.extend(expand_one(part.strip(), field, MAX_NODE_NAMES - len(names)))
     return list(dict.fromkeys(names))
