@@ -330,10 +330,10 @@ def api(service: Service) -> Iterator[LiveApi]:
     live.close()
 
 
-def cli_submit(api: LiveApi, tmp: Path, name: str, directives: str) -> int:
+def cli_submit(api: LiveApi, tmp: Path, name: str, directives: str, *args: str) -> int:
     script = tmp / name
     script.write_text(f"#!/bin/bash\n{directives}\necho hello from $SLURM_JOB_ID\n{REPORT}")
-    proc = cli(api.url, "submit", str(script), "-D", str(tmp), "--parsable")
+    proc = cli(api.url, "submit", str(script), "-D", str(tmp), "--parsable", *args)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout)
 
@@ -403,3 +403,10 @@ def test_real_world_scripts_get_exactly_what_they_ask_for(
     )
     assert alloc is not None, service.query(whole)["detail"]
     assert int(alloc[1]) * (1024 if alloc[2] == "G" else 1) == -(-int(head_memory) // MB)
+
+    # 资源选项写在命令行上同样照办（同 sbatch：命令行覆盖 #SBATCH）
+    typed = cli_submit(api, tmp_path, "typed.sh", "#SBATCH --mem=50M", "--gpus=1", "-C", "a100")
+    body = service.wait_state(typed, "COMPLETED")
+    assert body["detail"]["node_list"] == A100_NODE
+    assert env_of(tmp_path, typed)["CUDA_VISIBLE_DEVICES"] == "0"
+    assert body["detail"]["tres_alloc_str"] == "cpu=1,mem=50M,node=1,gres/gpu=1"
