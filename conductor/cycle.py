@@ -194,6 +194,7 @@ class SchedulingCycle:
             [by_id[p.node_id].agent_id for p in placements],
             self.epoch,
             [by_id[p.node_id].host for p in placements],
+            [int(by_id[p.node_id].view.total_memory) for p in placements],
         )
 
     def _result(

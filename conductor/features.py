@@ -14,6 +14,7 @@ from functools import lru_cache
 
 # 特性名：字母、数字与 _ . : - （Slurm 的特性名也只用这些）
 _TOKEN = re.compile(r"\s*(?:([A-Za-z0-9_.:\-]+)|([&|()]))")
+_MULTI_NODE_SYNTAX = "*[]"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ def _tokens(text: str) -> list[tuple[int, str]]:
         if text[pos:].strip() == "":
             break
         m = _TOKEN.match(text, pos)
+        if m is None and text[pos] in _MULTI_NODE_SYNTAX:
+            # Slurm 的 a100*2（几个节点要有该特性）与 [a|b]（所有节点同一种）只对多节点作业有意义
+            raise ValueError(
+                f"约束 {text!r} 第 {pos + 1} 个字符 {text[pos]!r}：Slurm 的 特性*节点数 与 [..] 写法"
+                "暂不支持（本版本作业只在一个节点上运行）"
+            )
         if m is None:
             raise ValueError(
                 f"约束 {text!r} 第 {pos + 1} 个字符 {text[pos]!r} 无效（只能用特性名、& | 与括号）"

@@ -73,7 +73,7 @@ class JobBase(SQLModel):
     gres: dict[str, float] = Field(
         default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
     )
-    # --mem=0：整个节点的内存；此时 memory_bytes 为 0
+    # --mem=0：整个节点的内存；排队时 memory_bytes 为 0，认领时记下所在节点的内存
     whole_node_memory: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
     )

@@ -42,8 +42,6 @@ __all__ = [
     "Reservation",
     "RunningJob",
     "Snapshot",
-    "can_ever_run",
-    "fits",
     "free_cpus",
     "plan",
     "saturated",
@@ -64,18 +62,6 @@ class Plan:
     placements: list[Placement] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)
     reservations: list[Reservation] = field(default_factory=list)
-
-
-def fits(job: PendingJob, cpus: float, memory: float) -> bool:
-    """只看 CPU 与内存的老接口（向量的判定见 placement.can_hold）。"""
-    return job.cpus <= cpus and job.memory_bytes <= memory
-
-
-def can_ever_run(cpus: int, memory_bytes: int, nodes: Iterable[NodeView]) -> bool:
-    """是否存在某个节点，其总 CPU 与内存能容纳该请求（作业不跨节点）。
-
-    只看 CPU 与内存的老接口；完整的向量与筛选检查见 admission.check_can_ever_run。"""
-    return any(cpus <= n.total_cpus and memory_bytes <= n.total_memory for n in nodes)
 
 
 def free_cpus(

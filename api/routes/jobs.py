@@ -185,8 +185,8 @@ def cancel(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageRes
 
 
 def node_capacities(jobs: list[Job], rt: Runtime) -> dict[str, Resources]:
-    """独占与整节点内存的运行中作业分到的是整个节点：读这些节点的容量（别的作业不必问 Ray）。"""
-    if not any(j.node_id and (j.exclusive or j.whole_node_memory) for j in jobs):
+    """独占的运行中作业分到节点的全部 CPU：读这些节点的容量（别的作业不必问 Ray）。"""
+    if not any(j.node_id and j.exclusive for j in jobs):
         return {}
     try:
         return {n.node_id: n.capacity for n in rt.cluster.nodes()}
@@ -197,15 +197,14 @@ def node_capacities(jobs: list[Job], rt: Runtime) -> dict[str, Resources]:
 def job_resources(job: Job, capacities: Mapping[str, Resources]) -> dict[str, Any]:
     """请求与分配到的资源（JobResources 的字段），开始运行才有分配。
 
-    独占作业分到节点的全部 CPU，--mem=0 分到节点的全部内存（同 Slurm 的 AllocTRES）；
-    节点已不在时只能给出所请求的。"""
+    独占作业分到节点的全部 CPU（同 Slurm 的 AllocTRES），节点已不在时只能给出所请求的；
+    --mem=0 的作业认领时已记下节点的内存（transitions.claim）。"""
     tres = format_tres(job.cpus, job.memory_bytes, job.gpus, job.gpu_type, job.gres)
     alloc = ""
     if job.node_id:
         node = capacities.get(job.node_id)
         cpus = node.cpu if node and job.exclusive else job.cpus
-        memory = node.memory if node and job.whole_node_memory else job.memory_bytes
-        alloc = format_tres(cpus, memory, job.gpus, job.gpu_type, job.gres)
+        alloc = format_tres(cpus, job.memory_bytes, job.gpus, job.gpu_type, job.gres)
     return {
         "tres_req_str": tres,
         "tres_alloc_str": alloc,

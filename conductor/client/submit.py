@@ -71,6 +71,26 @@ def submit(
     hold: Annotated[
         bool | None, typer.Option("--hold", "-H", help="提交后先挂起", show_default=False)
     ] = None,
+    ntasks: Annotated[
+        int | None, typer.Option("--ntasks", "-n", min=1, help="任务数（都在一个节点上）")
+    ] = None,
+    nodes: Annotated[str | None, typer.Option("--nodes", "-N", help="节点数，只支持 1")] = None,
+    gres: Annotated[
+        str | None, typer.Option("--gres", help="通用资源，如 gpu:1、gpu:a100:2、nvme:1")
+    ] = None,
+    gpus: Annotated[str | None, typer.Option("--gpus", "-G", help="GPU 数，如 2、a100:2")] = None,
+    gpus_per_node: Annotated[str | None, typer.Option("--gpus-per-node", help="每节点 GPU")] = None,
+    gpus_per_task: Annotated[str | None, typer.Option("--gpus-per-task", help="每任务 GPU")] = None,
+    cpus_per_gpu: Annotated[
+        int | None, typer.Option("--cpus-per-gpu", min=1, help="每 GPU 的 CPU 数")
+    ] = None,
+    mem_per_gpu: Annotated[str | None, typer.Option("--mem-per-gpu", help="每 GPU 内存")] = None,
+    mem_per_cpu: Annotated[str | None, typer.Option("--mem-per-cpu", help="每 CPU 内存")] = None,
+    constraint: Annotated[
+        str | None, typer.Option("--constraint", "-C", help="节点特性，如 a100、a100|h100")
+    ] = None,
+    nodelist: Annotated[str | None, typer.Option("--nodelist", "-w", help="指定节点")] = None,
+    exclude: Annotated[str | None, typer.Option("--exclude", "-x", help="排除节点")] = None,
     parsable: Annotated[bool, typer.Option("--parsable", help="只输出作业 ID")] = False,
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
@@ -97,6 +117,18 @@ def submit(
         dependency=dependency,
         priority=priority,
         hold=hold,
+        ntasks=ntasks,
+        nodes=nodes,
+        gres=gres,
+        gpus=gpus,
+        gpus_per_node=gpus_per_node,
+        gpus_per_task=gpus_per_task,
+        cpus_per_gpu=cpus_per_gpu,
+        mem_per_gpu=mem_per_gpu,
+        mem_per_cpu=mem_per_cpu,
+        constraint=constraint,
+        nodelist=nodelist,
+        exclude=exclude,
     )
     try:
         opts = cli_opts.merged_over(sbatch.parse_directives(text))

@@ -63,10 +63,13 @@ _CLAIM = text(
     UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
            node_id = v.node_id, node_name = v.node_name, token = v.token,
            agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
-           released_at = NULL, state_reason = NULL
+           released_at = NULL, state_reason = NULL,
+           memory_bytes = CASE WHEN jobs.whole_node_memory AND v.node_memory IS NOT NULL
+                               THEN v.node_memory ELSE jobs.memory_bytes END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
-                CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]))
-         AS v(id, node_id, node_name, token, agent_id, host)
+                CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]),
+                CAST(:memories AS bigint[]))
+         AS v(id, node_id, node_name, token, agent_id, host, node_memory)
     WHERE jobs.id = v.id
           AND (CASE WHEN jobs.state IN ({_sources(JobState.RUNNING)}) AND {RUNNABLE}
                     THEN true ELSE false END)
@@ -82,8 +85,12 @@ def claim(
     agent_ids: Sequence[str],
     epoch: int,
     hosts: Sequence[str | None] | None = None,
+    node_memories: Sequence[int | None] | None = None,
 ) -> list[dict]:
-    """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消、挂起的不会出现。"""
+    """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消、挂起的不会出现。
+
+    node_memories 为各节点的内存字节数：--mem=0 的作业在认领时记下它拿到的整个节点的内存
+    （查询的 tres_alloc_str、记账照实显示），排队时这一列为 0。"""
     if not placements:
         return []
     rows = session.execute(
@@ -95,6 +102,9 @@ def claim(
             "tokens": list(tokens),
             "agents": list(agent_ids),
             "hosts": list(hosts) if hosts is not None else [None] * len(placements),
+            "memories": list(node_memories)
+            if node_memories is not None
+            else [None] * len(placements),
             "epoch": epoch,
         },
     )
@@ -257,7 +267,8 @@ _REQUEUE = text(
     f"""
     UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
            node_name = NULL, node_host = NULL, epoch = NULL, token = NULL, agent_id = NULL,
-           released_at = NULL
+           released_at = NULL,
+           memory_bytes = CASE WHEN jobs.whole_node_memory THEN 0 ELSE jobs.memory_bytes END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
     WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state IN ({_sources(JobState.PENDING)})
     RETURNING jobs.id

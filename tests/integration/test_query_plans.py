@@ -70,6 +70,7 @@ def test_claim_finds_rows_by_primary_key_even_with_stale_statistics(
             "tokens": ["t"] * n,
             "agents": ["a"] * n,
             "hosts": ["h"] * n,
+            "memories": [2**33] * n,
             "epoch": 1,
         },
     )

@@ -34,8 +34,7 @@ def _add(engine: Engine, **fields: object) -> int:
         partition="default",
         script="#!/bin/bash\ntrue\n",
         work_dir="/tmp",
-        memory_bytes=0,
-        **{**base, **fields},  # type: ignore[arg-type]
+        **{"memory_bytes": 0, **base, **fields},  # type: ignore[arg-type]
     )
     with session_scope(engine) as s:
         s.add(job)
@@ -114,3 +113,32 @@ def test_old_rows_get_defaults_from_the_migration(database_url: str, engine: Eng
         )
     assert (row["ntasks"], row["gpus"], row["gres"], row["whole_node_memory"]) == (3, 0, {}, False)
     assert (row["required_nodes"], row["excluded_nodes"], row["slurm_request"]) == ([], [], {})
+
+
+def test_whole_node_memory_is_recorded_at_claim_and_cleared_on_requeue(engine: Engine) -> None:
+    """--mem=0：排队时内存列为 0；认领时记下所在节点的内存（查询的 tres_alloc_str 照实显示），
+    重新排队后回到 0，改派到别的节点时按新节点重记。按量申请内存的作业不受影响。"""
+    whole = _add(engine, whole_node_memory=True)
+    sized = _add(engine, memory_bytes=2**30)
+    placements = [Placement(whole, "nid", "node-1"), Placement(sized, "nid", "node-1")]
+    with session_scope(engine) as s:
+        rows = transitions.claim(
+            s, placements, ["t1", "t2"], ["ag", "ag"], 1, node_memories=[2**33, 2**33]
+        )
+    assert {r["id"]: r["memory_bytes"] for r in rows} == {whole: 2**33, sized: 2**30}
+    with session_scope(engine) as s:
+        assert sorted(transitions.requeue(s, [(whole, "t1"), (sized, "t2")])) == sorted(
+            [whole, sized]
+        )
+        memory = dict(
+            s.execute(
+                text("SELECT id, memory_bytes FROM jobs WHERE id = ANY(:ids)"),
+                {"ids": [whole, sized]},
+            ).all()
+        )
+    assert memory == {whole: 0, sized: 2**30}
+    with session_scope(engine) as s:
+        rows = transitions.claim(
+            s, [Placement(whole, "nid2", "node-2")], ["t3"], ["ag"], 1, node_memories=[2**32]
+        )
+    assert rows[0]["memory_bytes"] == 2**32

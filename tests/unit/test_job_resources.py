@@ -1,4 +1,4 @@
-"""查询与列表里的请求/分配资源串：独占与 --mem=0 分到的是整个节点。"""
+"""查询与列表里的请求/分配资源串：独占作业分到节点的全部 CPU。"""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def test_running_job_gets_what_it_asked_for() -> None:
     assert got["tres_alloc_str"] == "cpu=2,mem=1G,node=1,gres/gpu=1"
 
 
-def test_exclusive_and_whole_memory_get_the_whole_node() -> None:
-    job = _job(node_id="n1", exclusive=True, whole_node_memory=True, memory_bytes=0)
+def test_exclusive_gets_every_cpu_of_the_node() -> None:
+    job = _job(node_id="n1", exclusive=True)
     got = job_resources(job, {"n1": NODE})
-    assert got["tres_req_str"] == "cpu=2,node=1"
-    assert got["tres_alloc_str"] == "cpu=8,mem=16G,node=1"
+    assert got["tres_req_str"] == "cpu=2,mem=1G,node=1"
+    assert got["tres_alloc_str"] == "cpu=8,mem=1G,node=1"
     # 节点已不在：只能给出所请求的
-    assert job_resources(job, {})["tres_alloc_str"] == "cpu=2,node=1"
+    assert job_resources(job, {})["tres_alloc_str"] == "cpu=2,mem=1G,node=1"

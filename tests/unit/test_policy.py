@@ -3,17 +3,20 @@ exclusive、分区、账户上限、数组 %N、依赖未满足的作业不启�
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conductor.account_limits import NO_LIMIT, AccountLimit
+from conductor.admission import check_can_ever_run
+from conductor.errors import InvalidJobRequest
+from conductor.placement import can_hold
 from conductor.policy import (
     NodeView,
     PendingJob,
     Plan,
     RunningJob,
     Snapshot,
-    can_ever_run,
     free_cpus,
     plan,
 )
@@ -51,11 +54,13 @@ def placed(result: Plan) -> list[tuple[int, str]]:
 # ---------- 基本放置 ----------
 
 
-def test_can_ever_run_uses_total_capacity() -> None:
+def test_can_ever_run_needs_one_node_with_every_dimension() -> None:
+    """作业不跨节点：CPU 够的节点与内存够的节点不是同一个，就永远放不下（提交时 422）。"""
     nodes = [node("cpu", 16, 1 * GIB), node("mem", 2, 64 * GIB)]
-    assert not can_ever_run(8, 8 * GIB, nodes)
-    assert can_ever_run(16, 1 * GIB, nodes)
-    assert not can_ever_run(1, 1, [])
+    with pytest.raises(InvalidJobRequest) as info:
+        check_can_ever_run(job(0, 8, 8 * GIB), nodes)
+    assert info.value.field == "job.memory_per_node"
+    check_can_ever_run(job(0, 16, 1 * GIB), nodes)
 
 
 def test_empty_inputs() -> None:
@@ -374,9 +379,7 @@ def test_property_unknown_end_means_strict_order(snap: Snapshot) -> None:
             assert placed_at[j.job_id] not in blocked_nodes
         elif result.reasons.get(j.job_id) == "Resources" and j.job_id not in reserved:
             blocked_nodes |= {
-                n.node_id
-                for n in snap.nodes
-                if j.partition in n.partitions and can_ever_run(j.cpus, j.memory_bytes, [n])
+                n.node_id for n in snap.nodes if j.partition in n.partitions and can_hold(j, n)
             }
 
 
