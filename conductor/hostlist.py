@@ -105,3 +105,18 @@ def compress(names: Iterable[str]) -> str:
 def _sort_key(part: str) -> tuple[str, str]:
     prefix = re.split(r"[\[\d]", part, maxsplit=1)[0]
     return prefix, part
+
+
+def compress_counts(counts: Iterable[int]) -> str:
+    """每节点的数目 → Slurm 的写法（SLURM_TASKS_PER_NODE、SLURM_JOB_CPUS_PER_NODE）：
+    [2, 2, 2, 1] → 2(x3),1；连续相同的合并，只出现一次的不加 (x1)。"""
+    parts: list[str] = []
+    run: list[int] = []
+    for n in [*counts, None]:
+        if run and n == run[0]:
+            run.append(n)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}(x{len(run)})")
+        run = [] if n is None else [n]
+    return ",".join(parts)

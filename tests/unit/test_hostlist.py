@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conductor.hostlist import compress, expand
+from conductor.hostlist import compress, compress_counts, expand
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,11 @@ def test_expand() -> None:
 )
 def test_compress_then_expand_gives_the_same_nodes(names: set[str]) -> None:
     assert set(expand(compress(names))) == names
+
+
+@pytest.mark.parametrize(
+    ("counts", "text"),
+    [([2, 2, 2, 1], "2(x3),1"), ([4], "4"), ([1, 2, 1], "1,2,1"), ([3, 3], "3(x2)"), ([], "")],
+)
+def test_counts_per_node_like_slurm(counts: list[int], text: str) -> None:
+    assert compress_counts(counts) == text
