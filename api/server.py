@@ -34,6 +34,7 @@ from conductor.auth import (
     ensure_local_token,
     login_url,
 )
+from conductor.datadir_lock import lock_data_dir
 from conductor.db import make_engine
 from conductor.embedded_pg import EmbeddedPostgres
 from conductor.errors import ConductorError
@@ -65,6 +66,7 @@ class Supervisor:
         self.pg: EmbeddedPostgres | None = None
         self.ray_head: LocalRayHead | None = None
         self.api: subprocess.Popen[bytes] | None = None
+        self.data_lock: int | None = None
         self.logs = settings.data_dir / "logs"
         self.api_log = self.logs / "api.log"
 
@@ -77,6 +79,7 @@ class Supervisor:
 
     def _start(self) -> None:
         s = self.settings
+        self.data_lock = lock_data_dir(s.data_dir)  # 先于一切：别的 serve 占着时什么也不碰
         if s.uses_embedded_postgres():
             self.pg = self._start_postgres()
         resolved = s.resolved(self.pg.url if self.pg is not None else None)
@@ -300,7 +303,9 @@ class Supervisor:
             self.ray_head.stop()
         if self.pg is not None:
             self.pg.stop()
-        log.info("Conductor 已停止")
+        if self.data_lock is not None:
+            os.close(self.data_lock)
+            log.info("Conductor 已停止")
 
     def _stop_jobs(self) -> None:
         """本地 Ray 即将停止：在一个短命的子进程里（它连接 Ray）终止并记录全部作业。"""

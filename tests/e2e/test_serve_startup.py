@@ -125,3 +125,19 @@ def test_postgres_cannot_start_stops_serve_with_cause(tmp_path: Path) -> None:
     last = _last_line(output)
     assert last.startswith("错误：内嵌 PostgreSQL 无法启动："), last
     assert str(data / "pg" / "log") in last
+
+
+def test_second_serve_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    """同一个数据目录同时只能有一个 serve：第二个若照常启动，会连上第一个的内嵌 PostgreSQL，
+    第一个停止时把它一起停掉，第二个的调度器从此连不上数据库。"""
+    data = tmp_path / "data"
+    first = ServeProcess(tmp_path, data, "--num-cpus", "1")
+    try:
+        first.wait_healthy()
+        second = ServeProcess(tmp_path, data, "--num-cpus", "1")
+        last = _last_line(_failed_start(second))
+        assert last.startswith(f"错误：数据目录 {data} 正被另一个 conductor serve 使用"), last
+        assert f"pid {first.proc.pid}" in last
+        assert first.healthy()  # 第一个不受影响
+    finally:
+        first.cleanup()
