@@ -14,7 +14,9 @@ from conductor.startup import StartupFailed
 def test_second_holder_is_refused_until_the_first_lets_go(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = lock_data_dir(data)
-    with pytest.raises(StartupFailed, match=rf"正被另一个 conductor serve 使用（pid {os.getpid()}）"):
+    with pytest.raises(
+        StartupFailed, match=rf"正被另一个 conductor serve 使用（pid {os.getpid()}）"
+    ):
         lock_data_dir(data)
     os.close(first)
     os.close(lock_data_dir(data))
