@@ -117,6 +117,17 @@ def test_backfilled_gang_respects_the_head_reservation() -> None:
     assert result.reasons == {1: "Resources", 3: "Priority"}
 
 
+def test_backfilled_gang_uses_up_the_spare_on_each_of_its_nodes() -> None:
+    """队首 100 秒后在 a、b、c 上各要 2 个 CPU，届时每个节点余 2 个；越过预留的 gang 用掉 b、c 的余量，
+    之后越过预留的作业在哪个节点上都不行（只记第一个节点的账就会放到 c 上，推迟队首）。"""
+    head = job(1, 2, nodes=3, time_limit=1000)
+    wide = job(2, 2, nodes=2)  # 不限时
+    small = job(3, 2)  # 不限时
+    result = run(THREE, [head, wide, small], [running(90, "a", 4, 100)])
+    assert placed(result) == {2: ("b", "c")}
+    assert result.reasons == {1: "Resources", 3: "Priority"}
+
+
 def test_partition_with_too_few_nodes_does_not_block_the_queue() -> None:
     result = run(THREE, [job(1, nodes=4), job(2, 1)])
     assert result.reasons == {1: "Resources"}
