@@ -4,7 +4,8 @@
 规则（docs/scheduling.md 有例子）：
 - 需求与容量都是资源向量（CPU、内存、GPU、通用资源，placement.py）：每一项都放得下才算放得下；
   节点空闲 = 总容量 − 运行中作业的向量之和。
-- 节点筛选：分区、-w/-x、-C 特性约束、GPU 型号；-w/-x/-C 筛掉了分区的全部节点时原因为 ReqNodeNotAvail。
+- 节点筛选：分区、-w/-x、-C 特性约束、GPU 型号；-w/-x/-C 筛得凑不齐节点（单节点作业即筛掉了分区的全部节点）
+  时原因为 ReqNodeNotAvail。
 - 队列已按有效优先级排好序（priority.py）；依次尝试，能放下就放（最佳适配，见 placement.best_fit_key：
   不要 GPU 的作业先挑没有 GPU 的节点，再挑空闲 CPU 最少的）。
 - 账户上限、数组 %N、分区时限挡住的作业跳过，不影响后面的作业。
