@@ -163,11 +163,14 @@ def _names(items: Iterable[object]) -> str:
 def check_can_ever_run(job: JobRequest, nodes: Sequence[NodeView]) -> None:
     """永远无法运行的请求在提交时拒绝（422，点名字段与缺的资源），而不是让它永远 PENDING。
 
-    nodes 是集群的存活节点（带分区与特性）；作业只在一个节点上运行，所以要有某一个节点同时容得下
-    它的每一项需求并通过 -w/-x/-C 与 GPU 型号的筛选。集群或分区暂无存活节点时接受：节点加入后即可运行。
-    依次检查 -w、分区、-x、-C、GPU 型号、CPU、GPU、通用资源、内存，报第一项不满足的。"""
+    nodes 是集群的存活节点（带分区与特性）；需求是每个节点的量，所以要有 nodes 个（单节点作业一个）节点各自
+    同时容得下它的每一项需求并通过 -w/-x/-C 与 GPU 型号的筛选，且 -w 列出的都在其中。集群或分区暂无存活节点时
+    接受：节点加入后即可运行。依次检查 -w、分区、节点数、-x、-C、GPU 型号、CPU、GPU、通用资源、内存，
+    最后是容得下的节点数，报第一项不满足的。"""
     if not nodes:
         return
+    # 作业行还没有 nodes 列（提交仍只收单节点作业），缺省为 1；PendingJob 带着它
+    count = int(getattr(job, "nodes", 1))
     request = PendingJob(
         0,
         job.cpus,
@@ -180,12 +183,14 @@ def check_can_ever_run(job: JobRequest, nodes: Sequence[NodeView]) -> None:
         constraints=job.constraints or None,
         required_nodes=list(job.required_nodes),
         excluded_nodes=list(job.excluded_nodes),
+        nodes=count,
     )
     part = request.partition
     members = [n for n in nodes if part in n.partitions]
     _check_required(request, nodes, members)
     if not members:
         return
+    _check_count(request, members, f"分区 {part} 只有")
     if request.constraints is not None:
         try:
             parse_constraint(request.constraints)
@@ -245,21 +250,43 @@ def check_can_ever_run(job: JobRequest, nodes: Sequence[NodeView]) -> None:
     )
     for name, amount in sorted(request.gres.items()):
         chosen = _narrow(chosen, name, amount, _gres_error(name, amount, scope))
-    if request.whole_node_memory:
-        return
-    enough = (
-        "CPU 足够的" if not request.gpus and not request.gres else "CPU、GPU 与通用资源都足够的"
-    )
-    _narrow(
-        chosen,
-        MEMORY,
-        request.memory_bytes,
-        lambda most: InvalidJobRequest(
-            "job.memory_per_node",
-            f"请求内存 {request.memory_bytes // 2**20} MB，超过分区 {part} 中任何 {enough}节点的"
-            f"可用内存（最大 {int(most) // 2**20} MB）",
-        ),
-    )
+    if not request.whole_node_memory:
+        enough = (
+            "CPU 足够的" if not request.gpus and not request.gres else "CPU、GPU 与通用资源都足够的"
+        )
+        chosen = _narrow(
+            chosen,
+            MEMORY,
+            request.memory_bytes,
+            lambda most: InvalidJobRequest(
+                "job.memory_per_node",
+                f"请求内存 {request.memory_bytes // 2**20} MB，超过分区 {part} 中任何 {enough}节点的"
+                f"可用内存（最大 {int(most) // 2**20} MB）",
+            ),
+        )
+    lead = f"分区 {part} 中{'符合 -w/-x/-C、' if filtered else ''}容得下每个节点的需求的节点只有"
+    _check_gang(request, chosen, lead)
+
+
+def _check_count(job: PendingJob, nodes: Sequence[NodeView], lead: str) -> None:
+    """作业要 nodes 个不同的节点：可用的不够时点名 job.nodes 并给出有几个。"""
+    if len(nodes) < job.nodes:
+        raise InvalidJobRequest(
+            "job.nodes",
+            f"请求 {job.nodes} 个节点（nodes / -N），{lead} {len(nodes)} 个"
+            f"（{_names(n.node_name for n in nodes)}）",
+        )
+
+
+def _check_gang(job: PendingJob, chosen: Sequence[NodeView], lead: str) -> None:
+    """筛选与每节点容量都过了之后：还要凑得齐 nodes 个，且 -w 列出的都在其中（多节点作业才会不满足）。"""
+    _check_count(job, chosen, lead)
+    lost = sorted(set(job.required_nodes) - {n.node_name for n in chosen})
+    if lost:
+        raise InvalidJobRequest(
+            "job.required_nodes",
+            f"required_nodes（-w）中的节点 {_names(lost)} 不满足 -C、GPU 型号或容不下每个节点的需求",
+        )
 
 
 def _gres_error(name: str, amount: float, scope: str) -> Callable[[float], InvalidJobRequest]:
@@ -287,30 +314,36 @@ def _narrow(
 def _check_required(
     job: PendingJob, nodes: Sequence[NodeView], members: Sequence[NodeView]
 ) -> None:
-    """-w：单节点作业要用到列出的每个节点，所以至多列一个；它须在集群里、在作业的分区里、没被 -x 排除。"""
+    """-w：作业要用到列出的每个节点（同 Slurm），所以至多列 nodes 个；它们须在集群里、在作业的分区里、
+    没被 -x 排除。"""
     wanted = sorted(set(job.required_nodes))
     if not wanted:
         return
-    if len(wanted) > 1:
+    if len(wanted) > job.nodes:
         raise InvalidJobRequest(
             "job.required_nodes",
-            f"作业只在一个节点上运行，而 required_nodes（-w）列出了 {len(wanted)} 个节点（{_names(wanted)}）："
-            "Slurm 要求作业用到列出的每一个节点，请只列一个",
+            (
+                "作业只在一个节点上运行"
+                if job.nodes == 1
+                else f"作业在 {job.nodes} 个节点上运行（nodes / -N）"
+            )
+            + f"，而 required_nodes（-w）列出了 {len(wanted)} 个节点（{_names(wanted)}）："
+            + f"Slurm 要求作业用到列出的每一个节点，请至多列 {job.nodes} 个",
         )
-    name = wanted[0]
-    if name not in {n.node_name for n in nodes}:
-        raise InvalidJobRequest(
-            "job.required_nodes",
-            f"required_nodes（-w）中的节点 {name} 不在集群中（存活的节点：{_names(n.node_name for n in nodes)}）",
-        )
-    if name in job.excluded_nodes:
-        raise InvalidJobRequest(
-            "job.required_nodes",
-            f"节点 {name} 同时出现在 required_nodes（-w）与 excluded_nodes（-x）中",
-        )
-    if members and name not in {n.node_name for n in members}:
-        raise InvalidJobRequest(
-            "job.required_nodes",
-            f"required_nodes（-w）中的节点 {name} 不属于分区 {job.partition}"
-            f"（该分区的节点：{_names(n.node_name for n in members)}）",
-        )
+    for name in wanted:
+        if name not in {n.node_name for n in nodes}:
+            raise InvalidJobRequest(
+                "job.required_nodes",
+                f"required_nodes（-w）中的节点 {name} 不在集群中（存活的节点：{_names(n.node_name for n in nodes)}）",
+            )
+        if name in job.excluded_nodes:
+            raise InvalidJobRequest(
+                "job.required_nodes",
+                f"节点 {name} 同时出现在 required_nodes（-w）与 excluded_nodes（-x）中",
+            )
+        if members and name not in {n.node_name for n in members}:
+            raise InvalidJobRequest(
+                "job.required_nodes",
+                f"required_nodes（-w）中的节点 {name} 不属于分区 {job.partition}"
+                f"（该分区的节点：{_names(n.node_name for n in members)}）",
+            )

@@ -6,7 +6,6 @@ Ray 报的容量比已用小（超额）时空闲为负，用已用比较不会�
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from conductor.placement import NodeView, PendingJob, demand_on
@@ -100,19 +99,14 @@ class Ledger:
                 return Slot(moment, total - (used + need))
         return None
 
+    def slot_at(self, job: PendingJob, start: float, now: float) -> Slot:
+        """在 start 时刻（不早于本节点的 start_for）为作业预留：届时已结束的作业都释放后的余量。
 
-def earliest_start(
-    job: PendingJob, eligible: Sequence[Ledger], now: float
-) -> tuple[Ledger, Slot] | None:
-    """队首最早能开始的节点与预留（同一时刻取节点名小的）。"""
-    best: tuple[Ledger, Slot] | None = None
-    for ledger in eligible:
-        slot = ledger.start_for(job, now)
-        if slot is None:
-            continue
-        if best is None or (slot.start, ledger.view.node_name) < (
-            best[1].start,
-            best[0].view.node_name,
-        ):
-            best = (ledger, slot)
-    return best
+        多节点作业的开始时刻取各节点中最晚的，早空出来的节点到那时可能余得更多。"""
+        if job.exclusive:
+            return Slot(start, NONE, closed=True)
+        gone = [r for r in self.releases if r.end is not None and max(r.end, now) <= start]
+        used = self.used
+        for release in gone:
+            used = used - release.used
+        return Slot(start, self.view.total - (used + demand_on(job, self.view)))

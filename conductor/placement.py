@@ -15,11 +15,31 @@ from conductor.resources import CPU, GPU, MEMORY, Resources
 
 @dataclass(frozen=True)
 class Placement:
-    """调度决定：作业放到哪个节点。"""
+    """调度决定：作业放到哪个（哪些）节点。
+
+    多节点作业（gang）的 node_ids/node_names 列出分配的全部节点，第一个是运行批处理脚本的节点，
+    也就是 node_id/node_name；单节点作业缺省为 ()，构造后补成 (node_id,)，调用方一律读元组即可。"""
 
     job_id: int
     node_id: str
     node_name: str
+    node_ids: tuple[str, ...] = ()
+    node_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        ids = _first_is(tuple(self.node_ids) or (self.node_id,), self.node_id, "node_ids")
+        names = _first_is(tuple(self.node_names) or (self.node_name,), self.node_name, "node_names")
+        if len(ids) != len(names):
+            raise ValueError("node_ids 与 node_names 的个数不同")
+        object.__setattr__(self, "node_ids", ids)
+        object.__setattr__(self, "node_names", names)
+
+
+def _first_is(items: tuple[str, ...], first: str, what: str) -> tuple[str, ...]:
+    """第一个节点就是 node_id（批处理节点），且不重复：否则快照自相矛盾，尽早报错。"""
+    if items[0] != first or len(set(items)) != len(items):
+        raise ValueError(f"{what} 须以 {first} 开头且不重复：{items}")
+    return items
 
 
 @dataclass(frozen=True)
@@ -51,7 +71,10 @@ class NodeView:
 
 @dataclass(frozen=True)
 class RunningJob:
-    """仍占用资源的作业。expected_end 为预计结束时刻（秒）；None 表示不限时、无法预计。"""
+    """仍占用资源的作业。expected_end 为预计结束时刻（秒）；None 表示不限时、无法预计。
+
+    多节点作业占 nodes 个节点（node_ids，第一个即 node_id），每个节点上各占一份向量（cpus、内存、GPU、gres
+    都是每节点的量）；node_ids 缺省为 ()，即只有 node_id，构造后补成 (node_id,)。"""
 
     job_id: int
     node_id: str
@@ -68,9 +91,17 @@ class RunningJob:
     constraints: str | None = None
     required_nodes: Sequence[str] = ()
     excluded_nodes: Sequence[str] = ()
+    nodes: int = 1
+    node_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _freeze(self)
+        ids = _first_is(tuple(self.node_ids) or (self.node_id,), self.node_id, "node_ids")
+        if len(ids) != self.nodes:
+            raise ValueError(
+                f"作业 {self.job_id} 占 {self.nodes} 个节点，node_ids 却有 {len(ids)} 个"
+            )
+        object.__setattr__(self, "node_ids", ids)
 
     @property
     def used(self) -> Resources:
@@ -97,11 +128,14 @@ class PendingJob:
     gpu_type: str | None = None  # 小写型号，如 a100；节点特性里须有它
     whole_node_memory: bool = False
     constraints: str | None = None  # -C 表达式
-    required_nodes: Sequence[str] = ()  # -w：单节点作业要求列出的每个节点都是它（故至多一个）
+    required_nodes: Sequence[str] = ()  # -w：分配须包含列出的每个节点（故至多 nodes 个）
     excluded_nodes: Sequence[str] = ()  # -x
+    nodes: int = 1  # 节点数（-N）；上面的 CPU、内存、GPU、gres 都是每个节点的量
 
     def __post_init__(self) -> None:
         _freeze(self)
+        if self.nodes < 1:
+            raise ValueError(f"作业 {self.job_id} 的节点数须至少为 1：{self.nodes}")
 
     @property
     def request(self) -> Resources:
@@ -131,8 +165,10 @@ def demand_on(job: PendingJob | RunningJob, node: NodeView) -> Resources:
 def selected(job: PendingJob, node: NodeView) -> bool:
     """-w / -x / -C 是否允许这个节点（与负载、容量无关）。
 
-    单节点作业的 -w 要求列出的每个节点都是它：列了两个不同的节点就没有节点可选（提交时已拒绝）。"""
-    if job.required_nodes and set(job.required_nodes) != {node.node_name}:
+    -w 要求分配包含列出的每个节点（同 Slurm）：列出的多于 nodes 个就没有节点可选（提交时已拒绝）；
+    恰好 nodes 个时只能用它们；少于 nodes 个时其余节点也可选，列出的都在分配里由 policy 保证。"""
+    wanted = set(job.required_nodes)
+    if len(wanted) > job.nodes or (len(wanted) == job.nodes and node.node_name not in wanted):
         return False
     if node.node_name in job.excluded_nodes:
         return False

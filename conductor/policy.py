@@ -4,7 +4,8 @@
 规则（docs/scheduling.md 有例子）：
 - 需求与容量都是资源向量（CPU、内存、GPU、通用资源，placement.py）：每一项都放得下才算放得下；
   节点空闲 = 总容量 − 运行中作业的向量之和。
-- 节点筛选：分区、-w/-x、-C 特性约束、GPU 型号；-w/-x/-C 筛掉了分区的全部节点时原因为 ReqNodeNotAvail。
+- 节点筛选：分区、-w/-x、-C 特性约束、GPU 型号；-w/-x/-C 筛得凑不齐节点（单节点作业即筛掉了分区的全部节点）
+  时原因为 ReqNodeNotAvail。
 - 队列已按有效优先级排好序（priority.py）；依次尝试，能放下就放（最佳适配，见 placement.best_fit_key：
   不要 GPU 的作业先挑没有 GPU 的节点，再挑空闲 CPU 最少的）。
 - 账户上限、数组 %N、分区时限挡住的作业跳过，不影响后面的作业。
@@ -12,6 +13,9 @@
   之后的作业只有不推迟该预留时才能先启动（在预留时刻前结束，或只用预留之外每一项的余量）。
   算不出开始时间（有不限时的作业挡着）时，该分区的节点对后面的作业关闭：宁可不回填，也不饿死大作业。
 - exclusive 作业独占整个节点：只放到空节点，运行时该节点不再接其他作业。
+- 多节点作业（gang，nodes > 1）：每节点的向量要在 nodes 个不同的节点上同时放得下才放，全有或全无
+  （选节点见 gang.py）；-w 列出的节点都在分配里，-x/-C/GPU 型号对每个节点都适用；放不下的队首照样
+  预留（那组节点各自的开始时刻中最晚的一个），回填对每个预留节点分别遵守。账户上限按每节点 × 节点数计。
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from conductor.account_limits import NO_LIMIT, AccountLimit, blocking_reason, limit_for
-from conductor.backfill import Ledger, earliest_start
+from conductor.backfill import Ledger
+from conductor.gang import earliest_start, lacks_required, pick_now
 from conductor.placement import (
     NodeView,
     PendingJob,
     Placement,
     RunningJob,
-    best_fit_key,
     can_hold,
     demand_on,
     selected,
@@ -50,11 +54,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Reservation:
-    """为某分区队首预留的节点与开始时刻。"""
+    """为某分区队首预留的节点与开始时刻；多节点作业的 node_ids 列出预留的全部节点（第一个即 node_id）。"""
 
     job_id: int
     node_id: str
     start: float
+    node_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "node_ids", tuple(self.node_ids) or (self.node_id,))
 
 
 @dataclass
@@ -73,7 +81,8 @@ def free_cpus(
     """
     used: dict[str, float] = defaultdict(float)
     for r in running:
-        used[r.node_id] += r.cpus
+        for node_id in r.node_ids:
+            used[node_id] += r.cpus
     idle = {n.node_id: max(0.0, n.total_cpus - used[n.node_id]) for n in nodes}
     by_partition = dict.fromkeys(partitions, 0.0)
     for n in nodes:
@@ -90,7 +99,7 @@ def saturated(
     """此刻已到上限、本轮不可能再启动任何作业的账户与数组（读队首时整体跳过）。"""
     usage = Usage()
     for r in running:
-        usage.add(r.account, r.cpus, r.array_job_id, r.gpus)
+        usage.add(r.account, r.cpus * r.nodes, r.array_job_id, r.gpus * r.nodes)
     accounts = [
         a
         for a in usage.jobs
@@ -115,10 +124,11 @@ def plan(snap: Snapshot) -> Plan:
     nodes = {n.node_id: Ledger(n) for n in snap.nodes}
     usage = Usage()
     for r in snap.running:
-        usage.add(r.account, r.cpus, r.array_job_id, r.gpus)
-        node = nodes.get(r.node_id)
-        if node is not None:
-            node.take(demand_on(r, node.view), r.exclusive, r.expected_end)
+        usage.add(r.account, r.cpus * r.nodes, r.array_job_id, r.gpus * r.nodes)
+        for node_id in r.node_ids:
+            node = nodes.get(node_id)
+            if node is not None:
+                node.take(demand_on(r, node.view), r.exclusive, r.expected_end)
     result = Plan()
     reserved_partitions: set[str] = set()
     for job in snap.pending:
@@ -128,33 +138,43 @@ def plan(snap: Snapshot) -> Plan:
             snap.account_limits(job.account),
             usage,
             job.account,
-            job.cpus,
+            job.cpus * job.nodes,
             job.array_job_id,
             job.array_max_running,
-            gpus=job.gpus,
+            gpus=job.gpus * job.nodes,
         )
         if reason is not None:
             result.reasons[job.job_id] = reason
             continue
         members = [n for n in nodes.values() if job.partition in n.view.partitions]
         chosen = [n for n in members if selected(job, n.view)]
-        if members and not chosen:
-            # -w/-x/-C 把分区的节点全筛掉了：等的是节点而不是资源，同样不预留、不阻塞队列
+        if members and (len(chosen) < min(job.nodes, len(members)) or lacks_required(job, chosen)):
+            # -w/-x/-C 筛得凑不齐节点（单节点作业：全筛掉了）：等的是节点而不是资源，同样不预留、不阻塞队列
             result.reasons[job.job_id] = REQ_NODE_NOT_AVAIL
             continue
         eligible = [n for n in chosen if can_hold(job, n.view)]
-        if not eligible:
-            # 分区里暂无能容纳它的节点：不预留、不阻塞队列（节点加入后自然可放）
+        if len(eligible) < job.nodes or lacks_required(job, eligible):
+            # 分区里暂无足够的节点能容纳它：不预留、不阻塞队列（节点加入后自然可放）
             result.reasons[job.job_id] = RESOURCES
             continue
         end = snap.now + job.time_limit if job.time_limit is not None else None
         candidates = [n for n in eligible if n.fits_now(job) and n.respects_reservations(job, end)]
-        if candidates:
-            best = min(candidates, key=lambda n: best_fit_key(job, n.view, n.used))
-            best.take(demand_on(job, best.view), job.exclusive, end)
-            best.charge_reservations(job, end)
-            usage.add(job.account, job.cpus, job.array_job_id, job.gpus)
-            result.placements.append(Placement(job.job_id, best.view.node_id, best.view.node_name))
+        group = pick_now(job, candidates)
+        if group is not None:
+            for n in group:
+                n.take(demand_on(job, n.view), job.exclusive, end)
+                n.charge_reservations(job, end)
+            usage.add(job.account, job.cpus * job.nodes, job.array_job_id, job.gpus * job.nodes)
+            first = group[0].view
+            result.placements.append(
+                Placement(
+                    job.job_id,
+                    first.node_id,
+                    first.node_name,
+                    tuple(n.view.node_id for n in group),
+                    tuple(n.view.node_name for n in group),
+                )
+            )
             continue
         if job.partition in reserved_partitions:
             result.reasons[job.job_id] = PRIORITY
@@ -166,7 +186,14 @@ def plan(snap: Snapshot) -> Plan:
             for n in eligible:
                 n.frozen = True
             continue
-        node, slot = reservation
-        node.reserved.append(slot)
-        result.reservations.append(Reservation(job.job_id, node.view.node_id, slot.start))
+        for n, slot in reservation:
+            n.reserved.append(slot)
+        result.reservations.append(
+            Reservation(
+                job.job_id,
+                reservation[0][0].view.node_id,
+                reservation[0][1].start,
+                tuple(n.view.node_id for n, _ in reservation),
+            )
+        )
     return result
