@@ -272,7 +272,23 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 if self.ray_head is not None and not self.ray_head.alive():
                     self.api.terminate()
+                if self.pg is not None and not self.stopping.is_set() and not self.pg.alive():
+                    self._revive_postgres()
         return self.api.wait()
+
+    def _revive_postgres(self) -> None:
+        """内嵌 PostgreSQL 死了：在同一数据目录上重启它。API、调度器与代理本来就在数据库不可用时
+        退避重试，地址不变，它们自己连回来；起不来就下一秒再试（日志里每次都有原因）。"""
+        assert self.pg is not None
+        log.error("内嵌 PostgreSQL 已退出，重新启动")
+        try:
+            same = self.pg.revive()
+        except Exception as exc:  # noqa: BLE001 - 起不来就等下一次检查
+            log.warning("内嵌 PostgreSQL 重新启动失败：%s", failure_cause(str(exc)) or exc)
+            return
+        if not same:
+            # 调度器与代理的设置里是旧地址，连不回来；实际中套接字就在数据目录里，不会变
+            log.error("内嵌 PostgreSQL 重新启动后地址变了：请重启 conductor serve")
 
     def request_stop(self, signum: int, frame: object) -> None:
         log.info("收到信号 %s，停止服务", signal.Signals(signum).name)

@@ -27,6 +27,18 @@ class EmbeddedPostgres:
     def pid(self) -> int | None:
         return self._server.get_pid()
 
+    def alive(self) -> bool:
+        """postmaster 还在运行（按 postmaster.pid 与进程创建时间判断，不会把复用的 PID 当成它）。"""
+        return bool(self._server.get_postmaster_info().is_running())
+
+    def revive(self) -> bool:
+        """postmaster 意外死亡后在同一数据目录上重新启动；地址（Unix 套接字）不变才算成功。"""
+        with self._server._lock:  # pgserver 自己启动时也持这把锁
+            self._server.ensure_postgres_running()
+        url = self._server.get_uri()
+        log.info("内嵌 PostgreSQL 已重新启动（pid %s）", self._server.get_pid())
+        return url == self.url
+
     def stop(self) -> None:
         self._server.stop()
         log.info("内嵌 PostgreSQL 已停止")

@@ -21,9 +21,9 @@ def _submit(serve: ServeProcess, script: Path, *args: str) -> str:
 
 
 def _state(serve: ServeProcess, job_id: str) -> str:
-    """作业状态；API 进程正在重启（连接被拒）时返回空串，让等待继续。"""
+    """作业状态；API 进程正在重启（连接被拒）或数据库暂不可用（503）时返回空串，让等待继续。"""
     try:
-        return serve.query(job_id)["state"]
+        return str(serve.query(job_id).get("state", ""))
     except httpx.HTTPError:
         return ""
 
@@ -159,3 +159,34 @@ def _is_postgres(proc: psutil.Process) -> bool:
         return proc.name() == "postgres"
     except psutil.NoSuchProcess:
         return False
+
+
+def test_embedded_postgres_killed_is_restarted_and_nothing_is_lost(tmp_path: Path) -> None:
+    """内嵌 PostgreSQL 被 SIGKILL：监督进程在同一数据目录上重启它；运行中作业的结局照实记下，
+    之后提交的作业照常运行。原先没人重启它，调度器与代理永远在重试连接。"""
+    serve = ServeProcess(tmp_path, tmp_path / "data", "--num-cpus", "2")
+    try:
+        serve.wait_healthy()
+        work = tmp_path / "work"
+        waiting = tmp_path / "waiting.sh"
+        waiting.write_text("touch started\nwhile [ ! -e go ]; do sleep 0.1; done\necho done\n")
+        running = _submit(serve, waiting, "-D", str(work), "-o", "waiting.out")
+        wait_for(lambda: (work / "started").exists(), 60, what="作业开始运行")
+
+        pg_pid = int((serve.data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        os.kill(pg_pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pg_pid), 15, what="postmaster 已退出")
+        (work / "go").touch()  # 作业在数据库不在时结束：结局要等数据库回来再写
+
+        wait_for(
+            lambda: _state(serve, running) == "COMPLETED", 120, what="数据库重启后记下作业结局"
+        )
+        assert (work / "waiting.out").read_text() == "done\n"
+        assert "内嵌 PostgreSQL 已重新启动" in serve.log_path.read_text()
+        quick = tmp_path / "quick.sh"
+        quick.write_text("echo after-restart\n")
+        after = _submit(serve, quick, "-D", str(work), "-o", "after.out")
+        wait_for(lambda: _state(serve, after) == "COMPLETED", 60, what="之后提交的作业运行")
+        assert (work / "after.out").read_text() == "after-restart\n"
+    finally:
+        serve.cleanup()
