@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conductor.arrays import parse_array
+from conductor.hostlist import compress, compress_counts
 from conductor.memory import slurm_mem_mb
 from conductor.proctree import TOKEN_VAR
 
@@ -26,6 +27,16 @@ SHELL_STARTUP_VARS = frozenset({"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS"})
 def changes_shell_startup(name: str) -> bool:
     """该环境变量是否改变 bash 的启动方式（BASH_FUNC_* 是 bash 导出的函数）。"""
     return name in SHELL_STARTUP_VARS or name.startswith("BASH_FUNC_")
+
+
+@dataclass(frozen=True)
+class Member:
+    """作业分配中的一个节点：Ray 节点 id、节点名与该节点上归作业的 CPU 数、内存字节数。"""
+
+    node_id: str
+    node_name: str
+    cpus: int
+    memory: int
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,21 @@ class JobSpec:
     node_memory: int | None = None
     # 提交时的 Slurm 写法（request.JobRequest.slurm_request）：SLURM_GPUS、SLURM_MEM_PER_CPU…
     slurm_request: dict[str, Any] = field(default_factory=dict)
+    # ---- 多节点（议题 17）----
+    # 分配的全部节点，第一个即运行批处理脚本的节点；单节点作业为空（只有 node_name 那一个）
+    allocation: tuple[Member, ...] = ()
+
+    @property
+    def multi_node(self) -> bool:
+        return len(self.allocation) > 1
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(m.node_name for m in self.allocation) or (self.node_name,)
+
+    @property
+    def total_tasks(self) -> int:
+        return self.ntasks or self.ntasks_per_node
 
     @classmethod
     def from_row(
@@ -76,9 +102,10 @@ class JobSpec:
         kill_wait: float,
         node_cpus: int | None = None,
         node_memory: int | None = None,
+        members: dict[str, tuple[int, int]] | None = None,
     ) -> JobSpec:
         """由 jobs 表的一行构造。node_cpus、node_memory 为所在节点的 CPU 总数与内存字节数
-        （独占作业与 --mem=0 用）。
+        （独占作业与 --mem=0 用）；members 为各节点 id → (CPU 总数, 内存字节数)，多节点作业用。
 
         库里的值不成样子时 ValueError，消息指明哪一列：调度器据此让这个作业失败。"""
         environment = row["environment"] or {}
@@ -118,7 +145,26 @@ class JobSpec:
             whole_node_memory=bool(row.get("whole_node_memory")),
             node_memory=node_memory,
             slurm_request=dict(row.get("slurm_request") or {}),
+            allocation=_allocation(row, members or {}),
         )
+
+
+def _allocation(row: Mapping[str, Any], members: dict[str, tuple[int, int]]) -> tuple[Member, ...]:
+    """多节点作业的各节点份额：CPU 与内存是每节点的量；独占作业、--mem=0 取该节点的全部。"""
+    ids, names = row.get("node_ids") or [], row.get("node_names") or []
+    if len(ids) < 2:
+        return ()
+    if len(ids) != len(names):
+        raise ValueError(f"node_ids 与 node_names 的个数不同：{ids!r} / {names!r}")
+    alloc = []
+    for node_id, name in zip(ids, names, strict=True):
+        if node_id not in members:
+            raise ValueError(f"分配中的节点 {name}（{node_id}）已不在存活节点中")
+        total_cpus, total_memory = members[node_id]
+        cpus = total_cpus if row.get("exclusive") else row["cpus"]
+        memory = total_memory if row.get("whole_node_memory") else row["memory_bytes"]
+        alloc.append(Member(node_id, name, int(cpus), int(memory)))
+    return tuple(alloc)
 
 
 def array_vars(spec: JobSpec) -> dict[str, str]:
@@ -188,6 +234,31 @@ def gpu_vars(gpu_ids: Sequence[str | int]) -> dict[str, str]:
     }
 
 
+def spread_tasks(ntasks: int, nodes: int) -> list[int]:
+    """任务按 Slurm 的 block 分布摊到各节点：前 ntasks % nodes 个节点各多一个（5 个摊到 2 个节点为 3,2）。"""
+    base, extra = divmod(ntasks, nodes)
+    return [base + (i < extra) for i in range(nodes)]
+
+
+def allocation_vars(spec: JobSpec) -> dict[str, str]:
+    """分配的形状：节点列表（Slurm 的主机列表写法）、节点数、每节点的任务数与 CPU 数。
+    批处理脚本运行在第一个节点上（SLURM_NODEID=0）。"""
+    names = spec.node_names
+    cpus = [m.cpus for m in spec.allocation] or [spec.cpus_on_node or spec.cpus]
+    nodelist = compress(names)
+    return {
+        "SLURM_JOB_NUM_NODES": str(len(names)),
+        "SLURM_NNODES": str(len(names)),
+        "SLURM_JOB_NODELIST": nodelist,
+        "SLURM_NODELIST": nodelist,
+        "SLURM_TASKS_PER_NODE": compress_counts(spread_tasks(spec.total_tasks, len(names))),
+        "SLURM_JOB_CPUS_PER_NODE": compress_counts(cpus),
+        "SLURM_CPUS_ON_NODE": str(cpus[0]),
+        "SLURM_NODEID": "0",
+        "SLURMD_NODENAME": names[0],
+    }
+
+
 def slurm_vars(spec: JobSpec) -> dict[str, str]:
     """Slurm 作业变量；脚本无需修改即可沿用。"""
     return (
@@ -202,14 +273,11 @@ def slurm_vars(spec: JobSpec) -> dict[str, str]:
             "SLURM_NTASKS": str(spec.ntasks or spec.ntasks_per_node),
             "SLURM_NPROCS": str(spec.ntasks or spec.ntasks_per_node),
             "SLURM_NTASKS_PER_NODE": str(spec.ntasks_per_node),
-            "SLURM_CPUS_ON_NODE": str(spec.cpus_on_node or spec.cpus),
-            "SLURM_JOB_NUM_NODES": "1",
-            "SLURM_JOB_NODELIST": spec.node_name,
-            "SLURM_NODELIST": spec.node_name,
             "SLURM_SUBMIT_DIR": spec.work_dir,
             "SLURM_JOB_ACCOUNT": spec.account,
             "SLURM_JOB_PARTITION": spec.partition,
         }
+        | allocation_vars(spec)
     )
 
 
