@@ -228,8 +228,8 @@ def _output_name(option: str, value: str) -> str | None:
     return _check_pattern(option, value)
 
 
-def _split_option(argv: list[str], i: int) -> tuple[str, str | None, int, str]:
-    """取第 i 个参数所表示的选项：返回（长名，参数或 None，下一个下标，用户写法）。
+def _split_option(argv: list[str], i: int) -> tuple[str, str | None, int]:
+    """取第 i 个参数所表示的选项：返回（长名，参数或 None，下一个下标）。
 
     一个参数里的多个短选项（-lu）逐个展开：把剩余部分改写回 argv[i]。"""
     arg = argv[i]
@@ -240,14 +240,14 @@ def _split_option(argv: list[str], i: int) -> tuple[str, str | None, int, str]:
         if kind == "none":
             if eq:
                 raise _getopt_error(f"option '--{long}' doesn't allow an argument")
-            return long, None, i + 1, f"--{long}"
+            return long, None, i + 1
         if eq:
-            return long, value, i + 1, f"--{long}"
+            return long, value, i + 1
         if kind == "optional":
-            return long, None, i + 1, f"--{long}"
+            return long, None, i + 1
         if i + 1 >= len(argv):
             raise _getopt_error(f"option '--{long}' requires an argument")
-        return long, argv[i + 1], i + 2, f"--{long}"
+        return long, argv[i + 1], i + 2
     letter, rest = arg[1], arg[2:]
     if letter not in _SHORT:
         raise _getopt_error(f"invalid option -- '{letter}'")
@@ -256,15 +256,15 @@ def _split_option(argv: list[str], i: int) -> tuple[str, str | None, int, str]:
     if kind == "none":
         if rest:
             argv[i] = "-" + rest  # 同一参数里的下一个短选项
-            return long, None, i, f"-{letter}"
-        return long, None, i + 1, f"-{letter}"
+            return long, None, i
+        return long, None, i + 1
     if rest:
-        return long, rest, i + 1, f"-{letter}"
+        return long, rest, i + 1
     if kind == "optional":
-        return long, None, i + 1, f"-{letter}"
+        return long, None, i + 1
     if i + 1 >= len(argv):
         raise _getopt_error(f"option requires an argument -- '{letter}'")
-    return long, argv[i + 1], i + 2, f"-{letter}"
+    return long, argv[i + 1], i + 2
 
 
 class HelpRequested(Exception):
@@ -287,7 +287,7 @@ def parse_srun_args(argv: list[str]) -> StepRequest:
             break
         if not arg.startswith("-") or arg == "-":
             break
-        long, value, i, _spelling = _split_option(args, i)
+        long, value, i = _split_option(args, i)
         if long in ("help", "usage"):
             raise HelpRequested
         if long in _IGNORED:
