@@ -6,7 +6,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from conductor.jobspec import DEFAULT_BASE, JobSpec, build_env, slurm_vars
+from conductor.jobspec import DEFAULT_BASE, JobSpec, Member, build_env, slurm_vars, spread_tasks
 from conductor.proctree import TOKEN_VAR
 
 MIB = 1024**2
@@ -60,6 +60,11 @@ EXPECTED_SLURM = {
     "SLURM_JOB_NUM_NODES": "1",
     "SLURM_JOB_NODELIST": "node-7",
     "SLURM_NODELIST": "node-7",
+    "SLURM_NNODES": "1",
+    "SLURM_NODEID": "0",
+    "SLURM_TASKS_PER_NODE": "2",
+    "SLURM_JOB_CPUS_PER_NODE": "6",
+    "SLURMD_NODENAME": "node-7",
     "SLURM_SUBMIT_DIR": "/home/alice/proj",
     "SLURM_JOB_ACCOUNT": "physics",
     "SLURM_JOB_PARTITION": "normal",
@@ -70,6 +75,24 @@ EXPECTED_SLURM = {
 
 def test_slurm_vars_exact() -> None:
     assert slurm_vars(make_spec()) == EXPECTED_SLURM
+
+
+def test_multi_node_allocation_vars() -> None:
+    """多节点分配：节点列表为 Slurm 的主机列表写法，任务按 block 分布，批处理脚本在第一个节点（NODEID 0）。"""
+    alloc = tuple(Member(f"id{i}", f"node{i:02d}", 4, MIB) for i in (1, 2, 3))
+    env = slurm_vars(make_spec(allocation=alloc, ntasks=5, ntasks_per_node=2, cpus_per_task=1))
+    assert env["SLURM_JOB_NODELIST"] == env["SLURM_NODELIST"] == "node[01-03]"
+    assert env["SLURM_NNODES"] == env["SLURM_JOB_NUM_NODES"] == "3"
+    assert env["SLURM_TASKS_PER_NODE"] == "2(x2),1"
+    assert env["SLURM_JOB_CPUS_PER_NODE"] == "4(x3)"
+    assert env["SLURM_NODEID"] == "0" and env["SLURMD_NODENAME"] == "node01"
+    assert env["SLURM_NTASKS"] == "5"
+
+
+def test_spread_tasks_is_slurm_block() -> None:
+    assert spread_tasks(5, 2) == [3, 2]
+    assert spread_tasks(4, 3) == [2, 1, 1]
+    assert spread_tasks(4, 2) == [2, 2]
 
 
 def test_build_env_exact() -> None:
@@ -85,7 +108,11 @@ def test_build_env_exact() -> None:
         "FOO": "bar",
         "CUDA_VISIBLE_DEVICES": "",  # 没分到 GPU：看不见节点上的 GPU
         **EXPECTED_SLURM,
-        **{"CONDUCTOR_" + k.removeprefix("SLURM_"): v for k, v in EXPECTED_SLURM.items()},
+        **{
+            "CONDUCTOR_" + k.removeprefix("SLURM_"): v
+            for k, v in EXPECTED_SLURM.items()
+            if k.startswith("SLURM_")
+        },
         TOKEN_VAR: "tok-abc",
     }
     assert env == expected
@@ -115,7 +142,8 @@ def test_twin_names() -> None:
     assert env["CONDUCTOR_MEM_PER_NODE"] == "1537"
     assert env["CONDUCTOR_JOB_TOKEN"] == "tok-abc"
     twins = {k for k in env if k.startswith("CONDUCTOR_")}
-    assert len(twins) == len(EXPECTED_SLURM) + 1  # 孪生变量 + 令牌，没有别的
+    slurm = [k for k in EXPECTED_SLURM if k.startswith("SLURM_")]
+    assert len(twins) == len(slurm) + 1  # 孪生变量 + 令牌，没有别的（SLURMD_NODENAME 没有孪生）
 
 
 def test_user_environment_included_and_may_override_base() -> None:
@@ -156,7 +184,7 @@ def test_defaults_when_node_env_empty() -> None:
     assert env["SHELL"] == "/bin/bash"
     assert env["TMPDIR"] == "/tmp"
     assert "HOME" not in env
-    base_keys = {k for k in env if not k.startswith(("SLURM_", "CONDUCTOR_"))}
+    base_keys = {k for k in env if not k.startswith(("SLURM_", "SLURMD_", "CONDUCTOR_"))}
     assert base_keys == set(DEFAULT_BASE) | {"CUDA_VISIBLE_DEVICES"}
 
 
