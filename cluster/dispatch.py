@@ -52,6 +52,8 @@ class Dispatcher:
         """agents 为认领时的同一份句柄快照：认领记下的代理身份与派发所用的句柄必须出自同一份。"""
         node_cpus = {n.view.node_id: int(n.view.total_cpus) for n in nodes}
         node_memory = {n.view.node_id: int(n.view.total_memory) for n in nodes}
+        # 多节点作业的各节点份额由此算出（独占、--mem=0 取节点的全部）
+        members = {i: (node_cpus[i], node_memory[i]) for i in node_cpus}
         by_node: dict[str, list[JobSpec]] = defaultdict(list)
         unbuildable: list[Outcome] = []
         for row in claimed:
@@ -62,6 +64,7 @@ class Dispatcher:
                     kill_wait=self.settings.kill_wait,
                     node_cpus=node_cpus.get(row["node_id"]),
                     node_memory=node_memory.get(row["node_id"]),
+                    members=members,
                 )
             except Exception as exc:  # noqa: BLE001 - 库里的坏值只让这一个作业失败，不拖累同轮其他作业
                 reason = f"无法由作业行构造执行规格（{exc}），作业不会运行；请修正后重新提交"

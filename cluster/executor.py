@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ray
+from ray.util import get_current_placement_group
 
 from cluster.spool import (
     cancel_marker,
@@ -27,6 +28,8 @@ from cluster.spool import (
     touch_marker,
     write_script,
 )
+from cluster.step_parts import RayParts
+from cluster.step_server import StepServer, install_shim
 from conductor.exec_result import ExecResult
 from conductor.fileopen import open_output
 from conductor.jobspec import JobSpec, build_env
@@ -193,11 +196,17 @@ def _reap_leftovers(timeout: float = 2.0) -> None:
         time.sleep(0.005)
 
 
-def execute(spec: JobSpec, node_id: str = "", gpu_ids: Sequence[str | int] = ()) -> ExecResult:
+def execute(
+    spec: JobSpec,
+    node_id: str = "",
+    gpu_ids: Sequence[str | int] = (),
+    steps: StepServer | None = None,
+) -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
 
     node_id 为真正执行它的 Ray 节点，作为 CONDUCTOR_NODE_ID 交给脚本；gpu_ids 为 Ray 分给
-    这次执行的 GPU 编号，成为作业的 CUDA_VISIBLE_DEVICES 等变量。
+    这次执行的 GPU 编号，成为作业的 CUDA_VISIBLE_DEVICES 等变量。steps 为作业内的步服务
+    （srun 连它）：脚本启动前开始监听，脚本结束后关闭，关闭时终止仍在运行的作业步。
     所在进程同一时刻只运行这一个作业（Ray worker 一次执行一个任务）：
     进程的子进程都属于它，脚本退出后残留的由这里清理并回收。
     """
@@ -211,14 +220,18 @@ def execute(spec: JobSpec, node_id: str = "", gpu_ids: Sequence[str | int] = ())
         prepare_spool()
         if spec.run_as_user is not None:
             entry, groups = _user_identity(spec.run_as_user)
+            _serve_steps(steps, env, entry.pw_uid)
             write_script(script, spec.script, entry)
             proc, group = _start_as_user(spec, entry, groups, script, env)
         else:
+            _serve_steps(steps, env, None)
             write_script(script, spec.script)
             proc = _start(spec, script, env, fds)
             group = JobGroup(proc.pid)
     except (OSError, _UserError) as exc:
         script.unlink(missing_ok=True)
+        if steps is not None:
+            steps.close()
         return ExecResult(returncode=None, error=f"作业无法启动：{exc}")
     finally:
         for fd in fds:
@@ -231,14 +244,25 @@ def execute(spec: JobSpec, node_id: str = "", gpu_ids: Sequence[str | int] = ())
         proc.wait()
         # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们。
         # 首领已被回收、pid 可能复用：进程组经首领的 pidfd 指定，不会打中别人
-        if _may_have_leftovers():
+        if steps is not None or _may_have_leftovers():
             kill_job_tree(spec.token, grace=0, group=group)
+            if steps is not None:
+                # 本节点的作业步任务已随上面被杀；其他节点上的由关闭时的取消终止
+                steps.close()
             _reap_leftovers()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
         group.close()
         # 启动标记留给代理删除：这里删了，代理恰在此刻检查期限时会误以为脚本从未启动
         script.unlink(missing_ok=True)
+
+
+def _serve_steps(steps: StepServer | None, env: dict[str, str], job_uid: int | None) -> None:
+    """启动步服务，把它的套接字名与 srun 所在目录加进作业环境。"""
+    if steps is None:
+        return
+    steps.start(job_uid)
+    env.update(steps.env(env.get("PATH", "")))
 
 
 def _start(
@@ -263,10 +287,27 @@ def _start(
 
 
 @ray.remote(max_retries=0)
-def run_job(spec: JobSpec) -> ExecResult:
+def run_job(spec: JobSpec, recorder: ray.actor.ActorHandle | None = None) -> ExecResult:
     """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。
 
+    recorder 为本节点的代理：作业步的开始与结局经它写入数据库。多节点作业运行在作业的放置组里
+    （批处理节点为第 0 份），其他节点上的作业步任务放进各自的份额。
     返回之前在本节点留下结果文件（见 spool.result_file）。"""
-    result = execute(spec, ray.get_runtime_context().get_node_id(), ray.get_gpu_ids())
+    node_id = ray.get_runtime_context().get_node_id()
+    gpu_ids = ray.get_gpu_ids()
+    group = get_current_placement_group()
+    remote = RayParts(group, spec.gpus, spec.kill_wait) if group is not None else None
+
+    def record(kind: str, *args: object) -> None:
+        if recorder is not None:
+            recorder.record_step.remote(spec.job_id, spec.token, kind, *args)
+
+    try:
+        shim_dir = install_shim(prepare_spool())
+    except OSError as exc:
+        result = ExecResult(returncode=None, error=f"作业无法启动：无法放置 srun：{exc}")
+    else:
+        steps = StepServer(spec, node_id, gpu_ids, shim_dir, remote, record)
+        result = execute(spec, node_id, gpu_ids, steps)
     leave_result(spec, result)
     return result

@@ -14,9 +14,19 @@ from typing import Any
 
 import ray
 from ray.exceptions import NodeDiedError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from cluster.executor import run_job
+from cluster.names import agent_name
 from cluster.spool import (
     cancel_marker,
     read_result,
@@ -34,6 +44,12 @@ from conductor.timefmt import format_limit
 
 log = logging.getLogger("conductor.agent")
 
+# Ray 节点自带的节点 id 标签：放置组的每一份用它钉在认领时选定的节点上
+NODE_ID_LABEL = "ray.io/node-id"
+# 多少秒看一次放置组是否还完整；结束时等其他节点清理残留进程最多多久
+GANG_POLL = 1.0
+REAP_TIMEOUT = 30.0
+
 # 监视得出的结局：(状态, 退出码, 说明)
 Verdict = tuple[JobState, str | None, str | None]
 
@@ -49,6 +65,9 @@ class Run:
     stop_reason: str | None = None
     # 派发时刻（事件循环时钟）：代理的期限从这里算起
     launched: float = 0.0
+    # 多节点作业的放置组，及找其他节点代理所用的命名空间
+    gang: PlacementGroup | None = None
+    namespace: str | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -57,22 +76,58 @@ class Run:
 
 
 def start_run(
-    spec: JobSpec, node_id: str, launch_timeout: float, report: Callable[[Outcome], None]
+    spec: JobSpec,
+    node_id: str,
+    launch_timeout: float,
+    report: Callable[[Outcome], None],
+    agent: ray.actor.ActorHandle | None = None,
+    namespace: str | None = None,
 ) -> Run:
-    """在本节点启动作业的任务（硬绑定 node_id），并开始监视它。"""
-    ref = run_job.options(
+    """在本节点启动作业的任务（硬绑定 node_id），并开始监视它。
+
+    agent 为本节点代理自己（作业步记录经它入库）；namespace 用来找分配里其他节点的代理。
+    多节点作业先为整个分配建一个放置组（每节点一份，各绑定到认领时选定的节点），批处理任务
+    在第 0 份里运行：全部节点同时就位才开始，任何一个节点失去即整个作业 NODE_FAIL。"""
+    gang = _gang(spec) if spec.multi_node else None
+    if gang is not None:
+        strategy: Any = PlacementGroupSchedulingStrategy(gang, placement_group_bundle_index=0)
+        # CPU、内存、通用资源已由放置组为作业预留；GPU 在份额里申请，Ray 才会给出具体编号
+        resources: dict[str, Any] = {"num_cpus": 0, "num_gpus": spec.gpus}
+    else:
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
         # 资源向量原样交给 Ray：GPU 由 Ray 分配具体编号，通用资源按节点声明的自定义资源预留
-        num_cpus=spec.cpus,
-        num_gpus=spec.gpus,
-        memory=(spec.node_memory if spec.whole_node_memory else spec.memory_bytes) or None,
-        resources=dict(spec.gres),
-        name=f"job-{spec.job_id}:{spec.name}",
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-    ).remote(spec)
+        resources = {
+            "num_cpus": spec.cpus,
+            "num_gpus": spec.gpus,
+            "memory": (spec.node_memory if spec.whole_node_memory else spec.memory_bytes) or None,
+            "resources": dict(spec.gres),
+        }
+    ref = run_job.options(
+        **resources, name=f"job-{spec.job_id}:{spec.name}", scheduling_strategy=strategy
+    ).remote(spec, agent)
     loop = asyncio.get_running_loop()
-    run = Run(spec, ref, launched=loop.time())
+    run = Run(spec, ref, launched=loop.time(), gang=gang, namespace=namespace)
     run.watcher = loop.create_task(_watch(run, launch_timeout, report))
     return run
+
+
+def _gang(spec: JobSpec) -> PlacementGroup:
+    """整个分配的放置组：每个节点一份（CPU、内存、GPU、通用资源为该节点上归作业的量），
+    用节点 id 标签钉在认领时选定的节点上；STRICT_SPREAD 保证各份在不同节点。"""
+    bundles = []
+    for member in spec.allocation:
+        bundle = {"CPU": float(member.cpus), **{k: float(v) for k, v in spec.gres.items()}}
+        if spec.gpus:
+            bundle["GPU"] = float(spec.gpus)
+        if member.memory:
+            bundle["memory"] = float(member.memory)
+        bundles.append(bundle)
+    return placement_group(
+        bundles,
+        strategy="STRICT_SPREAD",
+        name=f"conductor-job-{spec.job_id}-{spec.token[:8]}",
+        bundle_label_selector=[{NODE_ID_LABEL: m.node_id} for m in spec.allocation],
+    )
 
 
 async def stop_run(run: Run, grace: float) -> None:
@@ -96,7 +151,10 @@ async def _watch(run: Run, launch_timeout: float, report: Callable[[Outcome], No
     spec = run.spec
     verdict: Verdict = (JobState.FAILED, None, "节点代理在作业结束前停止了监视")
     try:
-        verdict = await _supervise(run, launch_timeout)
+        if run.gang is None:
+            verdict = await _supervise(run, launch_timeout)
+        else:
+            verdict = await _supervise_gang(run, launch_timeout)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - 监视本身的任何错误（含 classify 的错误）
@@ -158,6 +216,71 @@ async def _supervise(run: Run, budget: float) -> Verdict:
             f"执行作业的进程意外退出（{type(exc).__name__}）：{_last_line(exc)}",
         )
     return _classify(result, spec)
+
+
+async def _supervise_gang(run: Run, budget: float) -> Verdict:
+    """多节点作业：监视批处理任务的同时盯着放置组；分配里有节点失去就判 NODE_FAIL。
+
+    无论哪种结局，最后都删除放置组（Ray 随之结束其中的任务、释放各节点的份额），再让其他
+    节点的代理按令牌清理作业留下的进程：资源只释放一次，任何节点上都不留作业的进程。"""
+    supervise = asyncio.ensure_future(_supervise(run, budget))
+    lost = asyncio.ensure_future(_member_lost(run))
+    try:
+        await asyncio.wait([supervise, lost], return_when=asyncio.FIRST_COMPLETED)
+        if supervise.done():
+            return supervise.result()
+        supervise.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervise
+        return await _abandon(run, JobState.NODE_FAIL, lost.result())
+    finally:
+        lost.cancel()
+        await _release_gang(run)
+
+
+async def _member_lost(run: Run) -> str:
+    """等到放置组因节点失去而不再完整，返回说明（哪个节点）。"""
+    assert run.gang is not None
+    group_id = run.gang.id.hex()
+    while True:
+        await asyncio.sleep(GANG_POLL)
+        try:
+            table = await asyncio.to_thread(placement_group_table, run.gang)
+        except Exception as exc:  # noqa: BLE001 - GCS 暂时不可达：下次再看
+            log.warning("作业 %s：读取放置组 %s 失败：%s", run.spec.job_id, group_id, exc)
+            continue
+        if table.get("state") in ("RESCHEDULING", "REMOVED"):
+            alive = await asyncio.to_thread(_alive_nodes)
+            dead = [m.node_name for m in run.spec.allocation if m.node_id not in alive]
+            return node_lost_message(",".join(dead) or run.spec.node_name)
+
+
+def _alive_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+
+
+async def _release_gang(run: Run) -> None:
+    """删除放置组，并让分配里其他节点的代理按令牌杀掉作业的残留进程（有上限地等）。"""
+    spec = run.spec
+    if run.gang is not None:
+        try:
+            await asyncio.to_thread(remove_placement_group, run.gang)
+        except Exception as exc:  # noqa: BLE001 - 放置组可能已随节点消失
+            log.warning("作业 %s：删除放置组失败：%s", spec.job_id, exc)
+    calls = []
+    for member in spec.allocation[1:]:
+        try:
+            peer = ray.get_actor(agent_name(member.node_id), namespace=run.namespace)
+        except ValueError:
+            continue  # 节点或其代理已不在：进程随节点而去，或由该节点新代理上任时清理
+        calls.append(peer.reap.remote(spec.token))
+    if calls:
+        done, _ = await asyncio.wait(
+            [asyncio.wrap_future(c.future()) for c in calls], timeout=REAP_TIMEOUT
+        )
+        for fut in done:
+            if fut.exception() is not None:
+                log.warning("作业 %s：其他节点清理残留进程失败：%s", spec.job_id, fut.exception())
 
 
 async def _abandon(run: Run, state: JobState, reason: str) -> Verdict:
