@@ -33,7 +33,7 @@ from cluster.step_server import StepServer, install_shim
 from conductor.exec_result import ExecResult
 from conductor.fileopen import open_output
 from conductor.jobspec import JobSpec, build_env
-from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children
+from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children, spawn
 
 
 def _open_output(path: str) -> int:
@@ -130,7 +130,7 @@ def _start_as_user(
     env_fd = _env_memfd(env)
     rfd, wfd = os.pipe()
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             [
                 "/bin/bash",
                 "--noprofile",
@@ -275,7 +275,7 @@ def _start(
     err_fd = out_fd if spec.stderr_path == spec.stdout_path else _open_output(spec.stderr_path)
     if err_fd != out_fd:
         fds.append(err_fd)
-    return subprocess.Popen(
+    return spawn(
         ["/bin/bash", str(script)],
         cwd=spec.work_dir,
         stdin=subprocess.DEVNULL,

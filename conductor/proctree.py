@@ -18,9 +18,11 @@ import os
 import secrets
 import select
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Generator
+from typing import Any
 
 TOKEN_VAR = "CONDUCTOR_JOB_TOKEN"
 
@@ -32,6 +34,18 @@ _SKIP_ERRORS = (FileNotFoundError, ProcessLookupError, PermissionError)
 
 # 共享的终止计划：产出“需要等待的秒数”，结束时返回是否已清理干净。
 _Plan = Generator[float, None, bool]
+
+
+def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """subprocess.Popen，但子进程不继承本线程的信号屏蔽字（fork 的那一刻临时解除全部屏蔽）。
+
+    Ray 的 worker 在主线程屏蔽 SIGINT，线程与子进程都继承它：不解除的话，作业脚本和作业步任务
+    收不到 SIGINT（kill -INT、srun 的 Ctrl-C 永远挂起）。"""
+    old = signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    try:
+        return subprocess.Popen(*args, **kwargs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def new_token() -> str:
@@ -93,6 +107,23 @@ def _is_zombie(pid: int) -> bool:
     # comm 字段可能含空格和括号，状态字段必须从最后一个 ')' 之后解析。
     rest = data[data.rindex(b")") + 1 :].split()
     return bool(rest) and rest[0] == b"Z"
+
+
+def _group_has_live(pgid: int) -> bool:
+    """进程组 pgid 里是否还有不是僵尸的进程（扫描 /proc）。"""
+    for entry in os.scandir(_PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{_PROC}/{entry.name}/stat", "rb") as f:
+                data = f.read()
+            rest = data[data.rindex(b")") + 1 :].split()
+        except (*_SKIP_ERRORS, ValueError):
+            continue
+        # 字段：状态、父进程、进程组……
+        if len(rest) > 2 and rest[2] == str(pgid).encode() and rest[0] != b"Z":
+            return True
+    return False
 
 
 def _protected_pids() -> set[int]:
@@ -191,6 +222,15 @@ class JobGroup:
             if self._leader_unreaped():
                 with contextlib.suppress(*_SKIP_ERRORS):
                     os.killpg(self.leader, sig)
+
+    def wait_members_gone(self, timeout: float) -> bool:
+        """等组里除僵尸外的进程都消失（刚被 SIGKILL 的进程要过一小会儿才真正退出），最多 timeout 秒。"""
+        deadline = time.monotonic() + timeout
+        while _group_has_live(self.leader):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def _leader_unreaped(self) -> bool:
         try:

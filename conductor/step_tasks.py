@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from conductor.proctree import JobGroup
+from conductor.proctree import JobGroup, spawn
 
 # 所有任务都结束后，等后台进程被杀、管道读完的最长时间：逃出进程组的进程（setsid）可能一直占着管道
 _DRAIN_TIMEOUT = 2.0
@@ -141,6 +141,7 @@ def run_node_tasks(
         for r in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 r.proc.wait(timeout=_DRAIN_TIMEOUT)
+            r.group.wait_members_gone(_DRAIN_TIMEOUT)
             r.group.close()
             if r.result is None and r.proc.returncode is not None:
                 rc = r.proc.returncode
@@ -168,7 +169,7 @@ def _start(
     stdout = files.open(task.stdout_path, task.cwd) if task.stdout_path else subprocess.PIPE
     stderr = files.open(task.stderr_path, task.cwd) if task.stderr_path else subprocess.PIPE
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             [exe, *task.argv[1:]],
             executable=exe,
             env=task.env,

@@ -14,7 +14,9 @@ from tests.unit.test_executor import REPO_ROOT
 
 # 在子进程里带着步服务运行一个作业（2 个任务、2 个 CPU），打印结局、作业步记录与残留子进程
 RUNNER = """
-import json, os, sys
+import json, os, signal, sys
+# 同 Ray 的 worker：主线程屏蔽了 SIGINT（作业进程会继承信号屏蔽字）
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 from cluster.executor import execute
 from cluster.spool import prepare_spool
 from cluster.step_server import StepServer, install_shim
@@ -64,6 +66,12 @@ def test_srun_runs_every_task_with_slurm_variables_and_labels(tmp_path: Path) ->
     assert lines[2] == "rc=0"
     assert r["records"] == [["start", 0, "bash", 2, "n1"], ["finish", 0, "COMPLETED", "0:0"]]
     assert r["children"] == []
+
+
+def test_jobs_and_tasks_do_not_inherit_the_workers_blocked_signals(tmp_path: Path) -> None:
+    """Ray 的 worker 屏蔽 SIGINT：以前脚本与任务继承了它，kill -INT / Ctrl-C 永远到不了 srun。"""
+    r = _run("grep SigBlk /proc/self/status\nsrun -n 1 grep SigBlk /proc/self/status\n", tmp_path)
+    assert r["out"].splitlines() == ["SigBlk:\t0000000000000000"] * 2, r
 
 
 def test_srun_exits_with_the_highest_task_code_and_reports_it(tmp_path: Path) -> None:
