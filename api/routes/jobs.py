@@ -90,10 +90,10 @@ def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
             limit_for(limits, j.account),
             usage,
             j.account,
-            j.cpus,
+            j.cpus * (j.nodes or 1),  # 账户上限按每节点的量 × 节点数计，同 policy.plan
             j.array_job_id,
             j.array_max_running,
-            j.gpus,
+            j.gpus * (j.nodes or 1),
         )
         or j.state_reason
         or "None"

@@ -100,3 +100,18 @@ def test_a_pending_gang_has_no_steps_and_no_nodes(rt: Runtime) -> None:
     assert body.detail.allocated_cpus == 6  # 请求的：每节点 2 个 × 3 个节点
     (item,) = routes.list_jobs(ADMIN, rt).jobs
     assert (item.nodes, item.steps) == (3, [])
+
+
+def test_the_account_limit_reason_counts_every_node(database_url: str, rt: Runtime) -> None:
+    """每节点 3 个 CPU × 2 个节点 = 6，超过账户上限 4：原因同调度器（按总量计）。"""
+    from conductor.account_limits import AccountLimit
+
+    limited = Runtime(
+        Settings(database_url=database_url, account_limits={"acct": AccountLimit(max_cpus=4)}),
+        rt.engine,
+        rt.cluster,
+    )
+    job = add_job(rt.engine, nodes=2, cpus=3)
+    single = add_job(rt.engine, cpus=3)
+    assert routes.query(str(job), ADMIN, limited).state_reason == "AssocGrpCpuLimit"
+    assert routes.query(str(single), ADMIN, limited).state_reason != "AssocGrpCpuLimit"
