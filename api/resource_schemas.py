@@ -15,14 +15,16 @@ class JobResourceRequest(BaseModel):
 
     tasks: PositiveInt | None = Field(
         None,
-        description="任务数（新增，sbatch 的 -n/--ntasks）：CPU = tasks × cpus_per_task；"
-        "不给时等于 ntasks_per_node",
+        description="任务数（新增，sbatch 的 -n/--ntasks），整个作业的：按 block 分布摊到各节点，"
+        "每节点 CPU = ⌈tasks / nodes⌉ × cpus_per_task；不给时为 nodes × ntasks_per_node；"
+        "不能少于节点数",
         examples=[4],
     )
     nodes: str | int | None = Field(
         None,
-        description="节点数（新增，sbatch 的 -N）：只接受 1，多节点作业尚未支持，大于 1 时 422",
-        examples=["1"],
+        description="节点数（新增，sbatch 的 -N）：N 或范围 N-M（按 N 分配，同 sbatch）；"
+        "CPU、内存、GPU 与通用资源都是每个节点的量；required_nodes 列出的更多时提高到其个数",
+        examples=["2"],
     )
     memory_per_cpu: str | int | None = Field(
         None,
@@ -40,13 +42,14 @@ class JobResourceRequest(BaseModel):
     tres_per_job: str | None = Field(
         None,
         max_length=1024,
-        description="整个作业的通用资源（新增，--gpus/-G），写法同 tres_per_node；单节点作业即该节点的",
+        description="整个作业的通用资源（新增，--gpus/-G），写法同 tres_per_node；"
+        "多节点作业须能平均分到各节点",
         examples=["gres/gpu:2"],
     )
     tres_per_task: str | None = Field(
         None,
         max_length=1024,
-        description="每任务的通用资源（新增，--gpus-per-task），乘以任务数",
+        description="每任务的通用资源（新增，--gpus-per-task），乘以每节点的任务数",
         examples=["gres/gpu:1"],
     )
     cpus_per_tres: str | None = Field(
@@ -72,7 +75,7 @@ class JobResourceRequest(BaseModel):
     required_nodes: list[str] | str | None = Field(
         None,
         description="指定节点（新增，-w/--nodelist）：节点名列表或 Slurm 主机列表写法 node[01-03]；"
-        "单节点作业只能列一个节点",
+        "作业要用到列出的每个节点，列出的多于 nodes 时节点数提高到其个数",
         examples=[["node-01"], "node-01"],
     )
     excluded_nodes: list[str] | str | None = Field(

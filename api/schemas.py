@@ -182,9 +182,14 @@ class JobDetail(JobResources):
     job_name: str = Field(description="作业名")
     user: str = Field(description="提交用户（即记账账户）")
     partition: str = Field(description="分区")
-    allocated_cpus: int = Field(description="分配的 CPU 数（ntasks_per_node × cpus_per_task）")
+    allocated_cpus: int = Field(
+        description="分配的 CPU 数（ntasks_per_node × cpus_per_task；多节点作业再乘以节点数）"
+    )
     allocated_nodes: int = Field(description="分配的节点数；尚未运行为 0")
-    node_list: str = Field(description="真正运行该作业的节点名；尚未运行为空串")
+    node_list: str = Field(
+        description="真正运行该作业的节点（多节点作业为 Slurm 主机列表写法，如 node[01-02]，"
+        "第一个运行批处理脚本）；尚未运行为空串"
+    )
     exit_code: str | None = Field(
         description="Slurm 格式的退出码 code:signal，如 3:0、0:9；尚未结束为 null"
     )
@@ -198,6 +203,23 @@ class JobDetail(JobResources):
         None, description="所属作业数组的主作业号（新增）；不是数组为 null"
     )
     array_task_id: int | None = Field(None, description="数组下标（新增）；不是数组为 null")
+
+
+class JobStep(BaseModel):
+    """作业的一个作业步（新增，同 sacct 的一行）：12.batch 为批处理脚本，12.0、12.1… 为 srun 启动的。"""
+
+    step_id: str = Field(
+        description="作业步 ID：<作业 ID>.batch 或 <作业 ID>.<编号>", examples=["12.0"]
+    )
+    name: str | None = Field(None, description="作业步名（批处理步为 batch）")
+    state: str = Field(
+        description="状态：RUNNING、COMPLETED、FAILED、CANCELLED、TIMEOUT、NODE_FAIL、OUT_OF_MEMORY"
+    )
+    exit_code: str | None = Field(None, description="Slurm 格式的退出码 code:signal；未结束为 null")
+    start_time: str | None = Field(None, description="开始时间（ISO 8601，UTC）")
+    end_time: str | None = Field(None, description="结束时间；未结束为 null")
+    node_list: str = Field("", description="作业步用到的节点（主机列表写法）")
+    ntasks: int | None = Field(None, description="任务数")
 
 
 class ArrayTask(BaseModel):
@@ -229,6 +251,11 @@ class JobQueryResponse(BaseModel):
     )
     array_tasks: list[ArrayTask] | None = Field(
         None, description="查询数组主作业时：全部任务的概况（新增）；否则为 null"
+    )
+    steps: list[JobStep] = Field(
+        default_factory=list,
+        description="作业步（新增，同 sacct）：开始运行过的作业先列 <id>.batch，再列 srun 的 <id>.0…；"
+        "尚未运行为空列表",
     )
 
 
@@ -325,7 +352,7 @@ class JobSummary(BaseModel):
     name: str = Field(description="作业名")
     account: str = Field(description="记账账户")
     state: str = Field(description="状态")
-    allocated_cpus: int = Field(description="请求/分配的 CPU 数")
+    allocated_cpus: int = Field(description="请求/分配的 CPU 数（多节点作业为各节点之和）")
     submit_time: str | None = Field(description="提交时间（ISO 8601，UTC）")
     start_time: str | None = Field(description="开始时间；尚未开始为 null")
 
@@ -334,7 +361,7 @@ class JobListItem(JobSummary, JobResources):
     """GET /jobs 的一行（新增接口）：在总览摘要之上加分区、节点、结束时间与退出码。"""
 
     partition: str = Field(description="分区")
-    node_list: str = Field(description="运行作业的节点名；尚未运行为空串")
+    node_list: str = Field(description="运行作业的节点（多节点作业为主机列表写法）；尚未运行为空串")
     end_time: str | None = Field(description="结束时间；尚未结束为 null")
     elapsed_time: str = Field(description="已运行时长，格式 D-HH:MM:SS")
     exit_code: str | None = Field(description="Slurm 格式的退出码 code:signal；尚未结束为 null")
@@ -342,6 +369,8 @@ class JobListItem(JobSummary, JobResources):
     priority: int = Field(0, description="优先级（新增）")
     array_job_id: int | None = Field(None, description="数组主作业号（新增）；不是数组为 null")
     array_task_id: int | None = Field(None, description="数组下标（新增）；不是数组为 null")
+    nodes: int = Field(1, description="节点数（新增）：运行过的为分配到的，排队中的为请求的")
+    steps: list[JobStep] = Field(default_factory=list, description="作业步（新增），同查询的 steps")
 
 
 class JobListResponse(BaseModel):

@@ -152,6 +152,8 @@ class JobRequest(Protocol):
     def required_nodes(self) -> Sequence[str]: ...
     @property
     def excluded_nodes(self) -> Sequence[str]: ...
+    @property
+    def nodes(self) -> int: ...
 
 
 def _names(items: Iterable[object]) -> str:
@@ -169,8 +171,7 @@ def check_can_ever_run(job: JobRequest, nodes: Sequence[NodeView]) -> None:
     最后是容得下的节点数，报第一项不满足的。"""
     if not nodes:
         return
-    # 作业行还没有 nodes 列（提交仍只收单节点作业），缺省为 1；PendingJob 带着它
-    count = int(getattr(job, "nodes", 1))
+    count = int(job.nodes or 1)
     request = PendingJob(
         0,
         job.cpus,
@@ -234,7 +235,8 @@ def check_can_ever_run(job: JobRequest, nodes: Sequence[NodeView]) -> None:
         request.cpus,
         lambda most: InvalidJobRequest(
             "job.cpus_per_task",
-            f"请求 {request.cpus} 个 CPU（ntasks_per_node × cpus_per_task），"
+            f"请求{'每个节点 ' if request.nodes > 1 else ' '}{request.cpus} 个 CPU"
+            "（ntasks_per_node × cpus_per_task），"
             f"超过{scope}的容量（最大 {most:g} 个）",
         ),
     )

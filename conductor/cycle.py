@@ -186,6 +186,8 @@ class SchedulingCycle:
     def _claim(
         self, session: Session, placements: list[Placement], nodes: Sequence[ReadyNode]
     ) -> list[dict[str, Any]]:
+        """代理身份与主机取第一个节点（批处理节点）的；--mem=0 的多节点作业记下各节点中最小的内存
+        （每个节点都至少有这么多，作业环境与记账不会说多）。"""
         by_id = {n.view.node_id: n for n in nodes}
         return transitions.claim(
             session,
@@ -194,7 +196,7 @@ class SchedulingCycle:
             [by_id[p.node_id].agent_id for p in placements],
             self.epoch,
             [by_id[p.node_id].host for p in placements],
-            [int(by_id[p.node_id].view.total_memory) for p in placements],
+            [int(min(by_id[n].view.total_memory for n in p.node_ids)) for p in placements],
         )
 
     def _result(
@@ -206,7 +208,7 @@ class SchedulingCycle:
         claimed: list[dict[str, Any]],
     ) -> CycleResult:
         placed = {p.job_id for p in placements}
-        idle = window.free - sum(j.cpus for j in window.pending if j.job_id in placed)
+        idle = window.free - sum(j.cpus * j.nodes for j in window.pending if j.job_id in placed)
         window_full = window.full and idle > 0
         return CycleResult(
             deep=pace.deep,

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -63,7 +64,9 @@ class JobBase(SQLModel):
     memory_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
     time_limit_seconds: int | None = None
     exclusive: bool = False
-    # ---- 资源（议题 16，见 conductor/request.py）：单节点作业，全部按一个节点计 ----
+    # ---- 资源（议题 16/17，见 conductor/request.py）：CPU、内存、GPU、gres 都是每个节点的量 ----
+    # 请求的节点数（-N）；多节点作业在 nodes 个不同的节点上各占一份上面的量
+    nodes: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     # 任务数（-n）；cpus = ntasks × cpus_per_task（或按 GPU 数 × cpus_per_tres）
     ntasks: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     gpus: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
@@ -151,6 +154,9 @@ class Job(JobBase, table=True):
     node_name: str | None = Field(default=None, max_length=255)
     # 节点所在主机的地址：节点失联而同一主机上另有存活节点时（Ray 重启、模拟节点），据此清理孤儿进程
     node_host: str | None = Field(default=None, max_length=255)
+    # 整个分配（认领时写入，第一个即 node_id/node_name，批处理节点）；排队中与旧行为空
+    node_ids: list[str] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    node_names: list[str] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
     released_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # 认领该作业的调度器纪元：节点代理据此拒绝过期调度器的派发（fencing）
     epoch: int | None = None
@@ -184,6 +190,29 @@ class Job(JobBase, table=True):
     array_max_running: int | None = None
     # 提交时按账户映射确定的 Unix 用户；为空表示以服务自身的用户运行（见 docs/security.md）
     run_as_user: str | None = Field(default=None, max_length=64)
+
+
+class JobStep(SQLModel, table=True):
+    """作业步（srun 在作业分配里启动的 12.0、12.1…）：节点代理经 store/steps.py 记下开始与结束。
+
+    批处理步（12.batch）不存：由作业行本身推出。作业回到队列时它的作业步一并删除。"""
+
+    __tablename__ = "job_steps"
+
+    job_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    )
+    step_id: int = Field(sa_column=Column(Integer, primary_key=True))
+    name: str | None = Field(default=None, sa_column=Column(Text))
+    # RUNNING，或终态 COMPLETED/FAILED/CANCELLED/TIMEOUT/NODE_FAIL/OUT_OF_MEMORY
+    state: str = Field(sa_column=Column(Text, nullable=False))
+    # Slurm 的 code:signal
+    exit_code: str | None = Field(default=None, sa_column=Column(Text))
+    ntasks: int | None = Field(default=None, sa_column=Column(Integer))
+    # 作业步用到的节点（主机列表写法）
+    node_list: str | None = Field(default=None, sa_column=Column(Text))
+    start_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    end_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class SchedulerEpoch(SQLModel, table=True):

@@ -1,9 +1,11 @@
 """把提交请求里的资源字段（Slurm REST 的写法）规范化成 jobs 表的列（纯函数）。
 
-本版本作业只在一个节点上运行：CPU = 任务数 × 每任务 CPU（给了 cpus_per_tres 时取它与
-GPU 数 × 每 GPU CPU 中较大的）；内存 = memory_per_node，或 memory_per_cpu × CPU，或
-memory_per_tres × GPU；每任务 GPU × 任务数 = GPU。互相冲突的字段（Slurm 同样拒绝）与
-需要多个节点的请求都以 422 拒绝，指明字段：绝不让作业带着比所求更少的资源运行。
+作业在 nodes 个节点上运行（-N，默认 1），CPU、内存、GPU 与通用资源都是每个节点的量（同 Slurm）：
+任务按 block 分布摊到各节点，前面的节点多一个，所以每节点 CPU = ⌈任务数 / 节点数⌉ × 每任务 CPU
+（给了 cpus_per_tres 时取它与每节点 GPU 数 × 每 GPU CPU 中较大的）；内存 = memory_per_node，
+或 memory_per_cpu × 每节点 CPU，或 memory_per_tres × 每节点 GPU；整个作业的 GPU（tres_per_job）
+须能平均分到各节点。互相冲突的字段（Slurm 同样拒绝）都以 422 拒绝，指明字段：绝不让作业带着
+比所求更少的资源运行。
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from conductor.features import parse_constraint
 from conductor.memory import parse_memory
 from conductor.tres import Tres, parse_nodes, parse_per_gpu, parse_tres
 
-MULTI_NODE = "多节点作业尚未支持（本版本每个作业只在一个节点上运行）"
+# 节点数的上限：防止荒谬的请求（与任务数的上限相同）
+MAX_NODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class JobRequest:
     excluded_nodes: list[str] = field(default_factory=list)
     # 只用于作业环境变量（SLURM_GPUS、SLURM_MEM_PER_CPU…）与展示，调度只看上面的列
     slurm_request: dict[str, Any] = field(default_factory=dict)
+    # 节点数（-N）；上面的 cpus、memory_bytes、gpus、gres 都是每个节点的量
+    nodes: int = 1
 
 
 def _field(name: str) -> str:
@@ -81,49 +86,103 @@ def _parsed(name: str, value: str | None) -> list[Tres]:
         raise InvalidJobRequest(_field(name), str(exc)) from exc
 
 
-def _node_count(nodes: str | int | None) -> None:
-    """nodes：1、"1"、"1-1" 可以；需要多个节点的写法拒绝（下一个议题支持）。"""
+@dataclass(frozen=True)
+class NodeCount:
+    """请求的节点数：low 为分配用的节点数（sbatch 对 N-M 也按 N 分配），high 为上限（未给为 None）。"""
+
+    low: int = 1
+    high: int | None = None
+    given: bool = False
+
+
+def _node_count(nodes: str | int | None) -> NodeCount:
+    """nodes：N 或 Slurm 的范围 N-M（按最小值 N 分配）；最大值小于最小值时拒绝。"""
     if nodes is None:
-        return
+        return NodeCount()
     text = str(nodes).strip()
     low, sep, high = text.partition("-")
     if not low.isdigit() or (sep and not high.isdigit()):
-        raise _fail("nodes", f"格式无效：{nodes!r}，应为节点数，如 1")
-    if int(low) < 1 or (sep and int(high) < int(low)):
-        raise _fail("nodes", f"节点数无效：{nodes!r}")
-    if int(low) > 1:
-        raise _fail("nodes", f"{MULTI_NODE}：请求了 {text} 个节点")
+        raise _fail("nodes", f"格式无效：{nodes!r}，应为节点数 N 或范围 N-M，如 2 或 2-4")
+    if int(low) < 1:
+        raise _fail("nodes", f"节点数至少为 1：{nodes!r}")
+    if sep and int(high) < int(low):
+        raise _fail("nodes", f"节点数范围 {text} 无效：最大值 {high} 小于最小值 {low}")
+    if int(low) > MAX_NODES:
+        raise _fail("nodes", f"节点数 {low} 超过上限 {MAX_NODES}")
+    return NodeCount(int(low), int(high) if sep else int(low), given=True)
 
 
-def _tasks(f: ResourceFields) -> int:
+def _shape(f: ResourceFields, count: NodeCount, required: list[str]) -> tuple[int, int]:
+    """(节点数, 任务总数)，同 sbatch：
+
+    - 没给 tasks：每节点 ntasks_per_node 个任务，共 节点数 × ntasks_per_node 个；
+    - 给了 tasks 与 ntasks_per_node 而没给 nodes：节点数 = ⌈tasks / ntasks_per_node⌉；
+    - -w 列出的节点多于请求的节点数：节点数提高到列出的个数（作业要用到列出的每个节点）；
+    - 任务数少于节点数、或多于 节点数 × ntasks_per_node 时拒绝（每个节点至少一个任务）。"""
+    per_node_given = "ntasks_per_node" in f.given
+    nodes = count.low
+    if f.tasks is not None and per_node_given and not count.given:
+        nodes = -(-f.tasks // f.ntasks_per_node)
+    if len(required) > nodes:
+        if count.high is not None and len(required) > count.high:
+            raise _fail(
+                "required_nodes",
+                f"列出了 {len(required)} 个节点，多于 {_field('nodes')} 允许的最多 {count.high} 个"
+                "（作业要用到列出的每一个节点）",
+            )
+        nodes = len(required)
     if f.tasks is None:
-        return f.ntasks_per_node
-    if "ntasks_per_node" in f.given and f.tasks > f.ntasks_per_node:
+        return nodes, nodes * f.ntasks_per_node
+    if f.tasks < nodes:
         raise InvalidJobRequest(
             _field("tasks"),
-            f"{_field('tasks')}={f.tasks} 大于 {_field('ntasks_per_node')}={f.ntasks_per_node}，"
-            f"需要多个节点：{MULTI_NODE}",
+            f"{_field('tasks')}={f.tasks} 少于节点数 {_field('nodes')}={nodes}：每个节点至少要有一个任务"
+            f"（Slurm：can't run {f.tasks} processes on {nodes} nodes）",
         )
-    return f.tasks
+    if per_node_given and f.tasks > nodes * f.ntasks_per_node:
+        raise InvalidJobRequest(
+            _field("tasks"),
+            f"{_field('tasks')}={f.tasks} 大于 节点数 {nodes} × "
+            f"{_field('ntasks_per_node')}={f.ntasks_per_node}：请增加 {_field('nodes')} 或 "
+            f"{_field('ntasks_per_node')}",
+        )
+    return nodes, f.tasks
+
+
+def _per_node(t: Tres, name: str, factor: int, nodes: int) -> int:
+    """一项 TRES 在每个节点上的量：tres_per_job 是整个作业的，须能平均分到各节点。"""
+    if name != "tres_per_job" or nodes == 1:
+        return t.count * factor
+    if t.count % nodes:
+        raise _fail(
+            name,
+            f"整个作业的 {t.name}:{t.count} 不能平均分到 {nodes} 个节点（每个节点的量须相同），"
+            f"请申请 {nodes} 的倍数，或改用 tres_per_node（每节点的量）",
+        )
+    return t.count // nodes
 
 
 def _gpus_and_gres(
-    f: ResourceFields, ntasks: int
+    f: ResourceFields, tasks_per_node: int, nodes: int
 ) -> tuple[int, str | None, dict[str, float], dict[str, str]]:
-    """三种 TRES 字段合成一个节点上的 GPU 数、GPU 类型与其他通用资源。"""
+    """三种 TRES 字段合成每个节点上的 GPU 数、GPU 类型与其他通用资源。
+
+    tres_per_task 乘以每节点的任务数（block 分布下最多的那个节点的）。"""
     per_name: dict[str, str] = {}  # 资源名 → 出现在哪个字段（冲突时点名）
     gpus, gpu_type, gres = 0, None, {}
     spelled: dict[str, str] = {}
-    for name, factor in (("tres_per_node", 1), ("tres_per_job", 1), ("tres_per_task", ntasks)):
+    factors = (("tres_per_node", 1), ("tres_per_job", 1), ("tres_per_task", tasks_per_node))
+    for name, factor in factors:
         for t in _parsed(name, getattr(f, name)):
             if t.name in per_name:
                 raise _conflict(per_name[t.name], name, f"两处都申请了 {t.name}")
             per_name[t.name] = name
+            amount = _per_node(t, name, factor, nodes)
             if t.is_gpu:
-                gpus, gpu_type = t.count * factor, t.type if t.count else None
+                gpus, gpu_type = amount, t.type if t.count else None
                 spelled[name] = f"{t.type}:{t.count}" if t.type else str(t.count)
             elif t.count:
-                gres[t.name] = float(t.count * factor)
+                gres[t.name] = float(amount)
     return gpus, gpu_type, gres, spelled
 
 
@@ -181,9 +240,6 @@ def _node_lists(f: ResourceFields) -> tuple[list[str], list[str]]:
         except ValueError as exc:
             raise InvalidJobRequest(_field(name), str(exc)) from exc
     required, excluded = lists
-    if len(required) > 1:
-        # Slurm 的 -w 要求列出的每个节点都在分配里：两个节点即多节点作业
-        raise _fail("required_nodes", f"列出了 {len(required)} 个节点，{MULTI_NODE}")
     both = sorted(set(required) & set(excluded))
     if both:
         raise _conflict(
@@ -194,18 +250,21 @@ def _node_lists(f: ResourceFields) -> tuple[list[str], list[str]]:
 
 def normalize(f: ResourceFields) -> JobRequest:
     """由请求字段算出 jobs 表的资源列；无效或冲突时 InvalidJobRequest（422，指明字段）。"""
-    _node_count(f.nodes)
-    ntasks = _tasks(f)
-    gpus, gpu_type, gres, gpu_forms = _gpus_and_gres(f, ntasks)
+    count = _node_count(f.nodes)
+    required, excluded = _node_lists(f)
+    nodes, ntasks = _shape(f, count, required)
+    # block 分布：前 ntasks % nodes 个节点各多一个任务，每节点的量按最多的那个节点算
+    tasks_per_node = -(-ntasks // nodes)
+    gpus, gpu_type, gres, gpu_forms = _gpus_and_gres(f, tasks_per_node, nodes)
     cpus_per_gpu = _per_gpu(f, "cpus_per_tres", gpus, memory=False)
     mem_per_gpu = _per_gpu(f, "memory_per_tres", gpus, memory=True)
-    cpus = ntasks * f.cpus_per_task
+    cpus = tasks_per_node * f.cpus_per_task
     if cpus_per_gpu is not None:
         if "cpus_per_task" in f.given:
             raise _conflict(
                 "cpus_per_task", "cpus_per_tres", "Slurm 的 --cpus-per-task 与 --cpus-per-gpu 互斥"
             )
-        cpus = max(ntasks, gpus * cpus_per_gpu)  # 每个任务至少一个 CPU
+        cpus = max(tasks_per_node, gpus * cpus_per_gpu)  # 每个任务至少一个 CPU
     memory_bytes, whole, mem_per_cpu = _memory(f, cpus, gpus, mem_per_gpu)
     constraints = None
     if f.constraints is not None:
@@ -214,7 +273,6 @@ def normalize(f: ResourceFields) -> JobRequest:
             constraints = parse_constraint("".join(f.constraints.split())).text
         except ValueError as exc:
             raise InvalidJobRequest(_field("constraints"), str(exc)) from exc
-    required, excluded = _node_lists(f)
     extra: dict[str, Any] = {
         key: value
         for key, value in (
@@ -229,7 +287,7 @@ def normalize(f: ResourceFields) -> JobRequest:
     }
     return JobRequest(
         ntasks=ntasks,
-        ntasks_per_node=ntasks,
+        ntasks_per_node=tasks_per_node,
         cpus_per_task=f.cpus_per_task,
         cpus=cpus,
         memory_bytes=memory_bytes,
@@ -241,4 +299,5 @@ def normalize(f: ResourceFields) -> JobRequest:
         required_nodes=required,
         excluded_nodes=excluded,
         slurm_request=extra,
+        nodes=nodes,
     )

@@ -22,18 +22,21 @@ from api.schemas import (
     JobListResponse,
     JobLog,
     JobQueryResponse,
+    JobStep,
     JobSummary,
     JobTimes,
     MessageResponse,
 )
+from conductor import allocation
 from conductor.account_limits import limit_for
 from conductor.db import retry_conflicts, session_scope
 from conductor.errors import ClusterUnavailable, ConductorError
 from conductor.models import Job
 from conductor.reasons import Usage, blocked, gate
-from conductor.resources import Resources, format_tres
+from conductor.resources import Resources
 from conductor.states import JobState
 from conductor.store import jobs as store
+from conductor.store import steps as step_store
 from conductor.store import transitions
 from conductor.timefmt import format_elapsed, format_limit, iso_utc
 
@@ -87,10 +90,10 @@ def _reasons(session: Session, jobs: list[Job], rt: Runtime) -> dict[int, str]:
             limit_for(limits, j.account),
             usage,
             j.account,
-            j.cpus,
+            j.cpus * (j.nodes or 1),  # 账户上限按每节点的量 × 节点数计，同 policy.plan
             j.array_job_id,
             j.array_max_running,
-            j.gpus,
+            j.gpus * (j.nodes or 1),
         )
         or j.state_reason
         or "None"
@@ -108,6 +111,7 @@ def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryRes
         job = load_job(session, job_id, principal)
         tasks = whole_array(session, job, job_id)
         reasons = _reasons(session, [job, *(tasks or [])], rt)
+        recorded = step_store.steps_of(session, [job.id or 0])
     return JobQueryResponse(
         job_id=str(job.id),
         state=job.state,
@@ -125,9 +129,9 @@ def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryRes
             job_name=job.name,
             user=job.account,
             partition=job.partition,
-            allocated_cpus=job.cpus,
-            allocated_nodes=1 if job.node_id else 0,
-            node_list=job.node_name or "",
+            allocated_cpus=allocation.total_cpus(job),
+            allocated_nodes=len(allocation.node_names(job)),
+            node_list=allocation.node_list(job),
             exit_code=job.exit_code,
             work_dir=job.work_dir,
             data_source=job.data_source,
@@ -148,11 +152,16 @@ def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryRes
                 state=t.state,
                 state_reason=reasons.get(t.id or 0),
                 exit_code=t.exit_code,
-                node_list=t.node_name or "",
+                node_list=allocation.node_list(t),
             )
             for t in tasks
         ],
+        steps=_steps(job, recorded),
     )
+
+
+def _steps(job: Job, recorded: Mapping[int, list[dict[str, Any]]]) -> list[JobStep]:
+    return [JobStep(**s) for s in allocation.steps(job, recorded.get(job.id or 0, []))]
 
 
 @router.post("/jobs/cancel/{job_id}", response_model=MessageResponse)
@@ -195,16 +204,11 @@ def node_capacities(jobs: list[Job], rt: Runtime) -> dict[str, Resources]:
 
 
 def job_resources(job: Job, capacities: Mapping[str, Resources]) -> dict[str, Any]:
-    """请求与分配到的资源（JobResources 的字段），开始运行才有分配。
+    """请求与分配到的资源（JobResources 的字段），开始运行才有分配；TRES 串是整个作业的总量。
 
     独占作业分到节点的全部 CPU（同 Slurm 的 AllocTRES），节点已不在时只能给出所请求的；
     --mem=0 的作业认领时已记下节点的内存（transitions.claim）。"""
-    tres = format_tres(job.cpus, job.memory_bytes, job.gpus, job.gpu_type, job.gres)
-    alloc = ""
-    if job.node_id:
-        node = capacities.get(job.node_id)
-        cpus = node.cpu if node and job.exclusive else job.cpus
-        alloc = format_tres(cpus, job.memory_bytes, job.gpus, job.gpu_type, job.gres)
+    tres, alloc = allocation.tres(job, capacities)
     return {
         "tres_req_str": tres,
         "tres_alloc_str": alloc,
@@ -225,7 +229,7 @@ def job_summary(job: Job) -> JobSummary:
         name=job.name,
         account=job.account,
         state=job.state,
-        allocated_cpus=job.cpus,
+        allocated_cpus=allocation.total_cpus(job),
         submit_time=iso_utc(job.submit_time),
         start_time=iso_utc(job.start_time),
     )
@@ -255,6 +259,7 @@ def list_jobs(
     with session_scope(rt.engine) as session:
         jobs = store.page(session, states=state, filters=filters, before=cursor, limit=limit)
         reasons = _reasons(session, jobs[:limit], rt)
+        recorded = step_store.steps_of(session, [j.id or 0 for j in jobs[:limit]])
     page = jobs[:limit]
     capacities = node_capacities(page, rt)
     next_cursor = str(page[-1].id) if len(jobs) > limit else None
@@ -263,7 +268,7 @@ def list_jobs(
             JobListItem(
                 **job_summary(j).model_dump(),
                 partition=j.partition,
-                node_list=j.node_name or "",
+                node_list=allocation.node_list(j),
                 end_time=iso_utc(j.end_time),
                 elapsed_time=_elapsed(j),
                 exit_code=j.exit_code,
@@ -271,6 +276,8 @@ def list_jobs(
                 priority=j.priority,
                 array_job_id=j.array_job_id,
                 array_task_id=j.array_task_id,
+                nodes=allocation.node_count(j),
+                steps=_steps(j, recorded),
                 **job_resources(j, capacities),
             )
             for j in page

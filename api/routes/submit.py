@@ -115,6 +115,7 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
         cpus=r.cpus,
         memory_bytes=r.memory_bytes,
         ntasks=r.ntasks,
+        nodes=r.nodes,
         gpus=r.gpus,
         gpu_type=r.gpu_type,
         gres=r.gres,

@@ -11,6 +11,7 @@ from rich.table import Table
 from conductor.client import DEFAULT_URL, ClientError
 from conductor.client.options import JsonOption, UrlOption, connect
 from conductor.client.output import STATE_STYLES, err, exit_code, lit, out
+from conductor.client.rows import history_rows, step_rows
 
 JobIdArgument = Annotated[
     str, typer.Argument(help="作业 ID；数组任务写作 12_3，数组主作业号指整个数组")
@@ -34,7 +35,11 @@ def query(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, as_json: JsonOpti
         ("状态", body["state"]),
         ("原因", body.get("error_msg") or ""),
         ("账户/分区", f"{detail['account']} / {detail['partition']}"),
-        ("CPU/节点", f"{detail['allocated_cpus']} / {detail['node_list']}"),
+        (
+            "CPU/节点",
+            f"{detail['allocated_cpus']} / {detail.get('allocated_nodes', 1)}"
+            f"（{detail['node_list']}）",
+        ),
         ("退出码", detail.get("exit_code") or ""),
         ("提交/开始/结束", f"{times['submit_time']} / {times['start_time']} / {times['end_time']}"),
         ("已用/上限", f"{times['elapsed_time']} / {times['limit_time']}"),
@@ -42,6 +47,11 @@ def query(job_id: JobIdArgument, url: UrlOption = DEFAULT_URL, as_json: JsonOpti
     for key, value in rows:
         table.add_row(key, lit(value))
     out.print(table)
+    if body.get("steps"):  # 旧服务端没有这个字段
+        steps = Table("作业步", "名称", "状态", "退出码", "任务数", "节点", "开始", "结束")
+        for row in step_rows(body["steps"]):
+            steps.add_row(*row)
+        out.print(steps)
     for stream in ("stdout", "stderr"):
         if body["job_log"][stream]:
             out.rule(stream)
@@ -97,13 +107,13 @@ def queue(
     if as_json:
         out.print_json(json.dumps(body))
         return
-    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "CPU", "节点/原因")
+    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "CPU", "节点数", "节点/原因")
     for j in body["jobs"]:
         style = STATE_STYLES.get(j["state"], "")
         table.add_row(
             *map(lit, (j["job_id"], j["name"], j["account"], j["partition"])),
             lit(j["state"], style),
-            *map(lit, (j["elapsed_time"], j["allocated_cpus"])),
+            *map(lit, (j["elapsed_time"], j["allocated_cpus"], j.get("nodes", 1))),
             lit(j["node_list"] or j.get("state_reason") or ""),  # 排队时显示原因（若服务端提供）
         )
     out.print(table)
@@ -120,7 +130,8 @@ def history(
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:
-    """作业历史（类似 sacct）：已用时间、退出码、状态、开始与结束时间，最新在前。"""
+    """作业历史（类似 sacct）：已用时间、退出码、状态、开始与结束时间，最新在前；
+    每个作业之下列出它的作业步（12.batch、12.0…）。"""
     with connect(url) as client:
         body = client.jobs(
             states=state or [], account=account, partition=partition, name=name, limit=limit
@@ -129,11 +140,6 @@ def history(
         out.print_json(json.dumps(body))
         return
     table = Table("作业", "名称", "账户", "分区", "状态", "已用", "退出码", "开始", "结束")
-    for j in body["jobs"]:
-        style = STATE_STYLES.get(j["state"], "")
-        table.add_row(
-            *map(lit, (j["job_id"], j["name"], j["account"], j["partition"])),
-            lit(j["state"], style),
-            *map(lit, (j["elapsed_time"], j["exit_code"], j["start_time"], j["end_time"])),
-        )
+    for row in history_rows(body["jobs"]):
+        table.add_row(*row)
     out.print(table)

@@ -6,9 +6,11 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from conductor.client.errors import ClientError, RequestRejected
+from conductor.client.rows import STATE_STYLES, lit
+
+__all__ = ["STATE_STYLES", "err", "exit_code", "fail", "lit", "out"]
 
 # 退出码：脚本可据此区分“请求被拒绝”与“服务连不上”
 EXIT_OK = 0
@@ -19,13 +21,6 @@ EXIT_UNAVAILABLE = 3  # 连不上服务，或服务暂时不可用（HTTP 5xx）
 out = Console()
 # 错误只占一行：不按终端宽度折行
 err = Console(stderr=True, soft_wrap=True)
-
-STATE_STYLES = {"RUNNING": "green", "PENDING": "yellow", "COMPLETED": "blue", "FAILED": "red"}
-
-
-def lit(value: object, style: str = "") -> Text:
-    """原样显示的文字：作业名、账户、服务的消息里都可能有 [ ]，不能当作 Rich 标记解释。"""
-    return Text("" if value is None else str(value), style=style)
 
 
 def exit_code(exc: ClientError) -> int:

@@ -42,7 +42,7 @@ class SbatchOptions:
     dependency: str | None = None
     priority: int | None = None
     hold: bool | None = None
-    # ---- 资源（议题 16）：换算成 REST 的 tasks、tres_per_*、memory_per_cpu…，见 build_payload ----
+    # ---- 资源（议题 16/17）：换算成 REST 的 tasks、nodes、tres_per_*、memory_per_cpu…，见 build_payload ----
     ntasks: int | None = None
     nodes: str | None = None
     gres: str | None = None
@@ -321,11 +321,7 @@ def resource_fields(opts: SbatchOptions) -> dict[str, Any]:
     if opts.mem_per_cpu is not None:
         job["memory_per_cpu"] = opts.mem_per_cpu
     if opts.nodes is not None:
-        low = opts.nodes.strip().partition("-")[0]
-        if low.isdigit() and int(low) > 1:
-            raise SbatchError(
-                f"-N/--nodes={opts.nodes}：多节点作业尚未支持（本版本每个作业只在一个节点上运行）"
-            )
+        # N 或 N-M（服务端按 N 分配）；写法与任务数是否够分由服务端检查并点名字段
         job["nodes"] = opts.nodes
     per_node = _gres_entries(opts.gres, "--gres") if opts.gres else []
     if opts.gpus_per_node is not None:

@@ -72,9 +72,12 @@ def submit(
         bool | None, typer.Option("--hold", "-H", help="提交后先挂起", show_default=False)
     ] = None,
     ntasks: Annotated[
-        int | None, typer.Option("--ntasks", "-n", min=1, help="任务数（都在一个节点上）")
+        int | None,
+        typer.Option("--ntasks", "-n", min=1, help="任务数（整个作业，按 block 分布摊到各节点）"),
     ] = None,
-    nodes: Annotated[str | None, typer.Option("--nodes", "-N", help="节点数，只支持 1")] = None,
+    nodes: Annotated[
+        str | None, typer.Option("--nodes", "-N", help="节点数，N 或 N-M（按 N 分配）")
+    ] = None,
     gres: Annotated[
         str | None, typer.Option("--gres", help="通用资源，如 gpu:1、gpu:a100:2、nvme:1")
     ] = None,

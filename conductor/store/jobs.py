@@ -96,23 +96,28 @@ def held_by_node(session: Session) -> dict[str, Resources]:
     /dashboard 与 /metrics 读同一本账，资源账只从数据库推导；每种资源一行，新增资源不改这里。"""
     rows = session.execute(
         text(
-            "SELECT node_id, r.name, SUM(r.amount) AS amount FROM jobs CROSS JOIN LATERAL ("
+            "SELECT n.node, r.name, SUM(r.amount) AS amount FROM jobs "
+            # 多节点作业在分配的每个节点上各占一份；没有分配列表的旧行只占 node_id
+            "CROSS JOIN LATERAL jsonb_array_elements_text("
+            "COALESCE(node_ids, jsonb_build_array(node_id))) AS n(node) "
+            "CROSS JOIN LATERAL ("
             "VALUES ('CPU', cpus::float8), ('memory', memory_bytes::float8), ('GPU', gpus::float8) "
             "UNION ALL SELECT key, value::float8 FROM jsonb_each_text(gres)"
-            f") AS r(name, amount) WHERE {HOLDING} GROUP BY node_id, r.name"
+            f") AS r(name, amount) WHERE {HOLDING} GROUP BY n.node, r.name"
         )
     )
     amounts: dict[str, dict[str, float]] = {}
     for r in rows:
-        amounts.setdefault(r.node_id, {})[r.name] = float(r.amount)
+        amounts.setdefault(r.node, {})[r.name] = float(r.amount)
     return {node: Resources(held) for node, held in amounts.items()}
 
 
 def account_usage(session: Session, accounts: Sequence[str]) -> dict[str, tuple[int, int, float]]:
-    """这些账户仍占用资源的 (作业数, CPU 数, GPU 数)。"""
+    """这些账户仍占用资源的 (作业数, CPU 数, GPU 数)：多节点作业按每节点的量 × 节点数计。"""
     rows = session.execute(
         text(
-            "SELECT account, COUNT(*) AS n, SUM(cpus) AS cpus, SUM(gpus) AS gpus FROM jobs "
+            "SELECT account, COUNT(*) AS n, SUM(cpus * nodes) AS cpus, SUM(gpus * nodes) AS gpus "
+            "FROM jobs "
             f"WHERE {HOLDING} AND account = ANY(:accounts) GROUP BY account"
         ),
         {"accounts": list(accounts)},

@@ -19,7 +19,7 @@ from conductor.store.transitions import HOLDING
 _RUNNING = text(
     "SELECT id, node_id, cpus, memory_bytes, "
     "EXTRACT(EPOCH FROM start_time) + time_limit_seconds AS expected_end, "
-    "exclusive, account, array_job_id, gpus, gres, whole_node_memory "
+    "exclusive, account, array_job_id, gpus, gres, whole_node_memory, node_ids "
     f"FROM jobs WHERE {HOLDING}"
 )
 # 每个分区各读自己的队首（LATERAL，沿 ix_jobs_queue (partition, queue_rank, id)），再合并为队列顺序。
@@ -30,11 +30,11 @@ _PENDING = text(
     "SELECT j.id, j.cpus, j.memory_bytes, j.partition, j.time_limit_seconds, j.exclusive, "
     "j.account, j.array_job_id, j.array_max_running, "
     "j.gpus, j.gres, j.gpu_type, j.whole_node_memory, j.constraints, j.required_nodes, "
-    "j.excluded_nodes "
+    "j.excluded_nodes, j.nodes "
     "FROM unnest(CAST(:partitions AS text[]), CAST(:limits AS int[])) AS p(name, n) "
     "CROSS JOIN LATERAL (SELECT id, cpus, memory_bytes, partition, time_limit_seconds, "
     "exclusive, account, array_job_id, array_max_running, queue_rank, "
-    "gpus, gres, gpu_type, whole_node_memory, constraints, required_nodes, excluded_nodes "
+    "gpus, gres, gpu_type, whole_node_memory, constraints, required_nodes, excluded_nodes, nodes "
     "FROM jobs "
     f"WHERE {RUNNABLE} AND partition = p.name "
     "AND (CASE WHEN account = ANY(:accounts) OR array_job_id = ANY(:arrays) "
@@ -45,7 +45,9 @@ _PENDING = text(
 
 
 def load_running(session: Session) -> list[RunningJob]:
-    """仍占用资源的作业及其预计结束时刻（开始时刻 + 时限）。"""
+    """仍占用资源的作业及其预计结束时刻（开始时刻 + 时限）。
+
+    多节点作业占着分配里的每个节点（node_ids）；节点数按分配计，没有分配列表的旧行只占 node_id。"""
     rows = session.execute(
         _RUNNING
     )  # 行可直接按列序解包（Result.tuples() 在 SQLAlchemy 2.1 已弃用）
@@ -62,8 +64,10 @@ def load_running(session: Session) -> list[RunningJob]:
             gpus=gpus,
             gres=gres or {},
             whole_node_memory=whole,
+            nodes=len(ids) if ids else 1,
+            node_ids=tuple(ids or ()),
         )
-        for i, node, cpus, mem, end, exclusive, account, array, gpus, gres, whole in rows
+        for i, node, cpus, mem, end, exclusive, account, array, gpus, gres, whole, ids in rows
     ]
 
 
@@ -87,7 +91,7 @@ def load_pending(
     jobs = []
     for row in rows:
         (i, cpus, mem, partition, limit, exclusive, account, array, array_max) = row[:9]
-        gpus, gres, gpu_type, whole, constraints, required, excluded = row[9:]
+        gpus, gres, gpu_type, whole, constraints, required, excluded, nodes = row[9:]
         jobs.append(
             PendingJob(
                 i,
@@ -106,6 +110,7 @@ def load_pending(
                 constraints=constraints,
                 required_nodes=required or (),
                 excluded_nodes=excluded or (),
+                nodes=nodes or 1,
             )
         )
     return jobs

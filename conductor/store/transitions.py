@@ -9,6 +9,7 @@ WHERE 里的源状态由 states.ALLOWED_TRANSITIONS 推出（_sources），转�
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,14 +63,15 @@ _CLAIM = text(
     f"""
     UPDATE jobs SET state = 'RUNNING', start_time = clock_timestamp(),
            node_id = v.node_id, node_name = v.node_name, token = v.token,
+           node_ids = CAST(v.node_ids AS jsonb), node_names = CAST(v.node_names AS jsonb),
            agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
            released_at = NULL, state_reason = NULL,
            memory_bytes = CASE WHEN jobs.whole_node_memory AND v.node_memory IS NOT NULL
                                THEN v.node_memory ELSE jobs.memory_bytes END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
                 CAST(:tokens AS text[]), CAST(:agents AS text[]), CAST(:hosts AS text[]),
-                CAST(:memories AS bigint[]))
-         AS v(id, node_id, node_name, token, agent_id, host, node_memory)
+                CAST(:memories AS bigint[]), CAST(:all_ids AS text[]), CAST(:all_names AS text[]))
+         AS v(id, node_id, node_name, token, agent_id, host, node_memory, node_ids, node_names)
     WHERE jobs.id = v.id
           AND (CASE WHEN jobs.state IN ({_sources(JobState.RUNNING)}) AND {RUNNABLE}
                     THEN true ELSE false END)
@@ -89,8 +91,10 @@ def claim(
 ) -> list[dict]:
     """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消、挂起的不会出现。
 
-    node_memories 为各节点的内存字节数：--mem=0 的作业在认领时记下它拿到的整个节点的内存
-    （查询的 tres_alloc_str、记账照实显示），排队时这一列为 0。"""
+    node_ids/node_names 写下整个分配（单节点作业为一个元素的列表），node_id/node_name 是其中第一个
+    （批处理节点）；agent_ids、hosts 是第一个节点的。node_memories 为各作业拿到的节点内存字节数
+    （多节点作业为各节点中最小的）：--mem=0 的作业在认领时记下它（查询的 tres_alloc_str、
+    记账照实显示，每个节点都至少有这么多），排队时这一列为 0。"""
     if not placements:
         return []
     rows = session.execute(
@@ -105,6 +109,8 @@ def claim(
             "memories": list(node_memories)
             if node_memories is not None
             else [None] * len(placements),
+            "all_ids": [json.dumps(list(p.node_ids)) for p in placements],
+            "all_names": [json.dumps(list(p.node_names)) for p in placements],
             "epoch": epoch,
         },
     )
@@ -230,7 +236,37 @@ def release(
         _RELEASE,
         {"ids": list(job_ids), "codes": codes, "tokens": fences},
     )
-    return [r[0] for r in rows]
+    released = [r[0] for r in rows]
+    close_steps(session, job_ids, fences)
+    return released
+
+
+# 作业尚未结束的状态（SQL 的 IN 列表）
+_LIVE = ", ".join(f"'{s.value}'" for s in JobState if not s.is_terminal)
+
+# 作业已是终态而作业步还记着 RUNNING：批处理脚本结束时 Slurm 终止余下的作业步，记为 CANCELLED；
+# 节点失联的记为 NODE_FAIL（作业步随节点丢失）
+_CLOSE_STEPS = text(
+    f"""
+    UPDATE job_steps SET state = CASE WHEN jobs.state = 'NODE_FAIL' THEN 'NODE_FAIL'
+                                      ELSE 'CANCELLED' END,
+           end_time = COALESCE(jobs.end_time, clock_timestamp())
+    FROM jobs, unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
+    WHERE job_steps.job_id = v.id AND jobs.id = v.id AND job_steps.state = 'RUNNING'
+          AND jobs.state NOT IN ({_LIVE})
+          AND (v.token IS NULL OR jobs.token = v.token)
+    """
+)
+
+
+def close_steps(
+    session: Session, job_ids: Sequence[int], tokens: Sequence[str | None] | None = None
+) -> None:
+    """已结束的作业里仍记着 RUNNING 的作业步一并结束（与作业的结局同一事务）。给出令牌时只动该次认领的。"""
+    if not job_ids:
+        return
+    fences = list(tokens) if tokens is not None else [None] * len(job_ids)
+    session.execute(_CLOSE_STEPS, {"ids": list(job_ids), "tokens": fences})
 
 
 # “占用资源中”的定义：已派发到节点、资源尚未归还（与 release 的条件互为两面）
@@ -267,7 +303,7 @@ _REQUEUE = text(
     f"""
     UPDATE jobs SET state = 'PENDING', start_time = NULL, node_id = NULL,
            node_name = NULL, node_host = NULL, epoch = NULL, token = NULL, agent_id = NULL,
-           released_at = NULL,
+           node_ids = NULL, node_names = NULL, released_at = NULL,
            memory_bytes = CASE WHEN jobs.whole_node_memory THEN 0 ELSE jobs.memory_bytes END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[])) AS v(id, token)
     WHERE jobs.id = v.id AND jobs.token = v.token AND jobs.state IN ({_sources(JobState.PENDING)})
@@ -279,6 +315,8 @@ _REQUEUE = text(
 def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
     """RUNNING → PENDING：仅限确定从未启动的作业（认领后、交给代理前调度器崩溃）。
 
+    分配（node_ids/node_names）清空，作业步的记录删除。
+
     以认领时生成的唯一令牌为条件：作业若已被重新认领（令牌已变），不会被拉回队列。
     claims 为 (作业 id, 令牌)。
     """
@@ -288,7 +326,11 @@ def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
         _REQUEUE,
         {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
     )
-    return [r[0] for r in rows]
+    requeued = [r[0] for r in rows]
+    if requeued:
+        # 上一次执行的作业步不属于下一次执行（通常没有：从未启动的作业才会回到队列）
+        session.execute(text("DELETE FROM job_steps WHERE job_id = ANY(:ids)"), {"ids": requeued})
+    return requeued
 
 
 def settle_lost(

@@ -71,6 +71,8 @@ def test_claim_finds_rows_by_primary_key_even_with_stale_statistics(
             "agents": ["a"] * n,
             "hosts": ["h"] * n,
             "memories": [2**33] * n,
+            "all_ids": ['["n"]'] * n,
+            "all_names": ['["n"]'] * n,
             "epoch": 1,
         },
     )

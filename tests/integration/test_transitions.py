@@ -536,6 +536,7 @@ def test_migrations_idempotent(engine: Engine, database_url: str) -> None:
         "alembic_version",
         "api_tokens",
         "job_stats",
+        "job_steps",
         "jobs",
         "login_codes",
         "scheduler_epochs",

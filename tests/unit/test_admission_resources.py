@@ -128,3 +128,20 @@ def test_cpu_and_memory_messages_are_unchanged() -> None:
     # 内存的最大值只在 CPU（与 GPU）足够的节点里取
     err = refused(req(2, 64 * GIB, gpus=1))
     assert err.field == "job.memory_per_node" and f"最大 {32 * GIB // MIB} MB" in err.message
+
+
+def test_multi_node_needs_enough_distinct_nodes() -> None:
+    """多节点作业：分区的节点不够、或容得下每节点需求的节点不够，都点名 job.nodes。"""
+    check_can_ever_run(req(8, nodes=3), CLUSTER)  # cpu1、gpu1、gpu2 各 8 个 CPU 以上
+    err = refused(req(nodes=4))
+    assert err.field == "job.nodes" and "分区 default 只有 3 个" in err.message
+    err = refused(req(16, nodes=2))  # 只有 cpu1 有 16 个 CPU
+    assert err.field == "job.nodes" and "只有 1 个" in err.message and "cpu1" in err.message
+    err = refused(req(gpus=1, nodes=3))
+    assert err.field == "job.nodes" and "只有 2 个" in err.message
+    err = refused(req(64, nodes=2))  # 一个节点也容不下每节点的量：点名 CPU
+    assert err.field == "job.cpus_per_task" and "每个节点 64 个 CPU" in err.message
+    # -w 列出的节点都要在分配里，其余补足
+    check_can_ever_run(req(nodes=2, required_nodes=["gpu2"]), CLUSTER)
+    err = refused(req(gpus=2, nodes=2, required_nodes=["gpu1", "gpu2"]))
+    assert err.field == "job.nodes"

@@ -91,9 +91,13 @@ def test_normalize_single_node_rules() -> None:
 @pytest.mark.parametrize(
     ("fields", "field", "message"),
     [
-        ({"nodes": 2}, "job.nodes", "多节点作业尚未支持"),
-        ({"nodes": "2-4"}, "job.nodes", "多节点作业尚未支持"),
+        ({"nodes": "4-2"}, "job.nodes", "最大值 2 小于最小值 4"),
+        ({"nodes": 0}, "job.nodes", "至少为 1"),
         ({"nodes": "x"}, "job.nodes", "格式无效"),
+        ({"nodes": 2, "tasks": 1}, "job.tasks", "can't run 1 processes on 2 nodes"),
+        ({"nodes": 2, "tasks": 5, "ntasks_per_node": 2}, "job.tasks", "大于 节点数 2"),
+        ({"nodes": 2, "tres_per_job": "gres/gpu:3"}, "job.tres_per_job", "不能平均分到 2 个节点"),
+        ({"nodes": "1-2", "required_nodes": "a,b,c"}, "job.required_nodes", "最多 2 个"),
         ({"memory_per_node": "1G", "memory_per_cpu": "1G"}, "job.memory_per_node", "memory_per_cpu"),
         ({"memory_per_cpu": "1G", "memory_per_tres": "gres/gpu:1G", "tres_per_node": "gpu:1"},
          "job.memory_per_cpu", "memory_per_tres"),
@@ -109,6 +113,37 @@ def test_normalize_refuses_naming_fields(fields: dict, field: str, message: str)
         normalize(_req(**fields))
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_normalize_multi_node_per_node_amounts() -> None:
+    """-N：CPU、内存、GPU 都是每个节点的量，任务按 block 分布（前面的节点多一个）。"""
+    # --nodes=2 --ntasks-per-node=2：共 4 个任务，每节点 2 个
+    r = normalize(_req(nodes=2, ntasks_per_node=2, cpus_per_task=3, memory_per_node="2G"))
+    assert (r.nodes, r.ntasks, r.ntasks_per_node, r.cpus, r.memory_bytes) == (2, 4, 2, 6, 2 * GIB)
+    # -N 2 -n 5：每节点按最多的那个（3 个任务）算 CPU
+    r = normalize(_req(nodes="2", tasks=5, cpus_per_task=2, memory_per_cpu="1G"))
+    assert (r.nodes, r.ntasks, r.ntasks_per_node, r.cpus, r.memory_bytes) == (2, 5, 3, 6, 6 * GIB)
+    # 只给 -N：每节点一个任务
+    r = normalize(_req(nodes=3))
+    assert (r.nodes, r.ntasks, r.cpus) == (3, 3, 1)
+    # 范围 N-M 按 N 分配（同 sbatch）
+    assert normalize(_req(nodes="2-4")).nodes == 2
+    # -n 与 --ntasks-per-node 而没有 -N：节点数由它们推出
+    r = normalize(_req(tasks=4, ntasks_per_node=2))
+    assert (r.nodes, r.ntasks, r.cpus) == (2, 4, 2)
+    # --gpus 是整个作业的：平均分到各节点；--gpus-per-task 乘以每节点任务数
+    r = normalize(_req(nodes=2, tres_per_job="gres/gpu:a100:4", memory_per_tres="gres/gpu:1G"))
+    assert (r.gpus, r.gpu_type, r.memory_bytes) == (2, "a100", 2 * GIB)
+    assert r.slurm_request["gpus_per_job"] == "a100:4"
+    r = normalize(_req(nodes=2, tasks=4, tres_per_task="gres/gpu:1", tres_per_node="gres/nvme:1"))
+    assert (r.gpus, r.gres) == (2, {"nvme": 1.0})
+    r = normalize(_req(nodes=2, tasks=2, tres_per_job="gres/gpu:4", cpus_per_tres="gres/gpu:3"))
+    assert r.cpus == 6  # 每节点 2 块 GPU × 3
+    # -w 列出的节点多于 -N：节点数提高到其个数（作业要用到每一个）
+    r = normalize(_req(required_nodes="n[1-3]"))
+    assert (r.nodes, r.ntasks, r.required_nodes) == (3, 3, ["n1", "n2", "n3"])
+    r = normalize(_req(nodes="2-4", required_nodes="n[1-3]", tasks=6))
+    assert (r.nodes, r.ntasks, r.cpus) == (3, 6, 2)
 
 
 def test_format_tres_spelled_as_slurm() -> None:

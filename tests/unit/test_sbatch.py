@@ -245,6 +245,22 @@ def test_gpu_training_job(tmp_path: Path) -> None:
     assert parse_directives(GPU_TRAINING).ignored == ("--mail-type=END",)
 
 
+def test_nodes_pass_through(tmp_path: Path) -> None:
+    """-N 原样交给服务端：#SBATCH --nodes=2 --ntasks-per-node=2 即 2 个节点、4 个任务。"""
+    script = "#!/bin/bash\n#SBATCH --nodes=2 --ntasks-per-node=2\n#SBATCH -c 2\nsrun ./a\n"
+    job = _payload(script, tmp_path)["job"]
+    assert (job["nodes"], job["ntasks_per_node"]) == ("2", 2)
+    r = _normalized(job)
+    assert (r.nodes, r.ntasks, r.ntasks_per_node, r.cpus) == (2, 4, 2, 4)
+    # 命令行的 -N 覆盖脚本里的
+    r = _normalized(_payload(script, tmp_path, "-N", "3")["job"])
+    assert (r.nodes, r.ntasks) == (3, 6)
+    r = _normalized(_payload("#!/bin/bash\n", tmp_path, "-N", "2-4", "-n", "5")["job"])
+    assert (r.nodes, r.ntasks, r.cpus) == (2, 5, 3)
+    r = _normalized(_payload("#!/bin/bash\n", tmp_path, "-w", "a,b")["job"])
+    assert (r.nodes, r.required_nodes) == (2, ["a", "b"])
+
+
 def test_ntasks_with_mem_per_cpu(tmp_path: Path) -> None:
     job = _payload("#!/bin/bash\n#SBATCH -n 4 --mem-per-cpu=100M\nsrun ./a\n", tmp_path)["job"]
     assert (job["tasks"], job["memory_per_cpu"]) == (4, "100M")
@@ -295,7 +311,6 @@ def test_gpu_directive_forms(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-N", "2"], "多节点作业尚未支持"),
         (["--gres=gpu:1", "--gpus-per-node=2"], "不能同时指定"),
         (["--gpus=a100"], "--gpus 格式无效"),
         (["--gres=nvme:fast:1"], "只有 gpu 可以指定类型"),
@@ -317,9 +332,11 @@ def test_bad_resource_options_name_the_option(
         (["--mem=1G", "--mem-per-cpu=1G"], "job.memory_per_node", "job.memory_per_cpu"),
         (["-c", "2", "--gpus=1", "--cpus-per-gpu=2"], "job.cpus_per_task", "互斥"),
         (["--cpus-per-gpu=2"], "job.cpus_per_tres", "需要同时申请 GPU"),
-        (["-w", "a,b"], "job.required_nodes", "多节点作业尚未支持"),
+        (["-N", "1-1", "-w", "a,b"], "job.required_nodes", "最多 1 个"),
+        (["-N", "2", "-n", "1"], "job.tasks", "每个节点至少要有一个任务"),
+        (["-N", "3-2"], "job.nodes", "最大值 2 小于最小值 3"),
         (["-w", "a", "-x", "a"], "job.required_nodes", "既被要求又被排除"),
-        (["-n", "4", "--ntasks-per-node=2"], "job.tasks", "多节点作业尚未支持"),
+        (["-N", "2", "-n", "5", "--ntasks-per-node=2"], "job.tasks", "大于 节点数 2"),
         (["-C", "a100*2"], "job.constraints", "暂不支持"),
         (["--mem-per-cpu=lots"], "job.memory_per_cpu", "格式无效"),
     ],
