@@ -29,10 +29,13 @@ from conductor.jobspec import JobSpec
 from conductor.logtail import owner_uid, read_range, read_tail
 from conductor.proctree import kill_job_tree_async
 from conductor.settings import Settings
-from conductor.store import lost_cancels
+from conductor.store import lost_cancels, steps
 from conductor.store.transitions import Outcome
 
 log = logging.getLogger("conductor.agent")
+
+# 一条作业步记录最多重试写入这么久（数据库不可用时）
+STEP_RECORD_TIMEOUT = 60.0
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
@@ -91,6 +94,21 @@ class NodeAgent:
         """清理随旧代理死亡的作业留下的孤儿进程。"""
         await asyncio.gather(*(kill_job_tree_async(t, grace=0) for t in tokens))
 
+    async def reap(self, token: str) -> None:
+        """多节点作业结束：杀掉它在本节点留下的进程（作业步的任务及其后台子孙）。"""
+        await kill_job_tree_async(token, grace=0)
+
+    async def record_step(self, job_id: int, token: str, kind: str, *args: Any) -> None:
+        """作业内步服务的记录：kind 为 start（步号、名称、任务数、节点列表）或 finish（步号、状态、
+        退出码）。写不进去只记日志：作业步记录不能拖住作业本身。"""
+        fn = steps.start_step if kind == "start" else steps.finish_step
+        try:
+            await asyncio.wait_for(
+                self.db.run_retrying(fn, job_id, token, *args), STEP_RECORD_TIMEOUT
+            )
+        except Exception as exc:  # noqa: BLE001
+            log.warning("作业 %s 的作业步记录（%s %s）写入失败：%s", job_id, kind, args[:1], exc)
+
     async def _take_office(self) -> None:
         try:
             await collect_results(self.db, self.reporter)
@@ -114,7 +132,12 @@ class NodeAgent:
         for spec in specs:
             if spec.job_id not in self.runs:  # 已在手中的是重复派发（消息重发）：已在运行
                 self.runs[spec.job_id] = start_run(
-                    spec, self.node_id, self.settings.launch_timeout, self.reporter.submit
+                    spec,
+                    self.node_id,
+                    self.settings.launch_timeout,
+                    self.reporter.submit,
+                    ray.get_runtime_context().current_actor,
+                    self.settings.namespace,
                 )
             accepted.append(spec.job_id)
         return accepted
