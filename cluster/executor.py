@@ -220,7 +220,7 @@ def execute(
         prepare_spool()
         if spec.run_as_user is not None:
             entry, groups = _user_identity(spec.run_as_user)
-            _serve_steps(steps, env, entry.pw_uid)
+            _serve_steps(steps, env, (entry.pw_uid, entry.pw_gid, tuple(groups)))
             write_script(script, spec.script, entry)
             proc, group = _start_as_user(spec, entry, groups, script, env)
         else:
@@ -257,11 +257,15 @@ def execute(
         script.unlink(missing_ok=True)
 
 
-def _serve_steps(steps: StepServer | None, env: dict[str, str], job_uid: int | None) -> None:
+def _serve_steps(
+    steps: StepServer | None,
+    env: dict[str, str],
+    identity: tuple[int, int, tuple[int, ...]] | None,
+) -> None:
     """启动步服务，把它的套接字名与 srun 所在目录加进作业环境。"""
     if steps is None:
         return
-    steps.start(job_uid)
+    steps.start(identity)
     env.update(steps.env(env.get("PATH", "")))
 
 

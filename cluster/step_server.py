@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import socket
 import struct
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+import conductor
 from conductor import steplink
 from conductor.hostlist import compress
 from conductor.jobspec import JobSpec
@@ -60,14 +62,36 @@ def socket_name(token: str) -> str:
     return f"conductor-step-{token}"
 
 
+def shim_text(python: str, source_root: str) -> str:
+    """srun 的外壳脚本：先用服务自己的 Python；作业用户执行不了它（例如装在 0700 的 /root 下）时
+    退回 PATH 里的 python3。srun 只用标准库与几个纯 Python 模块，源码目录放在 sys.path 最前即可，
+    不改 PYTHONPATH（srun 把自己的环境原样交给任务）。-I：不受用户的 PYTHON* 变量影响。"""
+    run = (
+        f"import sys; sys.path.insert(0, {source_root!r}); "
+        "from conductor.srun import main; sys.exit(main())"
+    )
+    return (
+        "#!/bin/sh\n"
+        f"svc={shlex.quote(python)}\n"
+        "py=$svc\n"
+        'if [ ! -x "$py" ]; then\n'
+        "  py=$(command -v python3) || {\n"
+        '    echo "srun: error: 作业用户执行不了 Conductor 的 Python（$svc），PATH 里也没有 python3" >&2\n'
+        "    exit 1\n"
+        "  }\n"
+        "fi\n"
+        f'exec "$py" -I -c {shlex.quote(run)} "$@"\n'
+    )
+
+
 def install_shim(spool: Path) -> Path:
-    """在临时目录下放一个 srun（用本进程的 Python 运行 conductor.srun），返回它所在的目录。
+    """在临时目录下放一个 srun，返回它所在的目录。
 
     目录里只有 srun：放在作业 PATH 的最前面，不会遮住用户自己的 python 等命令。"""
     bin_dir = spool / SHIM_DIR
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     os.chmod(bin_dir, 0o755)
-    body = f"#!/bin/sh\nexec '{sys.executable}' -m conductor.srun \"$@\"\n"
+    body = shim_text(sys.executable, str(Path(conductor.__file__).resolve().parent.parent))
     shim = bin_dir / "srun"
     try:
         current = shim.read_text()
@@ -159,6 +183,7 @@ class StepServer:
         self.remote = remote
         self.record = record or (lambda *args: None)
         self.job_uid = os.geteuid()
+        self.identity: tuple[int, int, tuple[int, ...]] | None = None
         self.name = socket_name(spec.token)
         members = spec.allocation
         if members:
@@ -180,10 +205,12 @@ class StepServer:
         """加进作业环境的变量：步服务的套接字名，PATH 最前面是 srun 所在的目录。"""
         return {steplink.SOCKET_VAR: self.name, "PATH": f"{self.shim_dir}:{path}"}
 
-    def start(self, job_uid: int | None = None) -> None:
-        """开始监听。job_uid 为作业的 Unix 用户（以服务用户运行时为 None）：只有它和 root 能连。"""
-        if job_uid is not None:
-            self.job_uid = job_uid
+    def start(self, identity: tuple[int, int, tuple[int, ...]] | None = None) -> None:
+        """开始监听。identity 为作业的 Unix 身份 (uid, gid, 附加组)，以服务用户运行时为 None：
+        只有该用户和 root 能连；作业步的任务以这个身份运行。"""
+        self.identity = identity
+        if identity is not None:
+            self.job_uid = identity[0]
         self.listener = steplink.listen(self.name)
         self.listener.settimeout(0.2)
         accept = threading.Thread(target=self._accept, name="step-accept", daemon=True)
@@ -218,7 +245,7 @@ class StepServer:
                 continue
             thread = threading.Thread(target=self._serve, args=(conn,), name="step", daemon=True)
             thread.start()
-            self.threads.append(thread)
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
 
     def _trusted(self, conn: socket.socket) -> bool:
         """只接受作业用户（或 root）的连接：抽象套接字本机谁都能连。"""
@@ -439,6 +466,7 @@ class StepServer:
                     cwd=work_dir,
                     stdout_path=self._output(req.output, lay, step_id, slot),
                     stderr_path=self._output(req.error or req.output, lay, step_id, slot),
+                    identity=self.identity,
                 )
             )
         return tasks

@@ -39,6 +39,8 @@ class LocalTask:
     cwd: str
     stdout_path: str | None = None
     stderr_path: str | None = None
+    # 以哪个 Unix 身份运行：(uid, gid, 附加组)；None 为本进程的身份
+    identity: tuple[int, int, tuple[int, ...]] | None = None
 
 
 class _Files:
@@ -168,6 +170,10 @@ def _start(
         return (2, None)
     stdout = files.open(task.stdout_path, task.cwd) if task.stdout_path else subprocess.PIPE
     stderr = files.open(task.stderr_path, task.cwd) if task.stderr_path else subprocess.PIPE
+    who: dict[str, object] = {}
+    if task.identity is not None:
+        uid, gid, groups = task.identity
+        who = {"user": uid, "group": gid, "extra_groups": list(groups)}
     try:
         proc = spawn(
             [exe, *task.argv[1:]],
@@ -179,6 +185,7 @@ def _start(
             stderr=stderr,
             start_new_session=True,
             close_fds=True,
+            **who,
         )
     except OSError as exc:
         errno = exc.errno or 1

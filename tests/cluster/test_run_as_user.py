@@ -20,6 +20,7 @@ from sqlalchemy import text
 from api.app import create_app
 from api.runtime import Runtime
 from cluster.client import ClusterClient
+from cluster.spool import spool_dir
 from conductor.auth import create_token
 from conductor.proctree import find_job_pids
 from harness.waiting import wait_for
@@ -214,7 +215,9 @@ def test_bootstrap_ignores_the_users_environment(
     body = service.wait_state(job, "COMPLETED", timeout=30)
     assert not hijacked.exists(), "引导脚本执行了用户 PATH 里的程序"
     assert "MY_VAR=hello world" in body["job_log"]["stdout"]
-    assert f"PATH={fake_bin}:/usr/bin:/bin" in body["job_log"]["stdout"]
+    # 用户的 PATH 原样保留，只在最前面加上 srun 所在的目录
+    shim_dir = spool_dir() / "bin"
+    assert f"PATH={shim_dir}:{fake_bin}:/usr/bin:/bin" in body["job_log"]["stdout"]
 
 
 @pytest.mark.parametrize("name", ["BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "BASH_FUNC_ls"])
@@ -256,3 +259,23 @@ def test_output_fifo_of_the_user_fails_the_job_at_once(
     assert f"输出文件 {fifo} 不是普通文件（FIFO）" in body["error_msg"]
     assert not (wd / "started").exists()
     wait_for(lambda: service.held_cpus() == 0, 10, what="CPU 已归还")
+
+
+def test_srun_tasks_run_as_the_mapped_user(
+    service: Service, users: Users, mapped: TestClient
+) -> None:
+    """作业步的任务由以 root 运行的步服务启动，必须切换到作业的用户（含附加组），不能以 root 运行。"""
+    job_id = submit(
+        mapped,
+        "srun bash -c 'echo $(id -un) $(id -Gn)'\nsrun -o planted.txt true; echo rc=$?\n",
+        account="acct-a",
+        tasks=2,
+        current_working_directory=str(users.base / "a"),
+    )
+    body = service.wait_state(job_id, "COMPLETED")
+    lines = body["job_log"]["stdout"].splitlines()
+    assert len([line for line in lines if line.startswith(users.a + " ")]) == 2, lines
+    assert all(users.group in line.split() for line in lines if line.startswith(users.a))
+    assert "rc=1" in lines
+    assert "以指定 Unix 用户运行的作业暂不支持 srun -o/-e" in body["job_log"]["stderr"]
+    assert not (users.base / "a" / "planted.txt").exists()
