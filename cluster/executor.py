@@ -244,12 +244,12 @@ def execute(
         proc.wait()
         # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们。
         # 首领已被回收、pid 可能复用：进程组经首领的 pidfd 指定，不会打中别人
-        if steps is not None or _may_have_leftovers():
+        # 本节点上的作业步任务也是本进程的子进程，同样由这里杀掉；其他节点上的由步服务关闭时取消
+        if _may_have_leftovers():
             kill_job_tree(spec.token, grace=0, group=group)
-            if steps is not None:
-                # 本节点的作业步任务已随上面被杀；其他节点上的由关闭时的取消终止
-                steps.close()
             _reap_leftovers()
+        if steps is not None:
+            steps.close()
         return ExecResult(returncode=proc.returncode, timed_out=timed_out)
     finally:
         group.close()
