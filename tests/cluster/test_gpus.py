@@ -412,3 +412,26 @@ def test_real_world_scripts_get_exactly_what_they_ask_for(
     assert body["detail"]["node_list"] == A100_NODE
     assert env_of(tmp_path, typed)["CUDA_VISIBLE_DEVICES"] == "0"
     assert body["detail"]["tres_alloc_str"] == "cpu=1,mem=50M,node=1,gres/gpu=1"
+
+
+def test_srun_gives_each_task_its_share_of_the_jobs_gpus(
+    service: Service, nodes: dict[str, str], tmp_path: Path
+) -> None:
+    """--gpus-per-task=1：每个任务的 CUDA_VISIBLE_DEVICES 是作业 GPU 中各不相同的一块；不写则同 Slurm 拿全部。"""
+    job_id = submit(
+        service,
+        "echo job $CUDA_VISIBLE_DEVICES\n"
+        "srun --gpus-per-task=1 bash -c 'echo task $SLURM_PROCID $CUDA_VISIBLE_DEVICES'\n"
+        "srun -n 1 bash -c 'echo all $CUDA_VISIBLE_DEVICES'\n",
+        tmp_path,
+        tasks=2,
+        tres_per_node="gres/gpu:2",
+    )
+    service.wait_state(job_id, "COMPLETED")
+    lines = (tmp_path / f"{job_id}.out").read_text().splitlines()
+    job_gpus = next(line for line in lines if line.startswith("job ")).split()[1].split(",")
+    assert len(job_gpus) == 2
+    tasks = sorted(line.split()[1:] for line in lines if line.startswith("task "))
+    assert [t[0] for t in tasks] == ["0", "1"]
+    assert sorted(t[1] for t in tasks) == sorted(job_gpus)
+    assert next(line for line in lines if line.startswith("all ")).split()[1] == ",".join(job_gpus)
