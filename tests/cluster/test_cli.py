@@ -164,6 +164,8 @@ def test_logs_follow_streams_until_the_job_ends(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # 后台启动的测试（如 `setsid … &`）继承了被忽略的 SIGINT；像终端里那样恢复默认
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert follower.stdout is not None
@@ -276,6 +278,8 @@ def test_ctrl_c_stops_following_but_not_the_job(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # 后台启动的测试（如 `setsid … &`）继承了被忽略的 SIGINT；像终端里那样恢复默认
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert follower.stdout is not None
