@@ -95,6 +95,19 @@ class JobBase(SQLModel):
     # 输出文件名含 %N（节点名）时的模式：认领时按节点展开进 stdout_path/stderr_path；否则为空
     stdout_pattern: str | None = Field(default=None, max_length=2048)
     stderr_pattern: str | None = Field(default=None, max_length=2048)
+    # ---- 议题 18：重新排队、输出的打开方式、时限前的信号 ----
+    # --requeue：节点失败时自动回到队列（而不是 NODE_FAIL）；scontrol requeue 不看它
+    requeue: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+    )
+    # --open-mode：append 或 truncate；None 为默认（首次运行截断，重新排队后的运行追加）
+    open_mode: str | None = Field(default=None, max_length=16)
+    # --signal=[B:]SIG[@秒]：时限前 signal_seconds 秒发 signal_number；signal_batch 为只发给批处理脚本
+    signal_number: int | None = None
+    signal_seconds: int | None = None
+    signal_batch: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+    )
 
 
 class Job(JobBase, table=True):
@@ -190,6 +203,15 @@ class Job(JobBase, table=True):
     array_max_running: int | None = None
     # 提交时按账户映射确定的 Unix 用户；为空表示以服务自身的用户运行（见 docs/security.md）
     run_as_user: str | None = Field(default=None, max_length=64)
+    # 重新排队的次数（SLURM_RESTART_COUNT、sacct 的 Restarts）
+    restart_count: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    # ---- 用量（批处理步，即脚本与它的全部子孙）：结束时由执行器测得，见 conductor/usage.py ----
+    # 整棵进程树的峰值常驻内存（字节）
+    max_rss_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    user_cpu_seconds: float | None = Field(default=None, sa_column=Column(Float))
+    system_cpu_seconds: float | None = Field(default=None, sa_column=Column(Float))
 
 
 class JobStep(SQLModel, table=True):
@@ -213,6 +235,11 @@ class JobStep(SQLModel, table=True):
     node_list: str | None = Field(default=None, sa_column=Column(Text))
     start_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     end_time: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # 用量：max_rss 为各任务进程树峰值中的最大者，ave_rss 为它们的平均（同 sacct 的 MaxRSS/AveRSS）
+    max_rss_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    ave_rss_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    user_cpu_seconds: float | None = Field(default=None, sa_column=Column(Float))
+    system_cpu_seconds: float | None = Field(default=None, sa_column=Column(Float))
 
 
 class SchedulerEpoch(SQLModel, table=True):
