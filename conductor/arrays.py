@@ -1,4 +1,4 @@
-"""作业数组：`--array` 写法的解析，以及输出文件名中 %A %a %j %x %u %N %n %t %% 的展开。"""
+"""作业数组：`--array` 写法的解析，以及输出文件名中 %A %a %j %J %x %u %N %n %t %% 的展开。"""
 
 from __future__ import annotations
 
@@ -80,6 +80,8 @@ def _table(
 ) -> dict[str, str]:
     return {
         "j": str(job_id),
+        # %J 为“作业号.步号”，批处理步只写作业号（同 Slurm 的 sbatch）
+        "J": str(job_id),
         "x": name,
         "u": account,
         "A": str(array_job_id if array_job_id is not None else job_id),
@@ -120,7 +122,7 @@ def expand_filename(
     array_task_id: int | None = None,
     node_name: str | None = None,
 ) -> str:
-    """展开 Slurm 文件名模式：%j 作业号、%x 作业名、%u 用户（账户）、%A 数组主作业号、%a 数组下标、
+    """展开 Slurm 文件名模式：%j 作业号、%J 作业号（批处理步）、%x 作业名、%u 用户（账户）、%A 数组主作业号、%a 数组下标、
     %N 短节点名、%n 节点序号、%t 任务序号（批处理脚本都为 0）、%% 百分号；数字可带宽度，
     如 %5j 补零（同 Slurm，最大 MAX_PAD；更大的宽度 ValueError，提交时由 check_filename 先行拒绝）。
 

@@ -50,6 +50,8 @@ def test_expand_filename() -> None:
     assert expand_filename("slurm-%j-%A-%a-%q", job_id=9, name="n", account="a") == (
         "slurm-9-9-4294967294-%q"
     )
+    # %J 是“作业号.步号”；批处理脚本的输出只写作业号（dask-jobqueue 的 -o dask-worker-%J.out 靠它）
+    assert expand_filename("w-%J.out", job_id=9, name="n", account="a") == "w-9.out"
 
 
 def test_parse_job_ref() -> None:
