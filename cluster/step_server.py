@@ -412,12 +412,13 @@ class StepServer:
         signals = [results.get(t.rank, (None, SIGKILL))[1] for t in lay.tasks]
         status = exit_status(codes, signals)
         hosts = [names[t.node_index] for t in lay.tasks]
-        send(steplink.exit_frame(codes, signals, status, hosts))
+        # 结局在发出退出帧之前定下：srun 收到退出帧就断开连接，断开会置位 cancelled
         used, ave_rss = summarize(usages.values())
         state, code = _step_state(cancelled, codes, signals), _exit_code(codes, signals)
         if used.oom_killed:
             # 同 Slurm：作业步里有进程被内存上限 OOM 杀掉，作业步即 OUT_OF_MEMORY，退出码 0:125
             state, code = "OUT_OF_MEMORY", OOM_EXIT_CODE
+        send(steplink.exit_frame(codes, signals, status, hosts))
         self.record("finish", step_id, state, code, step_usage(used, ave_rss))
 
     def _run_part(
