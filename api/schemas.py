@@ -309,6 +309,7 @@ class JobStats(BaseModel):
     cancelled: int = Field(0, description="已取消")
     timeout: int = Field(0, description="超时")
     node_fail: int = Field(0, description="节点失联")
+    out_of_memory: int = Field(0, description="超出内存上限（新增）")
 
 
 class GresStats(BaseModel):

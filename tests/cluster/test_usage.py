@@ -55,6 +55,12 @@ def test_a_job_over_its_memory_ends_out_of_memory(service: Service, tmp_path: Pa
     batch = _steps(service, job)[f"{job}.batch"]
     assert batch["state"] == "OUT_OF_MEMORY" and batch["exit_code"] == "0:125"
     assert _leftovers(job) == []
+    # 仪表盘的作业统计单独数它（触发器维护的计数，稍后才合并）
+    wait_for(
+        lambda: service.client.get("/dashboard").json()["job_stats"]["out_of_memory"] >= 1,
+        30,
+        what="仪表盘数到 OUT_OF_MEMORY 的作业",
+    )
 
 
 def test_a_job_within_its_memory_completes_with_its_peak(service: Service, tmp_path: Path) -> None:
