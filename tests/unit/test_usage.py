@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,7 @@ from conductor import usage
 from conductor.proctree import spawn
 from conductor.usage import Meter, Probe, Usage
 from harness.waiting import wait_for
+from tests.unit.test_executor import REPO_ROOT
 
 MB = 1 << 20
 # 分配 100 MB（逐页写入，真的驻留），再睡一会儿让采样看得见
@@ -156,3 +160,71 @@ def test_cgroup_joins_before_exec_even_as_another_user() -> None:
         assert f"{leaf.name}/nobody" in out.decode()
     finally:
         meter.close()
+
+
+@needs_cgroup
+def test_stale_empty_cgroups_are_swept_but_live_ones_stay() -> None:
+    """执行器被强制结束时留下的空 cgroup：下一个作业建 cgroup 时删掉空了很久的；刚建的、
+    里面还有进程的都不动（正在运行的作业不受影响）。"""
+    tag = uuid.uuid4().hex[:8]
+    stale = Meter(f"test-{tag}-stale", 0)
+    fresh = Meter(f"test-{tag}-fresh", 0)
+    busy = Meter(f"test-{tag}-busy", 0)
+    assert stale.cgroup and fresh.cgroup and busy.cgroup
+    stale.cgroup.leaf("batch")
+    probe = busy.probe("batch")
+    proc = spawn(["/bin/sleep", "60"], preexec_fn=probe.preexec())
+    probe.started(proc.pid)
+    old = time.time() - 2 * usage.STALE_AFTER
+    try:
+        for group in (stale.cgroup, busy.cgroup):
+            for d in group.dirs.values():
+                os.utime(d, (old, old))
+        nxt = Meter(f"test-{tag}-next", 0)
+        nxt.close()
+        assert not any(d.exists() for d in stale.cgroup.dirs.values())
+        assert all(d.exists() for d in fresh.cgroup.dirs.values())
+        assert all(d.exists() for d in busy.cgroup.dirs.values())
+    finally:
+        proc.kill()
+        proc.wait()
+        for m in (stale, fresh, busy):
+            m.close()
+    assert not any(d.exists() for m in (fresh, busy) for d in m.cgroup.dirs.values())  # type: ignore[union-attr]
+
+
+# 在没有可写 cgroup 的节点上运行执行器（非 root、只读的 cgroupfs）：以 nobody 运行要能执行服务的
+# Python（这里它在 0700 的 /root 下），所以改为让这个子进程里的检测答“没有”，其余全是真的
+NO_CGROUP = """
+import json, sys
+from conductor import usage
+usage.detect = lambda: None
+from cluster.executor import execute
+from conductor.jobspec import JobSpec
+from conductor.proctree import new_token
+wd = sys.argv[1]
+spec = JobSpec(job_id=7, name="t", account="a", partition="p", script=sys.stdin.read(),
+               environment={}, work_dir=wd, stdout_path=wd + "/out", stderr_path=wd + "/out",
+               ntasks_per_node=1, cpus_per_task=1, cpus=1, memory_bytes=50 << 20,
+               time_limit_seconds=60, node_name="n", token=new_token(), kill_wait=1.0)
+r = execute(spec)
+print(json.dumps({"code": r.returncode, "error": r.error, "usage": r.usage.as_dict()}))
+"""
+
+
+def test_without_a_cgroup_the_executor_samples_and_does_not_enforce(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", NO_CGROUP, str(tmp_path)],
+        input=f"python3 -c '{ALLOC_100}'\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # 50 MB 的 --mem 没有执行（没有 cgroup）：分配 100 MB 的作业照常完成，峰值由采样测得
+    assert (result["code"], result["error"]) == (0, None), (tmp_path / "out").read_text()
+    assert result["usage"]["max_rss_bytes"] >= 100 * MB
+    assert result["usage"]["oom_killed"] is False
+    assert result["usage"]["user_cpu_seconds"] > 0
