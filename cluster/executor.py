@@ -259,7 +259,7 @@ def execute(
         timed_out = not group.wait_exit(spec.time_limit_seconds)
         if timed_out:
             kill_job_tree(spec.token, grace=spec.kill_wait, group=group)
-        # wait4 而不是 wait：脚本的 rusage 含它等待过的子孙的 CPU 时间与最大单进程 RSS
+        # wait4 而不是 wait：脚本的 rusage 含它等待过的子孙的 CPU 时间（没有 cgroup 时用它）
         rusage = wait_rusage(proc)
         batch.stop_sampling()
         # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们。

@@ -511,15 +511,14 @@ class Meter:
 
     能建 cgroup 时 enforced 为真（limit_bytes 非 0 时内核执行上限）；close() 删除 cgroup。"""
 
-    def __init__(self, name: str, limit_bytes: int, use_cgroup: bool = True) -> None:
+    def __init__(self, name: str, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
-        self.cgroup = JobCgroup.create(name, limit_bytes) if use_cgroup else None
+        self.cgroup = JobCgroup.create(name, limit_bytes)
         self._lock = threading.Lock()
 
     @classmethod
-    def for_job(cls, job_id: int, token: str, limit_bytes: int, part: str = "") -> Meter:
-        suffix = f"-{part}" if part else ""
-        return cls(f"job{job_id}-{token[:12]}{suffix}", limit_bytes)
+    def for_job(cls, job_id: int, token: str, limit_bytes: int) -> Meter:
+        return cls(f"job{job_id}-{token[:12]}", limit_bytes)
 
     @property
     def enforced(self) -> bool:
