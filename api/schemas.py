@@ -220,6 +220,20 @@ class JobStep(BaseModel):
     end_time: str | None = Field(None, description="结束时间；未结束为 null")
     node_list: str = Field("", description="作业步用到的节点（主机列表写法）")
     ntasks: int | None = Field(None, description="任务数")
+    max_rss: str | None = Field(
+        None,
+        description="各任务进程树峰值内存中的最大者，sacct 的 MaxRSS 写法（如 100M、50.24M）；"
+        "未测得（未结束、旧作业）为 null",
+        examples=["100M"],
+    )
+    ave_rss: str | None = Field(None, description="各任务峰值内存的平均，sacct 的 AveRSS 写法")
+    max_rss_bytes: int | None = Field(None, description="max_rss 的字节数")
+    ave_rss_bytes: int | None = Field(None, description="ave_rss 的字节数")
+    user_cpu_seconds: float | None = Field(None, description="各任务的用户态 CPU 时间之和（秒）")
+    system_cpu_seconds: float | None = Field(None, description="各任务的内核态 CPU 时间之和（秒）")
+    total_cpu_seconds: float | None = Field(
+        None, description="用户态与内核态之和（秒），即 sacct 的 TotalCPU"
+    )
 
 
 class ArrayTask(BaseModel):
@@ -238,7 +252,8 @@ class JobQueryResponse(BaseModel):
 
     job_id: str = Field(description="作业 ID")
     state: str = Field(
-        description="状态：PENDING、RUNNING、COMPLETED、FAILED、CANCELLED、TIMEOUT、NODE_FAIL"
+        description="状态：PENDING、RUNNING、COMPLETED、FAILED、CANCELLED、TIMEOUT、NODE_FAIL、"
+        "OUT_OF_MEMORY（超出 --mem 被 OOM 终止，退出码 0:125）"
     )
     error_msg: str | None = Field(description="失败、超时或丢失的原因；正常时为 null")
     time: JobTimes = Field(description="时间信息")
@@ -294,6 +309,7 @@ class JobStats(BaseModel):
     cancelled: int = Field(0, description="已取消")
     timeout: int = Field(0, description="超时")
     node_fail: int = Field(0, description="节点失联")
+    out_of_memory: int = Field(0, description="超出内存上限（新增）")
 
 
 class GresStats(BaseModel):
@@ -371,6 +387,11 @@ class JobListItem(JobSummary, JobResources):
     array_task_id: int | None = Field(None, description="数组下标（新增）；不是数组为 null")
     nodes: int = Field(1, description="节点数（新增）：运行过的为分配到的，排队中的为请求的")
     steps: list[JobStep] = Field(default_factory=list, description="作业步（新增），同查询的 steps")
+    total_cpu_seconds: float | None = Field(
+        None,
+        description="作业的 CPU 时间（新增，秒）：批处理步与各作业步之和，即 sacct 作业行的 TotalCPU；"
+        "未测得为 null",
+    )
 
 
 class JobListResponse(BaseModel):

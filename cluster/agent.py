@@ -100,7 +100,7 @@ class NodeAgent:
 
     async def record_step(self, job_id: int, token: str, kind: str, *args: Any) -> None:
         """作业内步服务的记录：kind 为 start（步号、名称、任务数、节点列表）或 finish（步号、状态、
-        退出码）。写不进去只记日志：作业步记录不能拖住作业本身。"""
+        退出码、用量）。写不进去只记日志：作业步记录不能拖住作业本身。"""
         fn = steps.start_step if kind == "start" else steps.finish_step
         try:
             await asyncio.wait_for(

@@ -3,6 +3,8 @@
 脚本在自己的会话（进程组）中运行，stdout/stderr 直接写入作业文件；
 用 pidfd 等待进程结束，无轮询延迟；超时则 SIGTERM → 宽限 → SIGKILL 整棵进程树。
 脚本结束后，残留的后台子孙进程一律杀掉：作业的任何进程都不活过作业本身。
+用量（峰值内存、CPU 时间）与 --mem 的执行见 conductor.usage：能建 cgroup 时脚本在 exec 之前进入
+作业 cgroup 的 batch 叶子，本节点的作业步任务进同一作业 cgroup 的各自叶子；作业结束时删除 cgroup。
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from conductor.exec_result import ExecResult
 from conductor.fileopen import open_output
 from conductor.jobspec import JobSpec, build_env
 from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children, spawn
+from conductor.usage import Meter, Probe, wait_rusage
 
 
 def _open_output(path: str) -> int:
@@ -117,7 +120,12 @@ def read_failure(fd: int, timeout: float, limit: int = _FAILURE_MAX_BYTES) -> st
 
 
 def _start_as_user(
-    spec: JobSpec, entry: pwd.struct_passwd, groups: list[int], script: Path, env: dict[str, str]
+    spec: JobSpec,
+    entry: pwd.struct_passwd,
+    groups: list[int],
+    script: Path,
+    env: dict[str, str],
+    probe: Probe,
 ) -> tuple[subprocess.Popen[bytes], JobGroup]:
     """以 spec.run_as_user（uid、gid、initgroups 的附加组）启动作业。"""
     env = {
@@ -154,11 +162,13 @@ def _start_as_user(
             group=entry.pw_gid,
             extra_groups=groups,
             pass_fds=(env_fd,),
+            preexec_fn=probe.preexec(),
         )
     finally:
         os.close(wfd)
         os.close(env_fd)
     group = JobGroup(proc.pid)
+    probe.started(proc.pid)
     try:
         failure = read_failure(rfd, _REDIRECT_TIMEOUT)
     finally:
@@ -216,22 +226,30 @@ def execute(
         return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
     env = {**build_env(spec, os.environ, gpu_ids), "CONDUCTOR_NODE_ID": node_id}
+    # 作业在本节点的 cgroup（上限为它在本节点的内存）；建不了时采样测量、不限制
+    meter = Meter.for_job(spec.job_id, spec.token, spec.memory_limit())
+    batch = meter.probe("batch")
+    if steps is not None:
+        steps.meter = meter
     try:
         prepare_spool()
         if spec.run_as_user is not None:
             entry, groups = _user_identity(spec.run_as_user)
             _serve_steps(steps, env, (entry.pw_uid, entry.pw_gid, tuple(groups)))
             write_script(script, spec.script, entry)
-            proc, group = _start_as_user(spec, entry, groups, script, env)
+            proc, group = _start_as_user(spec, entry, groups, script, env, batch)
         else:
             _serve_steps(steps, env, None)
             write_script(script, spec.script)
-            proc = _start(spec, script, env, fds)
+            proc = _start(spec, script, env, fds, batch)
             group = JobGroup(proc.pid)
-    except (OSError, _UserError) as exc:
+            batch.started(proc.pid)
+    except (OSError, subprocess.SubprocessError, _UserError) as exc:
         script.unlink(missing_ok=True)
         if steps is not None:
             steps.close()
+        batch.finish(None)
+        meter.close()
         return ExecResult(returncode=None, error=f"作业无法启动：{exc}")
     finally:
         for fd in fds:
@@ -241,7 +259,9 @@ def execute(
         timed_out = not group.wait_exit(spec.time_limit_seconds)
         if timed_out:
             kill_job_tree(spec.token, grace=spec.kill_wait, group=group)
-        proc.wait()
+        # wait4 而不是 wait：脚本的 rusage 含它等待过的子孙的 CPU 时间（没有 cgroup 时用它）
+        rusage = wait_rusage(proc)
+        batch.stop_sampling()
         # 脚本已退出：清理它留在后台的子孙进程（含 setsid 逃出进程组的），再回收它们。
         # 首领已被回收、pid 可能复用：进程组经首领的 pidfd 指定，不会打中别人
         # 本节点上的作业步任务也是本进程的子进程，同样由这里杀掉；其他节点上的由步服务关闭时取消
@@ -250,9 +270,11 @@ def execute(
             _reap_leftovers()
         if steps is not None:
             steps.close()
-        return ExecResult(returncode=proc.returncode, timed_out=timed_out)
+        used = batch.finish(rusage)
+        return ExecResult(returncode=proc.returncode, timed_out=timed_out, usage=used)
     finally:
         group.close()
+        meter.close()
         # 启动标记留给代理删除：这里删了，代理恰在此刻检查期限时会误以为脚本从未启动
         script.unlink(missing_ok=True)
 
@@ -270,7 +292,7 @@ def _serve_steps(
 
 
 def _start(
-    spec: JobSpec, script: Path, env: dict[str, str], fds: list[int]
+    spec: JobSpec, script: Path, env: dict[str, str], fds: list[int], probe: Probe
 ) -> subprocess.Popen[bytes]:
     """以服务自身的用户启动作业：执行器打开日志文件交给脚本。"""
     Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
@@ -287,6 +309,7 @@ def _start(
         stderr=err_fd,
         env=env,
         start_new_session=True,
+        preexec_fn=probe.preexec(),
     )
 
 
@@ -300,7 +323,7 @@ def run_job(spec: JobSpec, recorder: ray.actor.ActorHandle | None = None) -> Exe
     node_id = ray.get_runtime_context().get_node_id()
     gpu_ids = ray.get_gpu_ids()
     group = get_current_placement_group()
-    remote = RayParts(group, spec.gpus, spec.kill_wait) if group is not None else None
+    remote = RayParts(group, spec.gpus, spec.kill_wait, spec) if group is not None else None
 
     def record(kind: str, *args: object) -> None:
         if recorder is not None:

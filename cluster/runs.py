@@ -41,6 +41,7 @@ from conductor.proctree import kill_job_tree_async
 from conductor.states import JobState
 from conductor.store.transitions import Outcome
 from conductor.timefmt import format_limit
+from conductor.usage import Usage
 
 log = logging.getLogger("conductor.agent")
 
@@ -69,6 +70,8 @@ class Run:
     gang: PlacementGroup | None = None
     namespace: str | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    # 执行器测得的批处理步用量（拿到 ExecResult 时记下，随结局上报）
+    usage: Usage | None = None
 
     @property
     def finished(self) -> bool:
@@ -207,7 +210,7 @@ async def _supervise(run: Run, budget: float) -> Verdict:
         kept = await asyncio.to_thread(read_result, result_file(spec.token))
         if kept is not None and kept[1] == spec.token:
             # 执行器写下结果之后、返回之前死了：结果是真实的
-            return _classify(kept[3], spec)
+            return _classify(kept[3], run)
         if isinstance(exc, NodeDiedError):
             return JobState.NODE_FAIL, None, node_lost_message(spec.node_name)
         return (
@@ -215,7 +218,7 @@ async def _supervise(run: Run, budget: float) -> Verdict:
             None,
             f"执行作业的进程意外退出（{type(exc).__name__}）：{_last_line(exc)}",
         )
-    return _classify(result, spec)
+    return _classify(result, run)
 
 
 async def _supervise_gang(run: Run, budget: float) -> Verdict:
@@ -307,7 +310,7 @@ def _conclude(run: Run, state: JobState, code: str | None, msg: str | None) -> O
             path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("作业 %s 的临时文件 %s 无法删除：%s", spec.job_id, path, exc)
-    return Outcome(spec.job_id, state, code, msg, spec.token)
+    return Outcome(spec.job_id, state, code, msg, spec.token, run.usage)
 
 
 async def _wait(fut: asyncio.Future[Any], timeout: float) -> bool:
@@ -317,11 +320,12 @@ async def _wait(fut: asyncio.Future[Any], timeout: float) -> bool:
     return fut.done()
 
 
-def _classify(result: object, spec: JobSpec) -> Verdict:
+def _classify(result: object, run: Run) -> Verdict:
     if not isinstance(result, ExecResult):
         # 例如 worker 被强制结束时 ray.get 可能返回 -9 而不是抛出异常（DESIGN.md）
         return JobState.FAILED, None, f"执行器返回了意外的结果（{type(result).__name__}）"
-    return classify(result, spec.time_limit_seconds)
+    run.usage = result.usage
+    return classify(result, run.spec.time_limit_seconds)
 
 
 def _last_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from conductor.exec_result import ExecResult
 from conductor.fileopen import open_regular
 from conductor.jobspec import JobSpec
+from conductor.usage import Usage
 
 
 def spool_location(euid: int, home: str, runtime_dir: str | None) -> Path:
@@ -117,7 +118,12 @@ def read_result(path: Path) -> tuple[int, str, int | None, ExecResult] | None:
             return None
         data = json.loads(raw)
         job_id, token, limit = data["job_id"], data["token"], data["time_limit_seconds"]
-        result = ExecResult(data["returncode"], bool(data["timed_out"]), data["error"])
+        result = ExecResult(
+            data["returncode"],
+            bool(data["timed_out"]),
+            data["error"],
+            Usage.from_dict(data.get("usage")),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     fields_ok = (

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import conductor
 from conductor import steplink
+from conductor.exec_result import OOM_EXIT_CODE
 from conductor.hostlist import compress
 from conductor.jobspec import JobSpec
 from conductor.proctree import TOKEN_VAR
@@ -41,17 +42,27 @@ from conductor.steps import (
     split_gpus,
     task_env,
 )
+from conductor.usage import Meter, TaskUsage, Usage, summarize
 
 log = logging.getLogger("conductor.steps")
 
 # 任务结局：rank →（退出码, 信号）
 Results = dict[int, tuple[int | None, int | None]]
-# 在其他节点上运行一部分任务：(分配下标, 任务, 每任务 GPU 数, 输出回调, 取消事件, kill_on_bad_exit)
-# → 结局（见 step_parts.RayParts）
+# 在其他节点上运行一部分任务：(分配下标, 任务, 每任务 GPU 数, 输出回调, 取消事件, kill_on_bad_exit,
+# 各任务用量的去处 rank → Usage) → 结局（见 step_parts.RayParts）
 RemotePart = Callable[
-    [int, list[LocalTask], int, Callable[[int, int, bytes], None], threading.Event, bool], Results
+    [
+        int,
+        list[LocalTask],
+        int,
+        Callable[[int, int, bytes], None],
+        threading.Event,
+        bool,
+        dict[int, Usage],
+    ],
+    Results,
 ]
-# 作业步记录：("start", 步号, 名称, 任务数, 节点列表) / ("finish", 步号, 状态, 退出码)
+# 作业步记录：("start", 步号, 名称, 任务数, 节点列表) / ("finish", 步号, 状态, 退出码, 用量)
 Recorder = Callable[..., None]
 
 SHIM_DIR = "bin"
@@ -200,6 +211,8 @@ class StepServer:
         self.active: set[threading.Event] = set()
         self.threads: list[threading.Thread] = []
         self.listener: socket.socket | None = None
+        # 作业在本节点的测量与内存上限（执行器启动脚本前设上）：本节点的任务进同一个作业 cgroup
+        self.meter: Meter | None = None
 
     def env(self, path: str) -> dict[str, str]:
         """加进作业环境的变量：步服务的套接字名，PATH 最前面是 srun 所在的目录。"""
@@ -372,6 +385,7 @@ class StepServer:
             send(steplink.output_frame(rank, stream, data))
 
         results: Results = {}
+        usages: dict[int, Usage] = {}
         threads = []
         for index, tasks in parts.items():
             thread = threading.Thread(
@@ -384,6 +398,8 @@ class StepServer:
                     cancelled,
                     req.kill_on_bad_exit,
                     results,
+                    step_id,
+                    usages,
                 ),
                 name=f"step-{step_id}-{index}",
                 daemon=True,
@@ -396,10 +412,14 @@ class StepServer:
         signals = [results.get(t.rank, (None, SIGKILL))[1] for t in lay.tasks]
         status = exit_status(codes, signals)
         hosts = [names[t.node_index] for t in lay.tasks]
+        # 结局在发出退出帧之前定下：srun 收到退出帧就断开连接，断开会置位 cancelled
+        used, ave_rss = summarize(usages.values())
+        state, code = _step_state(cancelled, codes, signals), _exit_code(codes, signals)
+        if used.oom_killed:
+            # 同 Slurm：作业步里有进程被内存上限 OOM 杀掉，作业步即 OUT_OF_MEMORY，退出码 0:125
+            state, code = "OUT_OF_MEMORY", OOM_EXIT_CODE
         send(steplink.exit_frame(codes, signals, status, hosts))
-        self.record(
-            "finish", step_id, _step_state(cancelled, codes, signals), _exit_code(codes, signals)
-        )
+        self.record("finish", step_id, state, code, step_usage(used, ave_rss))
 
     def _run_part(
         self,
@@ -410,20 +430,31 @@ class StepServer:
         cancelled: threading.Event,
         kill_on_bad_exit: bool,
         results: Results,
+        step_id: int = 0,
+        usages: dict[int, Usage] | None = None,
     ) -> None:
+        measured: dict[int, Usage] = {}
         try:
             if index == 0:
-                part = run_node_tasks(tasks, emit, cancelled, kill_on_bad_exit, self.spec.kill_wait)
+                tu = TaskUsage(self.meter, f"step{step_id}")
+                part = run_node_tasks(
+                    tasks, emit, cancelled, kill_on_bad_exit, self.spec.kill_wait, tu
+                )
+                measured = tu.results
             elif self.remote is None:
                 raise RuntimeError("多节点作业步缺少远端执行器")
             else:
-                part = self.remote(index, tasks, gpus_per_task, emit, cancelled, kill_on_bad_exit)
+                part = self.remote(
+                    index, tasks, gpus_per_task, emit, cancelled, kill_on_bad_exit, measured
+                )
         except Exception as exc:  # noqa: BLE001 - 一个节点出错：这部分任务记为被杀，其余照常收尾
             log.warning("作业 %s 的作业步在节点 %s 上出错：%s", self.spec.job_id, index, exc)
             for task in tasks:
                 emit(task.rank, 2, f"srun: error: {self.alloc[index].name}: {exc}\n".encode())
             part = {t.rank: (None, SIGKILL) for t in tasks}
         results.update(part)
+        if usages is not None:
+            usages.update(measured)
         if kill_on_bad_exit and any(r != (0, None) for r in part.values()):
             cancelled.set()
 
@@ -510,6 +541,16 @@ def _step_state(
     if all(c == 0 for c in codes) and not any(signals):
         return "COMPLETED"
     return "CANCELLED" if cancelled.is_set() else "FAILED"
+
+
+def step_usage(used: Usage, ave_rss: int | None) -> dict[str, Any]:
+    """交给代理记进 job_steps 的用量（普通 dict：经 Ray 传给代理）。"""
+    return {
+        "max_rss_bytes": used.max_rss_bytes,
+        "ave_rss_bytes": ave_rss,
+        "user_cpu_seconds": used.user_cpu_seconds,
+        "system_cpu_seconds": used.system_cpu_seconds,
+    }
 
 
 def _exit_code(codes: Sequence[int | None], signals: Sequence[int | None]) -> str:

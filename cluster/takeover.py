@@ -37,7 +37,7 @@ async def collect_results(db: AgentDb, reporter: Reporter) -> None:
         if jobs.get(token) != job_id:
             continue
         state, code, msg = classify(result, limit)
-        outcomes.append(Outcome(job_id, state, code, msg, token))
+        outcomes.append(Outcome(job_id, state, code, msg, token, result.usage))
     try:
         await db.run_retrying(transitions.finish, outcomes)
     except Exception as exc:  # noqa: BLE001 - 写不进的交给上报循环逐个重试

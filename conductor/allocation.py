@@ -13,6 +13,7 @@ from typing import Any
 from conductor.hostlist import compress
 from conductor.models import Job
 from conductor.resources import Resources, format_tres
+from conductor.slurm_output import convert_num_unit
 from conductor.states import JobState
 from conductor.timefmt import iso_utc
 
@@ -70,6 +71,35 @@ def _step(
     }
 
 
+def _cpu_total(user: float | None, system: float | None) -> float | None:
+    if user is None and system is None:
+        return None
+    return (user or 0.0) + (system or 0.0)
+
+
+def step_usage(
+    max_rss: int | None, ave_rss: int | None, user: float | None, system: float | None
+) -> dict[str, Any]:
+    """作业步的用量字段：原始数（字节、秒）与 sacct 的写法（MaxRSS、AveRSS 如 "100M"）；未测得为 None。"""
+    return {
+        "max_rss": None if max_rss is None else convert_num_unit(max_rss),
+        "ave_rss": None if ave_rss is None else convert_num_unit(ave_rss),
+        "max_rss_bytes": max_rss,
+        "ave_rss_bytes": ave_rss,
+        "user_cpu_seconds": user,
+        "system_cpu_seconds": system,
+        "total_cpu_seconds": _cpu_total(user, system),
+    }
+
+
+def total_cpu_seconds(job: Job, recorded: Sequence[Mapping[str, Any]]) -> float | None:
+    """作业的 TotalCPU（同 sacct 作业行）：批处理步与各作业步的 CPU 时间之和；都没测得为 None。"""
+    parts = [_cpu_total(job.user_cpu_seconds, job.system_cpu_seconds)]
+    parts += [_cpu_total(r.get("user_cpu_seconds"), r.get("system_cpu_seconds")) for r in recorded]
+    known = [p for p in parts if p is not None]
+    return sum(known) if known else None
+
+
 def steps(job: Job, recorded: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """sacct 那样的作业步：先是由作业行推出的 12.batch（开始运行过才有），再是记下的 12.0、12.1…
 
@@ -90,6 +120,10 @@ def steps(job: Job, recorded: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
             end_time=iso_utc(job.end_time),
             node_list=names[0] if names else "",
             ntasks=1,
+            # 批处理步只有一个任务：平均即峰值
+            **step_usage(
+                job.max_rss_bytes, job.max_rss_bytes, job.user_cpu_seconds, job.system_cpu_seconds
+            ),
         )
     ]
     for r in recorded:
@@ -104,6 +138,12 @@ def steps(job: Job, recorded: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
                 end_time=iso_utc(r.get("end_time")),
                 node_list=r.get("node_list") or "",
                 ntasks=r.get("ntasks"),
+                **step_usage(
+                    r.get("max_rss_bytes"),
+                    r.get("ave_rss_bytes"),
+                    r.get("user_cpu_seconds"),
+                    r.get("system_cpu_seconds"),
+                ),
             )
         )
     return shown

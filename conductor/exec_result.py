@@ -7,15 +7,20 @@ from dataclasses import dataclass
 
 from conductor.states import JobState
 from conductor.timefmt import format_limit
+from conductor.usage import Usage
+
+# Slurm 的 SIG_OOM（253，slurm_protocol_defs.h）当作等待状态写进退出码：sacct 显示为 0:125
+OOM_EXIT_CODE = "0:125"
 
 
 @dataclass(frozen=True)
 class ExecResult:
-    """执行器的返回值。error 非空表示脚本没能启动。"""
+    """执行器的返回值。error 非空表示脚本没能启动；usage 为批处理步（脚本及其子孙）的用量。"""
 
     returncode: int | None
     timed_out: bool = False
     error: str | None = None
+    usage: Usage | None = None
 
 
 def format_exit_code(returncode: int | None) -> str | None:
@@ -44,6 +49,13 @@ def classify(
     if result.timed_out:
         limit = format_limit(time_limit_seconds)
         return JobState.TIMEOUT, code, f"超过时间限制（{limit}），作业已被终止"
+    if result.usage is not None and result.usage.oom_killed:
+        # 同 Slurm：批处理步里有进程被内存上限 OOM 杀掉，作业即 OUT_OF_MEMORY（脚本本身退出 0 也是）
+        return (
+            JobState.OUT_OF_MEMORY,
+            OOM_EXIT_CODE,
+            "作业的进程超出内存上限（--mem），被内核的 OOM 终止",
+        )
     rc = result.returncode
     if rc == 0:
         return JobState.COMPLETED, code, None

@@ -90,6 +90,16 @@ class JobSpec:
     def node_names(self) -> tuple[str, ...]:
         return tuple(m.node_name for m in self.allocation) or (self.node_name,)
 
+    def memory_limit(self, index: int = 0) -> int:
+        """作业在分配的第 index 个节点上的内存（字节，--mem 按节点计），即该节点 cgroup 的上限；0 为不限。
+
+        --mem=0 的作业拿整个节点的内存（认领时记下），不知道时为 0。"""
+        if self.allocation:
+            return self.allocation[index].memory
+        if self.whole_node_memory:
+            return self.node_memory or self.memory_bytes
+        return self.memory_bytes
+
     @property
     def total_tasks(self) -> int:
         return self.ntasks or self.ntasks_per_node

@@ -259,6 +259,22 @@ def _cpu_time_str(seconds: float) -> str:
     return f"00:{minutes:02d}:{sec:02d}"
 
 
+def convert_num_unit(num: float) -> str:
+    """sacct 的 MaxRSS、AveRSS 写法（src/common/slurm_protocol_api.c 的 convert_num_unit2，单位从
+    字节起、按 1024 一路换到最大的单位）：整数为 "100M"，有小数为 "50.24M"，0 为 "0"。"""
+    if int(num) == 0:
+        return "0"
+    units = "\0KMGTP"
+    index = 0
+    while num >= 1024:
+        num /= 1024
+        index += 1
+    suffix = units[index] if index < len(units) else "?"
+    suffix = "" if suffix == "\0" else suffix
+    whole = int(num)
+    return f"{whole}{suffix}" if whole == num else f"{num:.2f}{suffix}"
+
+
 def _local(dt: datetime, tz: tzinfo) -> str:
     # slurm_make_time_str 的默认格式 "%FT%T"，按本地时区（这里由 tz 代替 TZ 环境变量）
     return dt.astimezone(tz).strftime("%Y-%m-%dT%H:%M:%S")

@@ -16,6 +16,7 @@ class JobState(StrEnum):
     CANCELLED = "CANCELLED"  # 用户取消
     TIMEOUT = "TIMEOUT"  # 超过时间限制被终止
     NODE_FAIL = "NODE_FAIL"  # 运行作业的节点失联
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"  # 作业的进程超出内存上限（--mem），被内核 OOM 杀掉
 
     @property
     def is_terminal(self) -> bool:
@@ -23,7 +24,14 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES: frozenset[JobState] = frozenset(
-    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT, JobState.NODE_FAIL}
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.NODE_FAIL,
+        JobState.OUT_OF_MEMORY,
+    }
 )
 
 # RUNNING -> PENDING 仅用于调度器在派发前崩溃、作业确定从未启动时的重新排队
@@ -37,6 +45,7 @@ ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
             JobState.CANCELLED,
             JobState.TIMEOUT,
             JobState.NODE_FAIL,
+            JobState.OUT_OF_MEMORY,
         }
     ),
 }

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import selectors
 import shutil
@@ -20,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from conductor.proctree import JobGroup, spawn
+from conductor.usage import Probe, TaskUsage, wait_rusage
 
 # 所有任务都结束后，等后台进程被杀、管道读完的最长时间：逃出进程组的进程（setsid）可能一直占着管道
 _DRAIN_TIMEOUT = 2.0
@@ -74,10 +74,13 @@ def _resolve(task: LocalTask) -> str | None:
 
 
 class _Running:
-    def __init__(self, task: LocalTask, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, task: LocalTask, proc: subprocess.Popen[bytes], probe: Probe | None = None
+    ) -> None:
         self.task = task
         self.proc = proc
         self.group = JobGroup(proc.pid)
+        self.probe = probe
         self.result: tuple[int | None, int | None] | None = None
 
     def check_exit(self) -> bool:
@@ -116,20 +119,22 @@ def run_node_tasks(
     cancelled: threading.Event,
     kill_on_bad_exit: bool = False,
     grace: float = 1.0,
+    usage: TaskUsage | None = None,
 ) -> dict[int, tuple[int | None, int | None]]:
     """运行本节点的任务直到全部结束，返回 rank →（退出码, 信号），二者恰有一个不为 None。
 
     输出随到随交给 emit(rank, 1|2, data)（不等进程结束）。cancelled 被置位时：向每个任务的进程组
     发 SIGTERM，等 grace 秒，再 SIGKILL。kill_on_bad_exit 时一个任务非零退出（或被信号杀死）
     同样终止其余任务。命令找不到时该任务的 stderr 上是 Slurm 的原文，退出码为 errno（ENOENT 即 2）。
-    返回时本函数启动的进程（及留在其进程组里的子孙）都已结束。"""
+    返回时本函数启动的进程（及留在其进程组里的子孙）都已结束。
+    给出 usage 时测量每个启动了的任务（进程树的峰值内存与 CPU），写进 usage.results。"""
     results: dict[int, tuple[int | None, int | None]] = {}
     files = _Files()
     sel = selectors.DefaultSelector()
     running: list[_Running] = []
     try:
         for task in tasks:
-            started = _start(task, emit, files, sel)
+            started = _start(task, emit, files, sel, usage)
             if isinstance(started, tuple):
                 results[task.rank] = started
             else:
@@ -141,10 +146,12 @@ def run_node_tasks(
             r.group.signal(signal.SIGKILL)
         _drain(sel, emit, time.monotonic() + _DRAIN_TIMEOUT)
         for r in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                r.proc.wait(timeout=_DRAIN_TIMEOUT)
+            # wait4 而不是 wait：要它的 rusage（含它等待过的子孙的 CPU 时间）
+            ru = wait_rusage(r.proc, _DRAIN_TIMEOUT)
             r.group.wait_members_gone(_DRAIN_TIMEOUT)
             r.group.close()
+            if r.probe is not None and usage is not None:
+                usage.results[r.task.rank] = r.probe.finish(ru)
             if r.result is None and r.proc.returncode is not None:
                 rc = r.proc.returncode
                 r.result = (rc, None) if rc >= 0 else (None, -rc)
@@ -156,7 +163,11 @@ def run_node_tasks(
 
 
 def _start(
-    task: LocalTask, emit: Emit, files: _Files, sel: selectors.BaseSelector
+    task: LocalTask,
+    emit: Emit,
+    files: _Files,
+    sel: selectors.BaseSelector,
+    usage: TaskUsage | None = None,
 ) -> _Running | tuple[int | None, int | None]:
     exe = _resolve(task)
     if exe is None:
@@ -174,6 +185,10 @@ def _start(
     if task.identity is not None:
         uid, gid, groups = task.identity
         who = {"user": uid, "group": gid, "extra_groups": list(groups)}
+    probe = usage.probe(task.rank) if usage is not None else None
+    if probe is not None:
+        # exec 之前进入任务自己的 cgroup 叶子（有 cgroup 时）：它的子孙一出生就在里面
+        who["preexec_fn"] = probe.preexec()
     try:
         proc = spawn(
             [exe, *task.argv[1:]],
@@ -187,7 +202,15 @@ def _start(
             close_fds=True,
             **who,
         )
+    except subprocess.SubprocessError as exc:
+        # preexec_fn 失败：进不了作业的 cgroup（不让任务逃出内存上限运行）
+        if probe is not None:
+            probe.finish(None)
+        _stderr_message(task, f"slurmstepd: error: 任务无法放进作业的 cgroup：{exc}\n", emit, files)
+        return (1, None)
     except OSError as exc:
+        if probe is not None:
+            probe.finish(None)  # 关掉事先打开的 cgroup.procs
         errno = exc.errno or 1
         if not os.path.isdir(task.cwd):
             # mgr.c 的原文
@@ -196,7 +219,9 @@ def _start(
             text = f"slurmstepd: error: execve(): {exe}: {os.strerror(errno)}\n"
         _stderr_message(task, text, emit, files)
         return (errno, None)
-    run = _Running(task, proc)
+    if probe is not None:
+        probe.started(proc.pid)
+    run = _Running(task, proc, probe)
     for stream, pipe in ((1, proc.stdout), (2, proc.stderr)):
         if pipe is not None:
             os.set_blocking(pipe.fileno(), False)

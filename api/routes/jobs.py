@@ -278,6 +278,7 @@ def list_jobs(
                 array_task_id=j.array_task_id,
                 nodes=allocation.node_count(j),
                 steps=_steps(j, recorded),
+                total_cpu_seconds=allocation.total_cpu_seconds(j, recorded.get(j.id or 0, [])),
                 **job_resources(j, capacities),
             )
             for j in page

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -61,7 +61,9 @@ def start_step(
 
 _FINISH = text(
     """
-    UPDATE job_steps SET state = :state, exit_code = :exit_code, end_time = clock_timestamp()
+    UPDATE job_steps SET state = :state, exit_code = :exit_code, end_time = clock_timestamp(),
+           max_rss_bytes = :max_rss_bytes, ave_rss_bytes = :ave_rss_bytes,
+           user_cpu_seconds = :user_cpu_seconds, system_cpu_seconds = :system_cpu_seconds
     FROM jobs
     WHERE job_steps.job_id = :job_id AND job_steps.step_id = :step_id
           AND job_steps.state = 'RUNNING' AND jobs.id = job_steps.job_id AND jobs.token = :token
@@ -70,10 +72,36 @@ _FINISH = text(
 )
 
 
+# 作业步用量的键（执行器测得，见 step_server.step_usage）：值为 None 或数
+USAGE_KEYS = ("max_rss_bytes", "ave_rss_bytes", "user_cpu_seconds", "system_cpu_seconds")
+
+
+def _usage_params(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    usage = usage or {}
+    params: dict[str, Any] = {}
+    for key in USAGE_KEYS:
+        value = usage.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise ValueError(f"作业步用量 {key} 应为非负数：{value!r}")
+        if value is not None and key.endswith("_bytes"):
+            value = int(value)
+        params[key] = value
+    return params
+
+
 def finish_step(
-    session: Session, job_id: int, token: str, step_id: int, state: str, exit_code: str
+    session: Session,
+    job_id: int,
+    token: str,
+    step_id: int,
+    state: str,
+    exit_code: str,
+    usage: Mapping[str, Any] | None = None,
 ) -> bool:
-    """记下作业步结束：state 为 STEP_ENDS 之一，exit_code 为 Slurm 的 code:signal（如 0:0、1:0、0:9）。
+    """记下作业步结束：state 为 STEP_ENDS 之一，exit_code 为 Slurm 的 code:signal（如 0:0、1:0、0:9）；
+    usage 为用量（键见 USAGE_KEYS，缺的记 NULL）。
 
     只改仍为 RUNNING、且作业令牌相符的行（作业已取消而进程还在宽限期内时也照记）；返回是否改了。"""
     if state not in STEP_ENDS:
@@ -88,13 +116,15 @@ def finish_step(
             "step_id": step_id,
             "state": state,
             "exit_code": exit_code,
+            **_usage_params(usage),
         },
     ).first()
     return row is not None
 
 
 _OF = text(
-    "SELECT job_id, step_id, name, state, exit_code, ntasks, node_list, start_time, end_time "
+    "SELECT job_id, step_id, name, state, exit_code, ntasks, node_list, start_time, end_time, "
+    "max_rss_bytes, ave_rss_bytes, user_cpu_seconds, system_cpu_seconds "
     "FROM job_steps WHERE job_id = ANY(:ids) ORDER BY job_id, step_id"
 )
 
@@ -102,7 +132,8 @@ _OF = text(
 def steps_of(session: Session, job_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
     """这些作业记下的作业步，按编号排序；每个给出的作业号都有一项（没有作业步为空列表）。
 
-    每行的键：step_id（整数）、name、state、exit_code、ntasks、node_list、start_time、end_time。"""
+    每行的键：step_id（整数）、name、state、exit_code、ntasks、node_list、start_time、end_time，
+    以及用量 max_rss_bytes、ave_rss_bytes、user_cpu_seconds、system_cpu_seconds（未测得为 None）。"""
     found: dict[int, list[dict[str, Any]]] = {j: [] for j in job_ids}
     if not job_ids:
         return found

@@ -20,6 +20,7 @@ from conductor.arrays import expand_node
 from conductor.models import RUNNABLE
 from conductor.policy import Placement
 from conductor.states import JobState, can_transition, sources_of
+from conductor.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Outcome:
     exit_code: str | None
     error_msg: str | None
     token: str | None = None
+    # 批处理步（脚本及其子孙）的用量：与资源一同写进作业行（已取消的作业也写）
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,13 @@ def _sources(*targets: JobState) -> str:
 
 
 # 执行结束时可以写下的终态；CANCELLED 只由用户的取消写入
-EXECUTION_ENDS = (JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.NODE_FAIL)
+EXECUTION_ENDS = (
+    JobState.COMPLETED,
+    JobState.FAILED,
+    JobState.TIMEOUT,
+    JobState.NODE_FAIL,
+    JobState.OUT_OF_MEMORY,
+)
 
 
 # 热路径上的语句在模块加载时构造一次，不在每次调用时重建
@@ -200,17 +209,21 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
         params,
     )
     changed_ids = [r[0] for r in changed]
-    release(session, ids, codes, tokens)
+    release(session, ids, codes, tokens, [o.usage for o in outcomes])
     return changed_ids
 
 
-# 归还资源，每个作业只一次
+# 归还资源，每个作业只一次；顺带记下执行器测得的批处理步用量
 _RELEASE = text(
     """
     UPDATE jobs SET released_at = clock_timestamp(),
-           exit_code = COALESCE(jobs.exit_code, v.exit_code)
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[]), CAST(:tokens AS text[]))
-         AS v(id, exit_code, token)
+           exit_code = COALESCE(jobs.exit_code, v.exit_code),
+           max_rss_bytes = COALESCE(v.rss, jobs.max_rss_bytes),
+           user_cpu_seconds = COALESCE(v.ucpu, jobs.user_cpu_seconds),
+           system_cpu_seconds = COALESCE(v.scpu, jobs.system_cpu_seconds)
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[]), CAST(:tokens AS text[]),
+                CAST(:rss AS bigint[]), CAST(:ucpu AS float8[]), CAST(:scpu AS float8[]))
+         AS v(id, exit_code, token, rss, ucpu, scpu)
     WHERE jobs.id = v.id AND jobs.node_id IS NOT NULL AND jobs.released_at IS NULL
           AND (v.token IS NULL OR jobs.token = v.token)
     RETURNING jobs.id
@@ -223,8 +236,9 @@ def release(
     job_ids: Sequence[int],
     exit_codes: Sequence[str | None] | None = None,
     tokens: Sequence[str | None] | None = None,
+    usages: Sequence[Usage | None] | None = None,
 ) -> list[int]:
-    """归还资源，每个作业只归还一次；顺带补上尚缺的退出码。返回本次释放的作业 id。
+    """归还资源，每个作业只归还一次；顺带补上尚缺的退出码与批处理步的用量。返回本次释放的作业 id。
 
     给出令牌时只释放该次认领占用的资源。
     """
@@ -232,9 +246,17 @@ def release(
         return []
     codes = list(exit_codes) if exit_codes is not None else [None] * len(job_ids)
     fences = list(tokens) if tokens is not None else [None] * len(job_ids)
+    used = [u or Usage() for u in usages] if usages is not None else [Usage()] * len(job_ids)
     rows = session.execute(
         _RELEASE,
-        {"ids": list(job_ids), "codes": codes, "tokens": fences},
+        {
+            "ids": list(job_ids),
+            "codes": codes,
+            "tokens": fences,
+            "rss": [u.max_rss_bytes for u in used],
+            "ucpu": [u.user_cpu_seconds for u in used],
+            "scpu": [u.system_cpu_seconds for u in used],
+        },
     )
     released = [r[0] for r in rows]
     close_steps(session, job_ids, fences)

@@ -22,6 +22,7 @@ from conductor.settings import Settings
 from conductor.states import JobState
 from conductor.store import steps, transitions
 from conductor.store.transitions import Outcome
+from conductor.usage import Usage
 
 ADMIN = Principal(account=None, admin=True)
 
@@ -115,3 +116,57 @@ def test_the_account_limit_reason_counts_every_node(database_url: str, rt: Runti
     single = add_job(rt.engine, cpus=3)
     assert routes.query(str(job), ADMIN, limited).state_reason == "AssocGrpCpuLimit"
     assert routes.query(str(single), ADMIN, limited).state_reason != "AssocGrpCpuLimit"
+
+
+def test_usage_is_stored_with_the_outcome_and_shown_in_steps(rt: Runtime) -> None:
+    """执行器测得的用量：批处理步的随结局写进作业行（已取消的作业也写），作业步的随作业步的结束写进
+    job_steps；查询与列表的 steps 给出原始数与 sacct 写法，列表另给作业的 TotalCPU。"""
+    job = add_job(rt.engine, cpus=1)
+    cancelled = add_job(rt.engine, cpus=1)
+    with session_scope(rt.engine) as s:
+        transitions.claim(
+            s,
+            [Placement(job, "id1", "node01"), Placement(cancelled, "id1", "node01")],
+            ["tok", "tok2"],
+            ["agent", "agent"],
+            1,
+        )
+        steps.start_step(s, job, "tok", 0, "python3", 2, "node01")
+        used = {
+            "max_rss_bytes": 200 << 20,
+            "ave_rss_bytes": 150 << 20,
+            "user_cpu_seconds": 2.0,
+            "system_cpu_seconds": 0.5,
+        }
+        assert steps.finish_step(s, job, "tok", 0, "OUT_OF_MEMORY", "0:125", used)
+        with pytest.raises(ValueError, match="max_rss_bytes"):
+            steps.finish_step(s, job, "tok", 0, "COMPLETED", "0:0", {"max_rss_bytes": -1})
+        transitions.cancel(s, cancelled)
+        batch = Usage(100 << 20, 1.0, 0.25, oom_killed=True)
+        transitions.finish(
+            s,
+            [
+                Outcome(job, JobState.OUT_OF_MEMORY, "0:125", "超出内存", "tok", batch),
+                Outcome(cancelled, JobState.FAILED, "0:15", None, "tok2", Usage(5 << 20, 0.1, 0.0)),
+            ],
+        )
+    with rt.engine.connect() as conn:
+        sql = "SELECT id, state, max_rss_bytes, user_cpu_seconds, system_cpu_seconds FROM jobs"
+        rows = {r[0]: tuple(r[1:]) for r in conn.execute(text(sql))}
+    assert rows[job] == ("OUT_OF_MEMORY", 100 << 20, 1.0, 0.25)
+    assert rows[cancelled] == ("CANCELLED", 5 << 20, 0.1, 0.0)
+
+    body = routes.query(str(job), ADMIN, rt)
+    assert body.state == "OUT_OF_MEMORY" and body.detail.exit_code == "0:125"
+    b, s0 = body.steps
+    assert (b.max_rss, b.max_rss_bytes, b.total_cpu_seconds) == ("100M", 100 << 20, 1.25)
+    assert (s0.state, s0.exit_code, s0.max_rss, s0.ave_rss) == (
+        "OUT_OF_MEMORY",
+        "0:125",
+        "200M",
+        "150M",
+    )
+    assert (s0.user_cpu_seconds, s0.system_cpu_seconds, s0.total_cpu_seconds) == (2.0, 0.5, 2.5)
+    items = {i.job_id: i for i in routes.list_jobs(ADMIN, rt).jobs}
+    assert items[job].total_cpu_seconds == 3.75
+    assert items[job].steps[1].max_rss == "200M"

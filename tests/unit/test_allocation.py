@@ -104,6 +104,14 @@ def test_steps_begin_with_the_batch_step() -> None:
         "end_time": "2025-11-07T10:05:00Z",
         "node_list": "node01",
         "ntasks": 1,
+        # 这一行没有用量记录（旧行、执行器没测到）
+        "max_rss": None,
+        "ave_rss": None,
+        "max_rss_bytes": None,
+        "ave_rss_bytes": None,
+        "user_cpu_seconds": None,
+        "system_cpu_seconds": None,
+        "total_cpu_seconds": None,
     }
     assert (first["step_id"], first["state"], first["node_list"]) == (
         "12.0",
@@ -114,3 +122,38 @@ def test_steps_begin_with_the_batch_step() -> None:
     running = job(state=JobState.RUNNING, node_id="i", node_name="n1", start_time=T0)
     (only,) = allocation.steps(running, [])
     assert (only["state"], only["end_time"], only["exit_code"]) == ("RUNNING", None, None)
+
+
+def test_steps_show_usage_in_sacct_form_and_job_total_cpu() -> None:
+    """批处理步的用量取自作业行，作业步的取自记录；MaxRSS/AveRSS 为 sacct 的写法，TotalCPU 为
+    用户态 + 内核态；作业的 TotalCPU 为全部步之和。"""
+    done = job(
+        state=JobState.COMPLETED,
+        exit_code="0:0",
+        node_id="id1",
+        node_name="node01",
+        start_time=T0,
+        end_time=T1,
+        max_rss_bytes=100 * 2**20,
+        user_cpu_seconds=1.5,
+        system_cpu_seconds=0.25,
+    )
+    recorded = [
+        {"step_id": 0, "name": "a", "state": "COMPLETED", "exit_code": "0:0", "ntasks": 2,
+         "node_list": "node01", "start_time": T0, "end_time": T1,
+         "max_rss_bytes": 52678656, "ave_rss_bytes": 1024, "user_cpu_seconds": 2.0,
+         "system_cpu_seconds": 1.0},
+        {"step_id": 1, "name": "b", "state": "RUNNING", "exit_code": None, "ntasks": 1,
+         "node_list": "node01", "start_time": T0, "end_time": None},
+    ]  # fmt: skip
+    batch, first, running = allocation.steps(done, recorded)
+    assert (batch["max_rss"], batch["ave_rss"], batch["max_rss_bytes"]) == (
+        "100M",
+        "100M",
+        100 << 20,
+    )
+    assert batch["total_cpu_seconds"] == 1.75
+    assert (first["max_rss"], first["ave_rss"], first["total_cpu_seconds"]) == ("50.24M", "1K", 3.0)
+    assert (running["max_rss"], running["total_cpu_seconds"]) == (None, None)
+    assert allocation.total_cpu_seconds(done, recorded) == 4.75
+    assert allocation.total_cpu_seconds(job(), []) is None

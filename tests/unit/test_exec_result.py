@@ -6,6 +6,7 @@ import pytest
 
 from conductor.exec_result import ExecResult, classify, signal_name
 from conductor.states import JobState
+from conductor.usage import Usage
 
 
 def test_zero_is_completed() -> None:
@@ -82,3 +83,15 @@ def test_error_takes_precedence_over_timeout_and_returncode() -> None:
         "0:0",
         err,
     )
+
+
+def test_oom_kill_is_out_of_memory_with_slurms_exit_code() -> None:
+    """批处理步里有进程被 OOM 杀掉：OUT_OF_MEMORY，退出码同 sacct 的 0:125（SIG_OOM）；
+    脚本自己被杀（-9）或仍以 0 退出都一样。"""
+    for rc in (-9, 0, 1):
+        state, code, msg = classify(ExecResult(rc, usage=Usage(1, 0.0, 0.0, True)), None)
+        assert (state, code) == (JobState.OUT_OF_MEMORY, "0:125")
+        assert msg is not None and "内存" in msg
+    # 没有 OOM 的用量不改变结局；超时优先于 OOM
+    assert classify(ExecResult(0, usage=Usage(1, 0.1, 0.1)), None)[0] is JobState.COMPLETED
+    assert classify(ExecResult(-9, True, usage=Usage(oom_killed=True)), 60)[0] is JobState.TIMEOUT

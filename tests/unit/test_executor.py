@@ -42,7 +42,7 @@ from conductor.proctree import new_token
 wd = sys.argv[1]
 spec = JobSpec(job_id=1, name="t", account="a", partition="p", script=sys.stdin.read(),
                environment={}, work_dir=wd, stdout_path=wd + "/out", stderr_path=wd + "/out",
-               ntasks_per_node=1, cpus_per_task=1, cpus=1, memory_bytes=1 << 20,
+               ntasks_per_node=1, cpus_per_task=1, cpus=1, memory_bytes=256 << 20,
                time_limit_seconds=30, node_name="n", token=new_token(), kill_wait=1.0)
 result = execute(spec)
 children = open(f"/proc/self/task/{os.getpid()}/children").read().split()

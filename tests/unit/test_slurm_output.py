@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from conductor.slurm_output import (
+    convert_num_unit,
     format_sacct,
     format_squeue,
     from_api,
@@ -368,6 +369,40 @@ def test_sacct_time_and_usage_fields() -> None:
     assert format_sacct([wide], ["AllocCPUS%3", "Elapsed%4"], "none", False, False, NOW) == (
         "123456 00:00:59 \n"
     )
+
+
+@pytest.mark.parametrize(
+    ("num", "text"),
+    [
+        (0, "0"),
+        (512, "512"),
+        (1024, "1K"),
+        (1536, "1.50K"),
+        (100 << 20, "100M"),
+        (52678656, "50.24M"),
+        (3 << 30, "3G"),
+        (1 << 50, "1P"),
+    ],
+)
+def test_convert_num_unit_like_slurm(num: int, text: str) -> None:
+    """convert_num_unit2 的默认换算（sacct 不带 --units）：按 1024 换到最大单位，整数不带小数。"""
+    assert convert_num_unit(num) == text
+
+
+def test_sacct_shows_step_usage_from_the_api() -> None:
+    """REST 的作业步带 max_rss/ave_rss（sacct 写法）与 total_cpu_seconds：sacct 原样显示在作业步行，
+    作业行的 MaxRSS 为空（同 Slurm），TotalCPU 为作业的合计。"""
+    job = finished(total_cpu_seconds=3.25)
+    job["steps"] = [
+        {"step_id": "20.batch", "name": "batch", "state": "COMPLETED", "exit_code": "0:0",
+         "start_time": "2024-05-01T11:00:00Z", "end_time": "2024-05-01T11:00:59Z",
+         "node_list": "node01", "ntasks": 1, "max_rss": "100M", "ave_rss": "100M",
+         "total_cpu_seconds": 3.25},
+    ]  # fmt: skip
+    out = format_sacct([job], ["JobID", "MaxRSS", "AveRSS", "TotalCPU"], "p2", False, False, NOW)
+    lines = out.splitlines()
+    assert lines[0].split("|")[1:] == ["", "", "00:03.250"]
+    assert lines[1].split("|")[1:] == ["100M", "100M", "00:03.250"]
 
 
 def test_sacct_date_too_narrow() -> None:

@@ -21,14 +21,22 @@ EXPECTED_ALLOWED: set[tuple[JobState, JobState]] = {
     (S.RUNNING, S.CANCELLED),
     (S.RUNNING, S.TIMEOUT),
     (S.RUNNING, S.NODE_FAIL),
+    (S.RUNNING, S.OUT_OF_MEMORY),
 }
 
 ALL_PAIRS = list(itertools.product(list(JobState), repeat=2))
 
 
 def test_terminal_states_exact() -> None:
-    """终态恰好是这五个，且 is_terminal 与集合一致。"""
-    assert {S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMEOUT, S.NODE_FAIL} == TERMINAL_STATES
+    """终态恰好是这六个，且 is_terminal 与集合一致。"""
+    assert {
+        S.COMPLETED,
+        S.FAILED,
+        S.CANCELLED,
+        S.TIMEOUT,
+        S.NODE_FAIL,
+        S.OUT_OF_MEMORY,
+    } == TERMINAL_STATES
     for state in JobState:
         assert state.is_terminal is (state in TERMINAL_STATES)
     assert not S.PENDING.is_terminal
@@ -62,6 +70,7 @@ def test_no_self_transitions() -> None:
         (S.CANCELLED, (S.PENDING, S.RUNNING)),
         (S.TIMEOUT, (S.RUNNING,)),
         (S.NODE_FAIL, (S.RUNNING,)),
+        (S.OUT_OF_MEMORY, (S.RUNNING,)),
     ],
     ids=lambda v: v.value if isinstance(v, JobState) else "",
 )

@@ -26,7 +26,7 @@ from conductor.proctree import new_token
 wd = sys.argv[1]
 spec = JobSpec(job_id=12, name="t", account="a", partition="p", script=sys.stdin.read(),
                environment={}, work_dir=wd, stdout_path=wd + "/out", stderr_path=wd + "/err",
-               ntasks_per_node=2, cpus_per_task=1, cpus=2, memory_bytes=1 << 20,
+               ntasks_per_node=2, cpus_per_task=1, cpus=2, memory_bytes=256 << 20,
                time_limit_seconds=60, node_name="n1", token=new_token(), kill_wait=1.0, ntasks=2)
 records = []
 steps = StepServer(spec, "node-a", [], install_shim(prepare_spool()),
@@ -64,7 +64,14 @@ def test_srun_runs_every_task_with_slurm_variables_and_labels(tmp_path: Path) ->
     lines = r["out"].splitlines()
     assert sorted(lines[:2]) == ["0: 0 2 0 node-a", "1: 1 2 0 node-a"]
     assert lines[2] == "rc=0"
-    assert r["records"] == [["start", 0, "bash", 2, "n1"], ["finish", 0, "COMPLETED", "0:0"]]
+    start, finish = r["records"]
+    assert start == ["start", 0, "bash", 2, "n1"]
+    assert finish[:4] == ["finish", 0, "COMPLETED", "0:0"]
+    # 作业步的用量：两个任务的峰值（最大、平均）与 CPU 时间之和
+    used = finish[4]
+    assert set(used) == {"max_rss_bytes", "ave_rss_bytes", "user_cpu_seconds", "system_cpu_seconds"}
+    assert used["max_rss_bytes"] > 0 and 0 < used["ave_rss_bytes"] <= used["max_rss_bytes"]
+    assert used["user_cpu_seconds"] >= 0 and used["system_cpu_seconds"] >= 0
     assert r["children"] == []
 
 
@@ -79,7 +86,7 @@ def test_srun_exits_with_the_highest_task_code_and_reports_it(tmp_path: Path) ->
     assert "rc=4" in r["out"]
     assert "srun: error: n1: task 0: Exited with exit code 3" in r["err"]
     assert "srun: error: n1: task 1: Exited with exit code 4" in r["err"]
-    assert r["records"][-1] == ["finish", 0, "FAILED", "4:0"]
+    assert r["records"][-1][:4] == ["finish", 0, "FAILED", "4:0"]
 
 
 def test_a_step_larger_than_the_allocation_fails_with_slurms_message(tmp_path: Path) -> None:
@@ -132,3 +139,18 @@ def test_interrupting_srun_kills_its_tasks(tmp_path: Path) -> None:
         pid = int((tmp_path / name).read_text())
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert r["children"] == []
+
+
+def test_a_step_over_the_jobs_memory_is_out_of_memory(tmp_path: Path) -> None:
+    """作业步的任务超出作业的内存（这里 256 MB）：有 cgroup 时被内核 OOM 杀掉，作业步记为
+    OUT_OF_MEMORY、退出码 0:125（同 sacct）；批处理脚本本身照常结束。"""
+    import pytest
+
+    from conductor import usage
+
+    if usage.detect() is None:
+        pytest.skip("需要 root 与可写的 memory cgroup")
+    r = _run("srun -n1 python3 -c 'b = bytearray(400 << 20)'\necho rc=$?\n", tmp_path)
+    assert r["code"] == 0, r
+    assert r["records"][-1][:4] == ["finish", 0, "OUT_OF_MEMORY", "0:125"]
+    assert "rc=0" not in r["out"]
