@@ -154,6 +154,26 @@ class Api:
             if not cursor:
                 return
 
+    def jobs_for(
+        self, refs: Sequence[str], params: Sequence[tuple[str, Any]] = ()
+    ) -> list[dict[str, Any]]:
+        """引用（12、12_3、12.batch）所涉及的作业：12 本身（job_id）与以 12 为主作业号的数组任务
+        （array_job_id），去重。服务端不认 job_id 参数时会多返回作业，调用方照样按引用过滤。"""
+        if not refs:
+            return list(self.jobs(params))
+        bare = [r.split(".", 1)[0] for r in refs]
+        bases = sorted({b.split("_", 1)[0] for b in bare}, key=int)
+        queries = []
+        plain = [b for b in bases if b in bare]
+        if plain:
+            queries.append([*params, *(("job_id", b) for b in plain)])
+        queries += [[*params, ("array_job_id", b)] for b in bases]
+        found: dict[int, dict[str, Any]] = {}
+        for query in queries:
+            for item in self.jobs(query):
+                found.setdefault(int(item["job_id"]), item)
+        return list(found.values())
+
     def job_path(self, job_id: str, action: str = "") -> str:
         return f"/jobs/{quote(job_id, safe='_')}{action}"
 

@@ -191,13 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     names = set(split_list(args.name)) if args.name else set()
     accounts = set(split_list(args.accounts)) if args.accounts else set()
     partitions = set(split_list(args.partition)) if args.partition else set()
-    query: list[tuple[str, Any]] = [("job_id", r.split(".")[0].split("_")[0]) for r in refs]
-    query += [("user", u) for u in sorted(users)]
+    query: list[tuple[str, Any]] = [("user", u) for u in sorted(users)]
     with connect(PROG) as api:
         try:
             items = [
                 _with_user(j)
-                for j in api.jobs(query)
+                for j in api.jobs_for(refs, query)
                 if (not refs or _matches(j, refs))
                 and selected(j, start, end, states)
                 and (not names or j.get("name") in names)

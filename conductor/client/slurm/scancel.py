@@ -115,11 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     with connect(PROG) as api:
         try:
             query: list[tuple[str, Any]] = [("state", s) for s in ("PENDING", "RUNNING")]
-            query += [("job_id", r.split("_")[0]) for r in refs]
             query += [("user", u) for u in sorted(users)]
             active = [
                 j
-                for j in api.jobs(query)
+                for j in api.jobs_for(refs, query)
                 if j["state"] in ACTIVE_STATES
                 and (states is None or j["state"] in states)
                 and (not users or (j.get("user") or j.get("account")) in users)

@@ -188,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     if wanted is not None and wanted <= SERVER_STATES:
         # 只把服务端认得的状态交给它过滤；含别的状态（如 OOM）时全取回来在本地过滤
         query += [("state", s) for s in sorted(wanted)]
-    query += [("job_id", r.split("_")[0]) for r in refs]
     query += [("user", u) for u in sorted(users)]
     if len(accounts) == 1:
         query.append(("account", next(iter(accounts))))
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             items = [
                 j
-                for j in api.jobs(query)
+                for j in api.jobs_for(refs, query)
                 if (wanted is None or j["state"] in wanted)
                 and (j["state"] not in FINISHED_STATES or _finished_recently(j, now))
                 and (not refs or _ref_matches(j, refs))
@@ -225,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             perror("slurm_load_jobs error", exc.detail)
         except Unreachable as exc:
             perror("slurm_load_jobs error", str(exc))
+    # 服务端还没有 user 字段时，用户即账户（同查询接口的 detail.user）
+    items = [i if i.get("user") else {**i, "user": i.get("account")} for i in items]
     items.sort(key=sort_key)
     tz = datetime.now().astimezone().tzinfo or UTC
     out = ""
