@@ -132,11 +132,13 @@ def test_sbatch_errors_are_slurm_shaped_and_submit_nothing(
     assert run(api, user, "sacct", "-n", "-X").stdout == ""  # 什么也没有提交
 
 
-def test_sbatch_wait_exits_with_the_jobs_exit_code(api: LiveApi, user: str) -> None:
-    proc = run(api, user, "sbatch", "-W", "--mem=100M", "--wrap", "exit 3")
+def test_sbatch_wait_exits_with_the_jobs_exit_code(api: LiveApi, user: str, tmp_path: Path) -> None:
+    proc = run(api, user, "sbatch", "-W", "--mem=100M", "--wrap", "exit 3", cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr
     job = submitted(subprocess.CompletedProcess([], 0, proc.stdout, ""))
-    ok = run(api, user, "sbatch", "--parsable", "--wait", "--mem=100M", "--wrap", "true")
+    ok = run(
+        api, user, "sbatch", "--parsable", "--wait", "--mem=100M", "--wrap", "true", cwd=tmp_path
+    )
     assert ok.returncode == 0
     sacct = run(api, user, "sacct", "-j", str(job), "-o", "JobID,State,ExitCode", "-P")
     assert sacct.stdout == f"JobID|State|ExitCode\n{job}|FAILED|3:0\n{job}.batch|FAILED|3:0\n"
@@ -191,10 +193,22 @@ def test_hold_update_show_release_squeue_and_cancel(
     assert run(api, user, "squeue", "-h", "--me").stdout == ""
 
 
-def test_scancel_array_tasks_and_unknown_ids(service: Service, api: LiveApi, user: str) -> None:
+def test_scancel_array_tasks_and_unknown_ids(
+    service: Service, api: LiveApi, user: str, tmp_path: Path
+) -> None:
     array = parsable(
         run(
-            api, user, "sbatch", "--parsable", "-a", "0-2", "-H", "--mem=10M", "--wrap", "sleep 300"
+            api,
+            user,
+            "sbatch",
+            "--parsable",
+            "-a",
+            "0-2",
+            "-H",
+            "--mem=10M",
+            "--wrap",
+            "sleep 300",
+            cwd=tmp_path,
         )
     )
     cancel = run(api, user, "scancel", f"{array}_[0-1]")
@@ -270,8 +284,10 @@ def test_sinfo_and_scontrol_show_node_partition(api: LiveApi, user: str) -> None
     not HAS_REQUEUE,
     reason="POST /jobs/{id}/requeue 尚未在本分支上（另一位同事在加），合并后此测试应取消跳过",
 )
-def test_scontrol_requeue(service: Service, api: LiveApi, user: str) -> None:
-    job = parsable(run(api, user, "sbatch", "--parsable", "--mem=10M", "--wrap", "sleep 300"))
+def test_scontrol_requeue(service: Service, api: LiveApi, user: str, tmp_path: Path) -> None:
+    job = parsable(
+        run(api, user, "sbatch", "--parsable", "--mem=10M", "--wrap", "sleep 300", cwd=tmp_path)
+    )
     service.wait_state(job, "RUNNING")
     proc = run(api, user, "scontrol", "requeue", str(job))
     assert proc.returncode == 0, proc.stderr
@@ -331,3 +347,16 @@ def test_issue_pipeline_runs_unchanged(
         "-n",
     )
     assert done.stdout == f"{first}|COMPLETED|0:0\n{second}|COMPLETED|0:0\n"
+    # submitit 用的写法
+    submitit = run(
+        api, user, "sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", f"{first},{second}"
+    )
+    rows = submitit.stdout.splitlines()
+    assert rows[0] == "JobID|State|NodeList"
+    assert [r.split("|")[:2] for r in rows[1:]] == [
+        [str(first), "COMPLETED"],
+        [f"{first}.batch", "COMPLETED"],
+        [str(second), "COMPLETED"],
+        [f"{second}.batch", "COMPLETED"],
+    ]
+    assert all(r.split("|")[2] not in ("", "None assigned") for r in rows[1:])
