@@ -209,6 +209,10 @@ def _sinfo_cell(letter: str, g: _Group | None, width: int) -> tuple[str, bool]:
         "h": "OVERSUBS",
         "g": "GROUPS",
         "R": "PARTITION",
+        "z": "S:C:T",
+        "d": "TMP_DISK",
+        "w": "WEIGHT",
+        "E": "REASON",
     }
     if g is None:
         return headers[letter], letter != "N"
@@ -263,17 +267,26 @@ def _sinfo_cell(letter: str, g: _Group | None, width: int) -> tuple[str, bool]:
             return "NO", True
         case "g":
             return "all", True
+        case "z":
+            # 与 scontrol show node 一致：每个 CPU 记作一个插槽（Ray 不报告拓扑）
+            return _cpus_range(g) + ":1:1", True
+        case "d":
+            return "0", True
+        case "w":
+            return "1", True
+        case "E":
+            return "none", True
     raise AssertionError(letter)
 
 
-SINFO_LETTERS = frozenset("PRalLDtTNCcGfFAmsrhg")
+SINFO_LETTERS = frozenset("PRalLDtTNCcGfFAmsrhgzdwE")
 # sinfo 的全部字段字母（src/sinfo/opts.c 的 fmt_data）：区分“Slurm 没有”与“尚未支持”
 _SLURM_SINFO_LETTERS = frozenset("aABcCdDeEfFgGhHiIlLmMnNoOpPrRsStTuUvVwXYzZ")
 
 DEFAULT_SINFO_FORMAT = "%9P %.5a %.10l %.6D %.6t %N"
 LONG_SINFO_FORMAT = "%9P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"
 NODE_SINFO_FORMAT = "%N %.6D %.9P %6t"
-NODE_LONG_SINFO_FORMAT = "%N %.6D %.9P %.11T %4c %.6m %.8f"
+NODE_LONG_SINFO_FORMAT = "%N %.6D %.9P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E"
 
 
 @dataclass(frozen=True)

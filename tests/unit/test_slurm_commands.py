@@ -144,6 +144,24 @@ def test_scancel_refuses_unknown_signals(text: str) -> None:
         scancel.signal_name(text)
 
 
+def test_records_fill_optional_fields_from_what_the_list_has() -> None:
+    from conductor.client.slurm.records import convert_mb, normalize
+
+    item = normalize(
+        {
+            "account": "a",
+            "tres_req_str": "cpu=4,mem=2G,node=2",
+            "tres_alloc_str": "cpu=4",
+            "nodes": 2,
+        }
+    )
+    assert (item["user"], item["alloc_tres"], item["req_mem"]) == ("a", "cpu=4", "1G")
+    assert (
+        normalize({"user": "u", "account": "a", "memory_bytes": 100 * 2**20})["req_mem"] == "100M"
+    )
+    assert [convert_mb(m) for m in (100, 1024, 1500, 2**20)] == ["100M", "1G", "1.46G", "1T"]
+
+
 # —— sacct 的时间窗 ——
 
 

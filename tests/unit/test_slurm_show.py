@@ -73,6 +73,15 @@ def test_node_oriented_view() -> None:
     )
 
 
+def test_node_oriented_long_view() -> None:
+    # -N -l："nodelist:0 ,nodes:.6 ,partition:.9 ,statelong:.11 ,cpus:4 ,socketcorethread:.8 ,
+    # memory:.6 ,disk:.8 ,weight:.6 ,features:.8 ,reason:20"
+    assert format_sinfo(PARTS, NODES[3:], per_node=True, long=True) == (
+        "NODELIST   NODES PARTITION       STATE CPUS    S:C:T MEMORY TMP_DISK WEIGHT AVAIL_FE REASON              \n"
+        "node4          1      long   allocated 8       8:1:1      1        0      1   (null) none                \n"
+    )
+
+
 def test_custom_format_fields() -> None:
     fmt = "%P|%a|%l|%D|%t|%N|%C|%G|%T|%F"
     assert format_sinfo(PARTS[:2], NODES, fmt) == (
@@ -109,7 +118,7 @@ def test_unknown_format_letters_are_refused() -> None:
     with pytest.raises(ValueError, match="Slurm 没有这个字段字母"):
         format_sinfo(PARTS, NODES, "%P %y")
     with pytest.raises(ValueError, match="尚未支持"):
-        format_sinfo(PARTS, NODES, "%P %E")
+        format_sinfo(PARTS, NODES, "%P %H")
 
 
 def test_dashboard_node_info_converts() -> None:

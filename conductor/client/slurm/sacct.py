@@ -26,6 +26,7 @@ from conductor.client.slurm.grammar import (
     split_list,
 )
 from conductor.client.slurm.http import ApiError, Unreachable, connect, die, entry
+from conductor.client.slurm.records import normalize
 from conductor.slurm_time import SlurmTimeError, parse_slurm_time
 
 PROG = "sacct"
@@ -50,6 +51,7 @@ HELP = """\
       --name=作业名,…       只列这些作业名
   -a, --allusers            列出所有用户的作业
   -u, --user=用户,…         只列这些用户的作业
+      --me                  只列自己的作业
   -A, --accounts=账户,…     只列这些账户的作业
   -r, --partition=分区,…    只列这些分区的作业
       --help                显示本帮助
@@ -72,6 +74,7 @@ def _parser() -> SlurmParser:
     p.add_argument("--name")
     p.add_argument("-a", "--allusers", action="store_true")
     p.add_argument("-u", "--user", "--uid", dest="user")
+    p.add_argument("--me", action="store_true")
     p.add_argument("-A", "--accounts")
     p.add_argument("-r", "--partition")
     p.add_argument("-D", "--duplicates", action="store_true")
@@ -129,13 +132,6 @@ def selected(
     return submit <= end and (finished is None or finished >= start)
 
 
-def _with_user(item: dict[str, Any]) -> dict[str, Any]:
-    # 服务端还没有 user 字段时，用户即账户（同查询接口的 detail.user）
-    if not item.get("user"):
-        item = {**item, "user": item.get("account")}
-    return item
-
-
 def _matches(item: dict[str, Any], refs: list[str]) -> bool:
     for ref in refs:
         ref = ref.split(".", 1)[0]
@@ -184,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         ["JobID", "State", "ExitCode"] if args.brief else (args.format or None)
     )
     users: set[str] = set()
-    if args.user:
-        users = set(split_list(args.user))
+    if args.user or args.me:
+        users = set(split_list(args.user)) if args.user else set()
+        if args.me:
+            users.add(current_user())
     elif not args.allusers and not refs:
         users = {current_user()}
     names = set(split_list(args.name)) if args.name else set()
@@ -195,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     with connect(PROG) as api:
         try:
             items = [
-                _with_user(j)
+                normalize(j)
                 for j in api.jobs_for(refs, query)
                 if (not refs or _matches(j, refs))
                 and selected(j, start, end, states)

@@ -17,6 +17,7 @@ from typing import Any
 from conductor import slurm_show
 from conductor.client.slurm.grammar import GrammarError, expand_job_ids, split_list
 from conductor.client.slurm.http import Api, ApiError, Unreachable, connect, entry, perror
+from conductor.client.slurm.records import memory_mb
 from conductor.client.slurm.sinfo import load
 from conductor.timefmt import parse_time_limit
 
@@ -76,7 +77,7 @@ def job_show(
         limit = item["time_limit_seconds"]
     else:
         limit = parse_time_limit(times.get("limit_time") or "UNLIMITED")
-    memory = item.get("memory_bytes")
+    memory = memory_mb({**detail, **item})
     tres = detail.get("tres_alloc_str") or detail.get("tres_req_str")
     return slurm_show.JobShow(
         job_id=int(query["job_id"]),
@@ -110,7 +111,7 @@ def job_show(
         num_tasks=detail.get("ntasks"),
         cpus_per_task=item.get("cpus_per_task"),
         tres=tres,
-        min_memory_mb=None if memory is None else int(memory) // (1024 * 1024),
+        min_memory_mb=memory,
         features=detail.get("constraints"),
         work_dir=detail.get("work_dir") or item.get("work_dir"),
         stdout=item.get("stdout_path"),

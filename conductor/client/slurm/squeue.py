@@ -23,6 +23,7 @@ from conductor.client.slurm.grammar import (
     split_list,
 )
 from conductor.client.slurm.http import ApiError, Unreachable, connect, die, entry, perror
+from conductor.client.slurm.records import normalize
 
 PROG = "squeue"
 # GET /jobs 的 state 参数认得的状态（conductor/states.py）
@@ -224,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             perror("slurm_load_jobs error", exc.detail)
         except Unreachable as exc:
             perror("slurm_load_jobs error", str(exc))
-    # 服务端还没有 user 字段时，用户即账户（同查询接口的 detail.user）
-    items = [i if i.get("user") else {**i, "user": i.get("account")} for i in items]
+    items = [normalize(i) for i in items]
     items.sort(key=sort_key)
     tz = datetime.now().astimezone().tzinfo or UTC
     out = ""
