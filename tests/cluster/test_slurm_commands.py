@@ -174,6 +174,8 @@ def test_hold_update_show_release_squeue_and_cancel(
         "TimeLimit=00:05:00" in show.stdout and f"Priority=7 Nice=0 Account={user} " in show.stdout
     )
     assert f"\n   WorkDir={tmp_path}\n" in show.stdout and show.stdout.endswith("\n\n")
+    every = run(api, user, "scontrol", "-o", "show", "job")
+    assert any(ln.startswith(f"JobId={job} JobName=held ") for ln in every.stdout.splitlines())
     released = run(api, user, "scontrol", "release", str(job))
     assert released.returncode == 0, released.stderr
     service.wait_state(job, "RUNNING")

@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conductor import slurm_show
-from conductor.client.slurm.grammar import GrammarError, expand_job_ids, split_list
+from conductor.client.slurm.grammar import (
+    FINISHED_STATES,
+    GrammarError,
+    expand_job_ids,
+    split_list,
+)
 from conductor.client.slurm.http import Api, ApiError, Unreachable, connect, entry, perror
 from conductor.client.slurm.records import memory_mb
 from conductor.client.slurm.sinfo import load
@@ -23,6 +28,7 @@ from conductor.timefmt import parse_time_limit
 
 PROG = "scontrol"
 NO_VAL = 4294967294
+MIN_JOB_AGE = 300  # Slurm 的 MinJobAge 默认值（秒）：show job 不带作业号时只列这么久内结束的
 
 HELP = """\
 用法：scontrol [-o] 命令 [参数...]
@@ -121,6 +127,11 @@ def job_show(
     )
 
 
+def _recent(end: Any, now: datetime) -> bool:
+    ended = _ts(end)
+    return ended is None or (now - ended).total_seconds() <= MIN_JOB_AGE
+
+
 def _list_item(api: Api, job_id: int) -> dict[str, Any] | None:
     for item in api.jobs([("job_id", job_id)]):
         if int(item["job_id"]) == job_id:
@@ -132,7 +143,12 @@ def _show_job(api: Api, target: str | None, one_liner: bool) -> int:
     now = datetime.now(UTC)
     tz = datetime.now().astimezone().tzinfo or UTC
     if target is None:
-        items = list(api.jobs([]))
+        # 同 slurmctld 内存里的作业：未结束的，与最近 MinJobAge（300 秒）内结束的
+        items = [
+            j
+            for j in api.jobs([])
+            if j["state"] not in FINISHED_STATES or _recent(j.get("end_time"), now)
+        ]
         shows = []
         for item in sorted(items, key=lambda j: int(j["job_id"])):
             query = api.request("GET", f"/jobs/query/{item['job_id']}")
