@@ -213,10 +213,32 @@ def test_scancel_array_tasks_and_unknown_ids(
             cwd=tmp_path,
         )
     )
+    wrapped = parsable(
+        run(
+            api,
+            user,
+            "sbatch",
+            "--parsable",
+            "-a",
+            "1-2",
+            "--mem=10M",
+            "--wrap",
+            "echo $SLURM_ARRAY_TASK_ID",
+            cwd=tmp_path,
+        )
+    )
+    for task in (1, 2):
+        # 作业数组的默认输出同 sbatch：slurm-%A_%a.out
+        out = tmp_path / f"slurm-{wrapped}_{task}.out"
+        wait_for(
+            lambda out=out, task=task: out.exists() and out.read_text() == f"{task}\n",
+            60,
+            what="数组任务输出",
+        )
     cancel = run(api, user, "scancel", f"{array}_[0-1]")
     assert cancel.returncode == 0, cancel.stderr
     states = run(api, user, "squeue", "-h", "-t", "all", "-o", "%i %T", "--me")
-    assert sorted(states.stdout.splitlines()) == [
+    assert sorted(ln for ln in states.stdout.splitlines() if ln.startswith(f"{array}_")) == [
         f"{array}_0 CANCELLED",
         f"{array}_1 CANCELLED",
         f"{array}_2 PENDING",

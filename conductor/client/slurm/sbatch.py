@@ -52,6 +52,8 @@ USAGE = """\
 服务地址取环境变量 CONDUCTOR_URL。
 """
 
+ARRAY_OUTPUT = "slurm-%A_%a.out"
+
 # sbatch 命令本身的选项（其余交给 conductor/client/sbatch.py）
 _OWN_FLAGS = {
     "--parsable": "parsable",
@@ -218,6 +220,11 @@ def build(
         )
     except directives.SbatchError as exc:
         die(PROG, exc.message)
+    if opts.array is not None and opts.output is None:
+        # 同 sbatch：作业数组的默认输出为 slurm-%A_%a.out（每个任务一个文件）
+        payload["job"]["standard_output"] = ARRAY_OUTPUT
+        if opts.error is None:
+            payload["job"]["standard_error"] = ARRAY_OUTPUT
     return payload, opts.ignored
 
 
