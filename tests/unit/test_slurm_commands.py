@@ -101,6 +101,13 @@ def test_sbatch_long_option_prefixes_and_wrap() -> None:
     )
 
 
+def test_sbatch_flags_with_optional_values_and_unknown_options_reach_the_parser() -> None:
+    cmd = sbatch.parse_command(["--exclusive=user", "-Z", "--frob=1", "job.sh"])
+    assert cmd.tokens == ["--exclusive=user", "-Z", "--frob=1"]
+    with pytest.raises(directives.SbatchError, match="不认识的选项：'-Z'"):
+        directives.parse_args(cmd.tokens)
+
+
 def test_sbatch_ambiguous_prefix_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         sbatch.parse_command(["--gpus-per", "1"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -158,10 +159,10 @@ def _take(cmd: Command, name: str, value: str | None, original: str | None = Non
         cmd.wrap = value
     elif value is None:
         cmd.tokens.append(original or name)
-    elif name in directives._OPTIONAL_VALUE_FLAGS or not name.startswith("--"):
-        cmd.tokens += [name, value] if not name.startswith("--") else [f"{name}={value}"]
+    elif name.startswith("--"):
+        cmd.tokens.append(f"{name}={value}")  # 也包括 --exclusive=user 这类可带值的开关
     else:
-        cmd.tokens.append(f"{name}={value}")
+        cmd.tokens += [name, value]
 
 
 def wrap_script(command: str) -> str:
@@ -201,9 +202,7 @@ def _check_script(text: str) -> None:
         )
 
 
-def build(
-    cmd: Command, environ: dict[str, str] | os._Environ[str]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+def build(cmd: Command, environ: Mapping[str, str]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """命令行 → POST /jobs/submit 的请求体与被忽略的选项（指令或选项无效时报错退出）。"""
     try:
         cli = directives.parse_args(cmd.tokens)  # 先查选项：写错的选项不该被当成脚本名
