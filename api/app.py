@@ -11,7 +11,17 @@ from fastapi import FastAPI
 from api import docs, errors, openapi, ui
 from api.auth import AuthGate, announce
 from api.request_guard import BodyLimit
-from api.routes import control, dashboard, health, jobs, login, logs, metrics, submit
+from api.routes import (
+    control,
+    dashboard,
+    health,
+    jobs,
+    login,
+    logs,
+    metrics,
+    partitions,
+    submit,
+)
 from api.runtime import Runtime
 
 
@@ -44,7 +54,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     # 最后加入的中间件在最外层：先认证，再读请求体
     app.add_middleware(AuthGate, runtime=runtime)
-    for module in (submit, jobs, dashboard, health, control, logs):
+    for module in (submit, jobs, dashboard, health, control, logs, partitions):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     app.include_router(metrics.router)
     app.include_router(

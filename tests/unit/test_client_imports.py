@@ -51,6 +51,9 @@ NO_DB = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
         ["token", "create", "--account", "a", "--database-url", NO_DB],
         ["token", "revoke", "1", "--database-url", NO_DB],
         ["queue", "--help"],
+        # Slurm 替身命令经 conductor 转交：同样不带上服务端的库
+        ["squeue", "--help"],
+        ["sbatch", "--help"],
     ],
     ids=lambda a: " ".join(a[:2]),
 )
