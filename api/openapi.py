@@ -116,6 +116,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "放行被挂起的作业（新增）",
         "response": {"msg": "作业 42：放行了 1 个排队中的作业"},
     },
+    ("post", "/jobs/{job_id}/requeue"): {
+        "summary": "重新排队运行中或已结束的作业（新增，scontrol requeue）",
+        "response": {"msg": "作业 42 已重新排队（原状态 RUNNING，第 1 次重启）"},
+    },
+    ("post", "/jobs/{job_id}/signal"): {
+        "summary": "给运行中的作业发信号而不取消它（新增，scancel --signal）",
+        "request": {"signal": "USR1", "batch": False, "full": False},
+        "response": {"msg": "作业 42：信号 USR1 已发给作业步的任务（2 个进程）"},
+    },
     ("patch", "/jobs/{job_id}"): {
         "summary": "修改排队中作业的优先级或时限（新增）",
         "request": {"priority": 100, "time_limit": "2:00:00"},

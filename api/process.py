@@ -19,6 +19,7 @@ import uvicorn
 
 from api.app import create_app
 from api.runtime import Runtime
+from cluster import service_url
 from cluster.bootstrap import connect_ray, ensure_scheduler
 from cluster.client import ClusterClient
 from conductor.db import make_engine
@@ -119,6 +120,8 @@ def main() -> None:
         ready.fail(_startup_reason(exc))
         raise SystemExit(4) from exc
     log.info("Ray 仪表盘：%s", runtime.cluster.dashboard_url())
+    # 作业里的 Slurm 命令经 CONDUCTOR_URL 找到本 API（执行器从 GCS 读它）
+    service_url.publish(service_url.service_url(settings), settings.namespace)
     threading.Thread(target=_watch_ray, name="ray-watchdog", daemon=True).start()
     log.info("Conductor API 监听 http://%s:%s", settings.host, settings.port)
     config = uvicorn.Config(create_app(runtime), log_level="info")

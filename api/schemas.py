@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -13,6 +13,7 @@ from conductor.dependencies import parse_dependency
 from conductor.jobspec import changes_shell_startup
 from conductor.memory import parse_memory
 from conductor.priority import MAX_PRIORITY, MIN_PRIORITY
+from conductor.signalspec import parse_signal_spec, signal_number
 from conductor.timefmt import parse_time_limit
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -63,6 +64,24 @@ class JobProperties(JobResourceRequest):
         None, max_length=1024, description="依赖（新增），如 afterok:12:13,afterany:14、singleton"
     )
     hold: bool = Field(False, description="提交后先挂起（新增），放行后才参与调度")
+    # ---- 议题 18（docs/slurm-compat.md）----
+    requeue: bool = Field(
+        False,
+        strict=True,
+        description="节点失败时自动重新排队（新增，sbatch --requeue），而不是以 NODE_FAIL 结束",
+    )
+    open_mode: Literal["append", "truncate"] | None = Field(
+        None,
+        description="输出文件的打开方式（新增，--open-mode）：append 追加、truncate 截断；"
+        "不给时同 Slurm 的默认（JobFileAppend=0）：每次运行都截断，重新排队后的运行也一样",
+    )
+    signal: str | None = Field(
+        None,
+        max_length=64,
+        description="时限前的信号（新增，--signal）：[B:]信号[@秒数]，如 USR1@60、B:TERM@120；"
+        "秒数默认 60；B: 只发给批处理 shell，否则发给全部作业步的任务；不支持 R:",
+        examples=["B:USR1@60"],
+    )
 
     @field_validator("current_working_directory")
     @classmethod
@@ -122,6 +141,13 @@ class JobProperties(JobResourceRequest):
     def _dependency(cls, value: str | None) -> str | None:
         if value is not None:
             parse_dependency(value)  # 写法；被依赖的作业是否存在在提交时检查
+        return value
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_signal_spec(value)
         return value
 
 
@@ -203,6 +229,32 @@ class JobDetail(JobResources):
         None, description="所属作业数组的主作业号（新增）；不是数组为 null"
     )
     array_task_id: int | None = Field(None, description="数组下标（新增）；不是数组为 null")
+    unix_user: str = Field(
+        "",
+        description="作业运行所用的 Unix 用户（新增）：账户映射到的用户，未映射时为服务自身的用户"
+        "（user 字段沿用旧系统，是记账账户）",
+    )
+    # ---- 议题 18：Slurm 命令（squeue、scontrol show job、sacct）需要的字段 ----
+    time_limit_seconds: int | None = Field(None, description="时限秒数（新增）；null 为不限")
+    restarts: int = Field(0, description="重新排队的次数（新增，scontrol 的 Restarts）")
+    requeue: bool = Field(False, description="节点失败时是否自动重新排队（新增，--requeue）")
+    held: bool = Field(False, description="是否被挂起（新增，scontrol hold）")
+    stdout_path: str = Field("", description="标准输出文件的绝对路径（新增，scontrol 的 StdOut）")
+    stderr_path: str = Field("", description="标准错误文件的绝对路径（新增，scontrol 的 StdErr）")
+    batch_host: str | None = Field(
+        None, description="运行批处理脚本的节点（新增，分配的第一个节点）；不在运行或运行过为 null"
+    )
+    cpus_per_task: int = Field(1, description="每任务 CPU 数（新增）")
+    ntasks_per_node: int = Field(1, description="每节点任务数（新增）")
+    memory_bytes: int = Field(
+        0, description="每节点内存字节数（新增，scontrol 的 MinMemoryNode）；--mem=0 排队时为 0"
+    )
+    exclusive: bool = Field(False, description="是否独占节点（新增）")
+    open_mode: str | None = Field(None, description="--open-mode（新增）：append、truncate 或 null")
+    signal: str | None = Field(
+        None, description="--signal（新增），规范写法如 B:USR1@60、USR1@60；没给为 null"
+    )
+    eligible_time: str | None = Field(None, description="可以开始调度的时间（新增）")
 
 
 class JobStep(BaseModel):
@@ -291,6 +343,29 @@ class JobUpdateRequest(BaseModel):
     def _time_limit(cls, value: str | int | None) -> str | int | None:
         if value is not None:
             parse_time_limit(value)
+        return value
+
+
+class JobSignalRequest(BaseModel):
+    """POST /jobs/{job_id}/signal（新增，同 scancel --signal）：给运行中的作业发信号而不取消它。"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: str | int = Field(description="信号名（USR1、SIGUSR1）或编号（10）", examples=["USR1"])
+    batch: bool = Field(
+        False,
+        description="同 scancel -b：只发给批处理 shell，不发给它的子进程与作业步；"
+        "默认（false）发给全部作业步的任务、不发给批处理 shell",
+    )
+    full: bool = Field(
+        False,
+        description="同 scancel -f：发给批处理 shell 及其全部子孙（含作业步）；给了它 batch 被忽略",
+    )
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, value: str | int) -> str | int:
+        signal_number(str(value))
         return value
 
 
@@ -392,6 +467,34 @@ class JobListItem(JobSummary, JobResources):
         description="作业的 CPU 时间（新增，秒）：批处理步与各作业步之和，即 sacct 作业行的 TotalCPU；"
         "未测得为 null",
     )
+    user: str = Field(
+        "",
+        description="作业运行所用的 Unix 用户（新增，squeue 的 USER）：账户映射到的用户，未映射时为"
+        "服务自身的用户",
+    )
+    work_dir: str = Field("", description="工作目录（新增）")
+    dependency: str | None = Field(None, description="依赖（新增），规范写法；没有依赖为 null")
+    # ---- 议题 18：Slurm 命令（squeue、scontrol show job、sacct）需要的字段 ----
+    time_limit_seconds: int | None = Field(None, description="时限秒数（新增）；null 为不限")
+    restarts: int = Field(0, description="重新排队的次数（新增，scontrol 的 Restarts）")
+    requeue: bool = Field(False, description="节点失败时是否自动重新排队（新增，--requeue）")
+    held: bool = Field(False, description="是否被挂起（新增，scontrol hold）")
+    stdout_path: str = Field("", description="标准输出文件的绝对路径（新增，scontrol 的 StdOut）")
+    stderr_path: str = Field("", description="标准错误文件的绝对路径（新增，scontrol 的 StdErr）")
+    batch_host: str | None = Field(
+        None, description="运行批处理脚本的节点（新增，分配的第一个节点）；不在运行或运行过为 null"
+    )
+    cpus_per_task: int = Field(1, description="每任务 CPU 数（新增）")
+    ntasks_per_node: int = Field(1, description="每节点任务数（新增）")
+    memory_bytes: int = Field(
+        0, description="每节点内存字节数（新增，scontrol 的 MinMemoryNode）；--mem=0 排队时为 0"
+    )
+    exclusive: bool = Field(False, description="是否独占节点（新增）")
+    open_mode: str | None = Field(None, description="--open-mode（新增）：append、truncate 或 null")
+    signal: str | None = Field(
+        None, description="--signal（新增），规范写法如 B:USR1@60、USR1@60；没给为 null"
+    )
+    eligible_time: str | None = Field(None, description="可以开始调度的时间（新增）")
 
 
 class JobListResponse(BaseModel):

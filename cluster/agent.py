@@ -21,13 +21,13 @@ from typing import Any
 import ray
 
 from cluster.agent_db import AgentDb
-from cluster.names import SCHEDULER_NAME
+from cluster.names import SCHEDULER_NAME, agent_name
 from cluster.reporter import Reporter
 from cluster.runs import Run, start_run, stop_run
 from cluster.takeover import collect_results, sweep_orphans
 from conductor.jobspec import JobSpec
 from conductor.logtail import owner_uid, read_range, read_tail
-from conductor.proctree import kill_job_tree_async
+from conductor.proctree import kill_job_tree_async, signal_scope
 from conductor.settings import Settings
 from conductor.store import lost_cancels, steps
 from conductor.store.transitions import Outcome
@@ -36,6 +36,8 @@ log = logging.getLogger("conductor.agent")
 
 # 一条作业步记录最多重试写入这么久（数据库不可用时）
 STEP_RECORD_TIMEOUT = 60.0
+# 等其他节点的代理发完信号最多这么久
+SIGNAL_TIMEOUT = 10.0
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
@@ -97,6 +99,39 @@ class NodeAgent:
     async def reap(self, token: str) -> None:
         """多节点作业结束：杀掉它在本节点留下的进程（作业步的任务及其后台子孙）。"""
         await kill_job_tree_async(token, grace=0)
+
+    async def signal_local(self, token: str, sig: int, scope: str) -> int:
+        """本节点上按范围给作业的进程发信号（scope 见 proctree.signal_scope），返回收到的进程数。"""
+        return await asyncio.to_thread(signal_scope, token, sig, scope)
+
+    async def signal_job(self, job_id: int, sig: int, batch: bool, full: bool) -> int | None:
+        """给手中运行的作业发信号而不终止它（scancel --signal、--signal）：默认发给全部节点上作业步的
+        任务，batch 只发给批处理 shell（在本节点），full 发给全部节点上作业的全部进程。
+        作业不在手中（未运行、已结束或正在停止）时 None；否则返回收到信号的进程数。"""
+        run = self.runs.get(job_id)
+        if run is None or run.stopping:
+            return None
+        token = run.spec.token
+        scope = "full" if full else "batch" if batch else "steps"
+        sent = await self.signal_local(token, sig, scope)
+        if scope == "batch":
+            return sent
+        calls = []
+        for member in run.spec.allocation[1:]:
+            try:
+                peer = ray.get_actor(agent_name(member.node_id), namespace=self.settings.namespace)
+            except ValueError:
+                continue  # 节点或其代理已不在：那里的任务随节点而去
+            calls.append(asyncio.wrap_future(peer.signal_local.remote(token, sig, scope).future()))
+        if calls:
+            done, _ = await asyncio.wait(calls, timeout=SIGNAL_TIMEOUT)
+            for fut in done:
+                if fut.exception() is None:
+                    sent += fut.result()
+                else:
+                    log.warning("作业 %s：其他节点发信号失败：%s", job_id, fut.exception())
+        log.info("作业 %s：信号 %s（%s）送达 %s 个进程", job_id, sig, scope, sent)
+        return sent
 
     async def record_step(self, job_id: int, token: str, kind: str, *args: Any) -> None:
         """作业内步服务的记录：kind 为 start（步号、名称、任务数、节点列表）或 finish（步号、状态、
@@ -190,12 +225,12 @@ class NodeAgent:
         )
 
     async def _kill_cancelled(self) -> None:
-        """兜底：取消消息丢失时，从数据库发现已取消但仍在运行的作业并终止。"""
-        live = [j for j, r in self.runs.items() if not r.stopping]
+        """兜底：取消（或重新排队）的消息丢失时，从数据库发现已取消、已重新排队但仍在运行的作业并终止。"""
+        live = [(j, r.spec.token) for j, r in self.runs.items() if not r.stopping]
         if not live:
             return
         try:
-            cancelled = await self.db.run(lost_cancels.cancelled_among, live)
+            cancelled = await self.db.run(lost_cancels.stale_among, live)
         except Exception as exc:  # noqa: BLE001 - 数据库暂不可用时下次再查
             log.warning("检查已取消作业失败：%s", exc)
             return

@@ -1,4 +1,4 @@
-"""API 进程使用的集群客户端：唤醒调度器、取消作业、读日志、取节点与健康状况。
+"""API 进程使用的集群客户端：唤醒调度器、取消作业、发信号、读日志、取节点与健康状况。
 
 只做薄薄一层：Ray 异常在这里翻译为 ConductorError。
 """
@@ -87,6 +87,16 @@ class ClusterClient:
             agent.cancel.remote(job_id)
         except Exception as exc:  # noqa: BLE001
             log.warning("通知节点代理取消作业 %s 失败：%s", job_id, exc)
+
+    def signal(
+        self, node_id: str, job_id: int, sig: int, batch: bool, full: bool, timeout: float = 15.0
+    ) -> int | None:
+        """经批处理节点的代理给运行中的作业发信号；代理不持有该作业时 None，否则为收到信号的进程数。"""
+        try:
+            agent = ray.get_actor(agent_name(node_id), namespace=self.namespace)
+            return ray.get(agent.signal_job.remote(job_id, sig, batch, full), timeout=timeout)
+        except (ValueError, RayActorError, GetTimeoutError) as exc:
+            raise ClusterUnavailable(f"运行作业的节点不可达，无法发送信号：{exc}") from exc
 
     def _agent(self, node_id: str) -> ray.actor.ActorHandle:
         try:

@@ -9,18 +9,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import pwd
 import select
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ray
 from ray.util import get_current_placement_group
 
+from cluster import service_url
 from cluster.spool import (
     cancel_marker,
     leave_result,
@@ -38,11 +41,14 @@ from conductor.jobspec import JobSpec, build_env
 from conductor.proctree import JobGroup, become_subreaper, kill_job_tree, live_children, spawn
 from conductor.usage import Meter, Probe, wait_rusage
 
+log = logging.getLogger("conductor.executor")
 
-def _open_output(path: str) -> int:
-    """打开日志文件：只接受普通文件与 /dev/null，FIFO、设备、符号链接一律拒绝（不阻塞、不打开）。"""
+
+def _open_output(path: str, append: bool) -> int:
+    """打开日志文件：只接受普通文件与 /dev/null，FIFO、设备、符号链接一律拒绝（不阻塞、不打开）。
+    append 为追加（--open-mode=append），否则截断。"""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return open_output(path)
+    return open_output(path, append)
 
 
 # 以作业用户身份运行的引导脚本：工作目录与日志文件由该用户自己创建和打开，
@@ -65,7 +71,9 @@ for f in "$2" "$3"; do
     exit 1
   fi
 done
-if [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
+if [ "$6" = a ]; then
+  if [ "$2" = "$3" ]; then exec >>"$2" 2>&1 || exit 1; else exec >>"$2" 2>>"$3" || exit 1; fi
+elif [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
 exec /usr/bin/env -i -- "${vars[@]}" /bin/bash "$4"
 """
 
@@ -151,6 +159,7 @@ def _start_as_user(
                 spec.stderr_path,
                 str(script),
                 str(env_fd),
+                "a" if spec.appends_output else "t",
             ],
             cwd="/",
             stdin=subprocess.DEVNULL,
@@ -211,8 +220,13 @@ def execute(
     node_id: str = "",
     gpu_ids: Sequence[str | int] = (),
     steps: StepServer | None = None,
+    service_url: str | None = None,
+    signal_steps: Callable[[int], None] | None = None,
 ) -> ExecResult:
     """运行一个作业直到结束（不依赖 Ray，便于在任何进程里调用）。
+
+    service_url 为 API 的地址（作业的 CONDUCTOR_URL）；signal_steps(信号) 把 --signal 的信号发给
+    全部节点上作业步的任务（不带 B: 时，时限前由这里调用）。
 
     node_id 为真正执行它的 Ray 节点，作为 CONDUCTOR_NODE_ID 交给脚本；gpu_ids 为 Ray 分给
     这次执行的 GPU 编号，成为作业的 CUDA_VISIBLE_DEVICES 等变量。steps 为作业内的步服务
@@ -225,7 +239,7 @@ def execute(
     if cancel_marker(spec.token).exists():
         return ExecResult(returncode=None, error="作业在启动前已被取消")
     fds: list[int] = []
-    env = {**build_env(spec, os.environ, gpu_ids), "CONDUCTOR_NODE_ID": node_id}
+    env = {**build_env(spec, os.environ, gpu_ids, service_url), "CONDUCTOR_NODE_ID": node_id}
     # 作业在本节点的 cgroup（上限为它在本节点的内存）；建不了时采样测量、不限制
     meter = Meter.for_job(spec.job_id, spec.token, spec.memory_limit())
     batch = meter.probe("batch")
@@ -256,7 +270,7 @@ def execute(
             os.close(fd)
     touch_marker(started_marker(spec.token))
     try:
-        timed_out = not group.wait_exit(spec.time_limit_seconds)
+        timed_out = not _wait_with_signal(spec, proc, group, signal_steps)
         if timed_out:
             kill_job_tree(spec.token, grace=spec.kill_wait, group=group)
         # wait4 而不是 wait：脚本的 rusage 含它等待过的子孙的 CPU 时间（没有 cgroup 时用它）
@@ -279,6 +293,35 @@ def execute(
         script.unlink(missing_ok=True)
 
 
+def _wait_with_signal(
+    spec: JobSpec,
+    proc: subprocess.Popen[bytes],
+    group: JobGroup,
+    signal_steps: Callable[[int], None] | None,
+) -> bool:
+    """等脚本结束，最多到时限；返回是否在时限内结束。
+
+    --signal：到 时限 − signal_seconds 秒（不足 0 即立刻）时发信号，之后照常等到时限。B: 只发给批处理
+    shell 本身（首领尚未被回收，pid 不会复用），不发给它的子进程与作业步；否则经 signal_steps 发给
+    全部作业步的任务，不发给批处理 shell 与 srun。"""
+    limit = spec.time_limit_seconds
+    if spec.signal_number is None or limit is None:
+        return group.wait_exit(limit)
+    started = time.monotonic()
+    lead = min(limit, max(0, limit - (spec.signal_seconds or 0)))
+    if group.wait_exit(lead):
+        return True
+    if spec.signal_batch:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(spec.signal_number)
+    elif signal_steps is not None:
+        try:
+            signal_steps(spec.signal_number)
+        except Exception:  # noqa: BLE001 - 发不出信号不影响作业本身运行到时限
+            log.exception("作业 %s：--signal 的信号发送失败", spec.job_id)
+    return group.wait_exit(max(0.0, limit - (time.monotonic() - started)))
+
+
 def _serve_steps(
     steps: StepServer | None,
     env: dict[str, str],
@@ -296,9 +339,12 @@ def _start(
 ) -> subprocess.Popen[bytes]:
     """以服务自身的用户启动作业：执行器打开日志文件交给脚本。"""
     Path(spec.work_dir).mkdir(parents=True, exist_ok=True)
-    out_fd = _open_output(spec.stdout_path)
+    append = spec.appends_output
+    out_fd = _open_output(spec.stdout_path, append)
     fds.append(out_fd)
-    err_fd = out_fd if spec.stderr_path == spec.stdout_path else _open_output(spec.stderr_path)
+    err_fd = (
+        out_fd if spec.stderr_path == spec.stdout_path else _open_output(spec.stderr_path, append)
+    )
     if err_fd != out_fd:
         fds.append(err_fd)
     return spawn(
@@ -314,10 +360,13 @@ def _start(
 
 
 @ray.remote(max_retries=0)
-def run_job(spec: JobSpec, recorder: ray.actor.ActorHandle | None = None) -> ExecResult:
+def run_job(
+    spec: JobSpec, recorder: ray.actor.ActorHandle | None = None, namespace: str | None = None
+) -> ExecResult:
     """Ray 任务入口。失败不重试：脚本的副作用未知，由用户决定是否重新提交。
 
-    recorder 为本节点的代理：作业步的开始与结局经它写入数据库。多节点作业运行在作业的放置组里
+    recorder 为本节点的代理：作业步的开始与结局经它写入数据库，--signal 的信号经它发给各节点上的
+    作业步；namespace 为登记 API 地址的命名空间（cluster/service_url.py）。多节点作业运行在作业的放置组里
     （批处理节点为第 0 份），其他节点上的作业步任务放进各自的份额。
     返回之前在本节点留下结果文件（见 spool.result_file）。"""
     node_id = ray.get_runtime_context().get_node_id()
@@ -329,12 +378,16 @@ def run_job(spec: JobSpec, recorder: ray.actor.ActorHandle | None = None) -> Exe
         if recorder is not None:
             recorder.record_step.remote(spec.job_id, spec.token, kind, *args)
 
+    def signal_steps(sig: int) -> None:
+        if recorder is not None:
+            ray.get(recorder.signal_job.remote(spec.job_id, sig, False, False), timeout=30)
+
     try:
         shim_dir = install_shim(prepare_spool())
     except OSError as exc:
         result = ExecResult(returncode=None, error=f"作业无法启动：无法放置 srun：{exc}")
     else:
         steps = StepServer(spec, node_id, gpu_ids, shim_dir, remote, record)
-        result = execute(spec, node_id, gpu_ids, steps)
+        result = execute(spec, node_id, gpu_ids, steps, service_url.lookup(namespace), signal_steps)
     leave_result(spec, result)
     return result

@@ -3,6 +3,7 @@
 调度器启动时（接受新工作之前）以及空闲时定期执行。判定规则（decide）是纯函数：
 - 节点已死亡                      → NODE_FAIL（已取消的只释放资源）
 - 已结束（取消之外的终态）却仍占用 → 只释放资源
+- 已重新排队（PENDING）却仍占用    → 代理仍持有则等执行结束；代理不持有则只释放资源
 - 派发时的代理仍在且持有作业      → 重新接管，什么也不做
 - 派发时的代理仍在但不认识作业    → 启动对账时，或认领已超过 stranded_after 秒（运行期对账）：
                                      作业从未交到代理手里，重新排队
@@ -137,6 +138,10 @@ def decide(
         elif job.state is JobState.CANCELLED:
             # 已取消且代理不认识：执行已结束或从未开始，只需释放资源
             plan.agent_lost.append(job)
+        elif job.state is JobState.PENDING:
+            # 已重新排队、上一次执行的资源尚未归还，而代理已不持有它：执行已结束，只需释放资源，
+            # 之后作业才能再次被认领
+            plan.finished.append(job)
         else:
             plan.undecided.append(job.job_id)
             plan.unknown.append(job)

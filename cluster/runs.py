@@ -107,7 +107,7 @@ def start_run(
         }
     ref = run_job.options(
         **resources, name=f"job-{spec.job_id}:{spec.name}", scheduling_strategy=strategy
-    ).remote(spec, agent)
+    ).remote(spec, agent, namespace)
     loop = asyncio.get_running_loop()
     run = Run(spec, ref, launched=loop.time(), gang=gang, namespace=namespace)
     run.watcher = loop.create_task(_watch(run, launch_timeout, report))

@@ -27,7 +27,7 @@ from conductor import steplink
 from conductor.exec_result import OOM_EXIT_CODE
 from conductor.hostlist import compress
 from conductor.jobspec import JobSpec
-from conductor.proctree import TOKEN_VAR
+from conductor.proctree import STEP_VAR, TOKEN_VAR
 from conductor.step_tasks import LocalTask, run_node_tasks
 from conductor.steps import (
     AllocNode,
@@ -476,7 +476,12 @@ class StepServer:
         if index == 0 and lay.gpus_per_task:
             gpu_sets = split_gpus(grant.local_gpu_ids, len(slots), lay.gpus_per_task)
         # 令牌强制写入：任务改不掉它，取消、超时与节点清理按它找到任务的全部进程
-        base = {**env, TOKEN_VAR: spec.token, "CONDUCTOR_NODE_ID": self.node_ids[index]}
+        base = {
+            **env,
+            TOKEN_VAR: spec.token,
+            STEP_VAR: f"{spec.job_id}.{step_id}",
+            "CONDUCTOR_NODE_ID": self.node_ids[index],
+        }
         base.setdefault("PATH", f"{self.shim_dir}:/usr/local/bin:/usr/bin:/bin")
         tasks = []
         for slot, gpus in zip(slots, gpu_sets, strict=True):

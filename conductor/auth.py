@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from conductor.db import session_scope
 from conductor.errors import ConductorError
+from conductor.jobcred import JOB_TOKEN_PREFIX, parse_job_credential
 from conductor.models import ApiToken
 from conductor.store import tokens as store
 from conductor.tokenfile import create_private
@@ -115,8 +116,27 @@ def token_active(engine: Engine, token_id: int) -> bool:
         return row is not None and row.revoked_at is None
 
 
+def authenticate_job(engine: Engine, token: str) -> Principal | None:
+    """作业凭据 cdj_<作业号>_<追踪令牌>（conductor/jobcred.py）：作业仍在运行且令牌是这次执行的，
+    才得到该作业账户的权限（不是管理员）；否则 None。"""
+    parsed = parse_job_credential(token)
+    if parsed is None:
+        return None
+    job_id, secret = parsed
+    with session_scope(engine) as session:
+        found = store.running_job_token(session, job_id)
+    if found is None:
+        return None
+    account, expected = found
+    if not hmac.compare_digest(expected.encode(), secret.encode("utf-8", "surrogateescape")):
+        return None
+    return Principal(account=account, admin=False)
+
+
 def authenticate(engine: Engine, token: str) -> Principal | None:
-    """校验明文令牌；无效或已吊销返回 None。"""
+    """校验明文令牌（API 令牌或作业凭据）；无效、已吊销或作业已不在运行返回 None。"""
+    if token.startswith(JOB_TOKEN_PREFIX):
+        return authenticate_job(engine, token)
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     digest = hash_token(token)

@@ -30,6 +30,10 @@ class JobNotPending(ConductorError):
     """作业已不在排队，不能挂起、放行或修改。"""
 
 
+class JobStateConflict(ConductorError):
+    """作业当前的状态不允许该操作。"""
+
+
 class DatabaseUnavailable(ConductorError):
     """PostgreSQL 不可用，请稍后重试。"""
 

@@ -58,15 +58,22 @@ def open_regular(path: str | os.PathLike[str]) -> int:
         os.close(pfd)
 
 
-def open_output(path: str | os.PathLike[str]) -> int:
-    """为作业创建或截断输出文件，返回可写的 fd。只接受普通文件与 /dev/null。
+def open_output(path: str | os.PathLike[str], append: bool = False) -> int:
+    """为作业创建或截断（append 时追加）输出文件，返回可写的 fd。只接受普通文件与 /dev/null。
 
+    fd 总是带 O_APPEND（同 slurmstepd：作业与它的作业步同写一个文件也不会互相覆盖）。
     最后一级是符号链接也拒绝：服务可能以 root 运行，别的作业放下的符号链接能让它截断任意文件。"""
     try:
         # 新建：O_EXCL 保证不会打开任何已存在的东西
         return os.open(
             path,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY,
+            os.O_WRONLY
+            | os.O_APPEND
+            | os.O_CREAT
+            | os.O_EXCL
+            | os.O_NOFOLLOW
+            | os.O_CLOEXEC
+            | os.O_NOCTTY,
             0o644,
         )
     except FileExistsError:
@@ -80,9 +87,9 @@ def open_output(path: str | os.PathLike[str]) -> int:
                 f"输出文件 {os.fspath(path)} 不是普通文件（{kind_of(st.st_mode)}），拒绝打开",
                 st.st_mode,
             )
-        fd = _reopen(pfd, os.O_WRONLY)
+        fd = _reopen(pfd, os.O_WRONLY | os.O_APPEND)
     finally:
         os.close(pfd)
-    if regular:
+    if regular and not append:
         os.ftruncate(fd, 0)
     return fd

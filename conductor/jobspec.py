@@ -1,7 +1,8 @@
 """交给执行器的作业规格，以及作业进程的环境变量。
 
 环境 = 干净的基础变量 + 用户的 environment + Slurm 变量及 CONDUCTOR_ 孪生变量。
-服务自身的配置与机密（数据库地址、令牌）从不进入作业环境。
+服务自身的配置与机密（数据库地址、服务的令牌）从不进入作业环境；作业只拿到自己这次执行的凭据
+（CONDUCTOR_TOKEN，见 conductor/jobcred.py）。
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from conductor.arrays import parse_array
 from conductor.hostlist import compress, compress_counts
+from conductor.jobcred import job_credential
 from conductor.memory import slurm_mem_mb
 from conductor.proctree import TOKEN_VAR
 
@@ -81,6 +83,20 @@ class JobSpec:
     # ---- 多节点（议题 17）----
     # 分配的全部节点，第一个即运行批处理脚本的节点；单节点作业为空（只有 node_name 那一个）
     allocation: tuple[Member, ...] = ()
+    # ---- 议题 18 ----
+    # 重新排队过几次（SLURM_RESTART_COUNT）
+    restart_count: int = 0
+    # --open-mode：append / truncate；None 同 Slurm 的默认（JobFileAppend=0：截断）
+    open_mode: str | None = None
+    # --signal：时限前 signal_seconds 秒发 signal_number；signal_batch 为只发给批处理 shell
+    signal_number: int | None = None
+    signal_seconds: int | None = None
+    signal_batch: bool = False
+
+    @property
+    def appends_output(self) -> bool:
+        """输出文件以追加方式打开：只有 --open-mode=append；默认与 truncate 每次运行都截断（同 Slurm）。"""
+        return self.open_mode == "append"
 
     @property
     def multi_node(self) -> bool:
@@ -156,6 +172,11 @@ class JobSpec:
             node_memory=node_memory,
             slurm_request=dict(row.get("slurm_request") or {}),
             allocation=_allocation(row, members or {}),
+            restart_count=int(row.get("restart_count") or 0),
+            open_mode=row.get("open_mode"),
+            signal_number=row.get("signal_number"),
+            signal_seconds=row.get("signal_seconds"),
+            signal_batch=bool(row.get("signal_batch")),
         )
 
 
@@ -269,6 +290,23 @@ def allocation_vars(spec: JobSpec) -> dict[str, str]:
     }
 
 
+def open_mode_vars(spec: JobSpec) -> dict[str, str]:
+    """给了 --open-mode 时的 SLURM_OPEN_MODE（a / t），同 slurmctld 的 job_scheduler.c；没给不设。"""
+    if spec.open_mode is None:
+        return {}
+    return {"SLURM_OPEN_MODE": "a" if spec.open_mode == "append" else "t"}
+
+
+def service_vars(spec: JobSpec, service_url: str | None) -> dict[str, str]:
+    """作业里的 Slurm 命令访问 API 所需：服务地址与这次执行的作业凭据（见 conductor/jobcred.py）。
+
+    服务地址未知（API 尚未登记）时只给凭据：命令会报告连不上，而不是连到别处。"""
+    env = {"CONDUCTOR_TOKEN": job_credential(spec.job_id, spec.token)}
+    if service_url:
+        env["CONDUCTOR_URL"] = service_url
+    return env
+
+
 def slurm_vars(spec: JobSpec) -> dict[str, str]:
     """Slurm 作业变量；脚本无需修改即可沿用。"""
     return (
@@ -286,17 +324,24 @@ def slurm_vars(spec: JobSpec) -> dict[str, str]:
             "SLURM_SUBMIT_DIR": spec.work_dir,
             "SLURM_JOB_ACCOUNT": spec.account,
             "SLURM_JOB_PARTITION": spec.partition,
+            # 批处理作业总是设置（首次运行为 0），同 Slurm 的 src/common/env.c
+            "SLURM_RESTART_COUNT": str(spec.restart_count),
         }
+        | open_mode_vars(spec)
         | allocation_vars(spec)
     )
 
 
 def build_env(
-    spec: JobSpec, node_env: Mapping[str, str], gpu_ids: Sequence[str | int] = ()
+    spec: JobSpec,
+    node_env: Mapping[str, str],
+    gpu_ids: Sequence[str | int] = (),
+    service_url: str | None = None,
 ) -> dict[str, str]:
-    """作业进程的完整环境。用户变量不能覆盖 Slurm 变量、GPU 变量与追踪标记。
+    """作业进程的完整环境。用户变量不能覆盖 Slurm 变量、GPU 变量、作业凭据与追踪标记。
 
-    gpu_ids 为 Ray 分给这次执行的 GPU 编号（执行器里的 ray.get_gpu_ids()）。"""
+    gpu_ids 为 Ray 分给这次执行的 GPU 编号（执行器里的 ray.get_gpu_ids()）；service_url 为
+    API 的地址（CONDUCTOR_URL）。"""
     env = dict(DEFAULT_BASE)
     env.update({k: node_env[k] for k in BASE_VARS if k in node_env})
     env.update(spec.environment)
@@ -311,5 +356,6 @@ def build_env(
             if k.startswith("SLURM_")
         }
     )
+    env.update(service_vars(spec, service_url))
     env[TOKEN_VAR] = spec.token
     return env

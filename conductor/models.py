@@ -100,7 +100,7 @@ class JobBase(SQLModel):
     requeue: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
     )
-    # --open-mode：append 或 truncate；None 为默认（首次运行截断，重新排队后的运行追加）
+    # --open-mode：append 或 truncate；None 为默认（同 Slurm 的 JobFileAppend=0：每次运行都截断）
     open_mode: str | None = Field(default=None, max_length=16)
     # --signal=[B:]SIG[@秒]：时限前 signal_seconds 秒发 signal_number；signal_batch 为只发给批处理脚本
     signal_number: int | None = None

@@ -25,6 +25,9 @@ from collections.abc import Generator
 from typing import Any
 
 TOKEN_VAR = "CONDUCTOR_JOB_TOKEN"
+# 作业步任务的标记（步服务强制写入任务的环境，值为 作业号.步号）：scancel --signal 与 --signal
+# 只发给带它的进程（作业步的任务及其子孙），不发给批处理 shell 与 srun
+STEP_VAR = "CONDUCTOR_STEP_TASK"
 
 _PROC = "/proc"
 # SIGKILL 之后最多再等这么久：正常情况下内核很快回收，超时说明有 D 状态等异常。
@@ -153,6 +156,41 @@ def find_job_pids(token: str) -> list[int]:
             continue
         found.append(pid)
     return found
+
+
+def find_step_pids(token: str) -> list[int]:
+    """作业步的任务（及其子孙）：带本作业标记、也带 STEP_VAR 的存活进程。"""
+    step = b"\0" + STEP_VAR.encode() + b"="
+    return [pid for pid in find_job_pids(token) if _has_marker_safe(pid, step)]
+
+
+def _has_marker_safe(pid: int, marker: bytes) -> bool:
+    try:
+        return _has_marker(pid, marker)
+    except (*_SKIP_ERRORS, ValueError):
+        return False
+
+
+def _start_ticks(pid: int) -> int:
+    """进程的启动时刻（开机以来的时钟滴答，/proc/<pid>/stat 第 22 列）。"""
+    with open(f"{_PROC}/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 1 :].split()[19])
+
+
+def batch_shell_pid(token: str) -> int | None:
+    """本节点上作业的批处理 shell：带本作业标记、不是作业步任务的会话首领中最早启动的那个
+    （执行器以新会话启动脚本；脚本之后 setsid 出来的进程都比它晚）。不在本节点时 None。"""
+    step = b"\0" + STEP_VAR.encode() + b"="
+    leaders = []
+    for pid in find_job_pids(token):
+        try:
+            if os.getsid(pid) != pid or _has_marker(pid, step):
+                continue
+            leaders.append((_start_ticks(pid), pid))
+        except (*_SKIP_ERRORS, ValueError, IndexError):
+            continue
+    return min(leaders)[1] if leaders else None
 
 
 def _has_marker(pid: int, marker: bytes) -> bool:
@@ -315,3 +353,18 @@ async def kill_job_tree_async(
 ) -> bool:
     """kill_job_tree 的 asyncio 版本，等待期间不阻塞事件循环。"""
     return await _run_async(_kill_plan(token, grace, group, poll))
+
+
+def signal_scope(token: str, sig: int, scope: str) -> int:
+    """本节点上按范围给作业发信号，返回收到的进程数：steps 为作业步的任务（及其子孙），
+    batch 为批处理 shell 本身，full 为作业的全部进程（同 scancel 的默认、-b 与 -f）。"""
+    if scope == "steps":
+        pids = find_step_pids(token)
+    elif scope == "batch":
+        pid = batch_shell_pid(token)
+        pids = [] if pid is None else [pid]
+    elif scope == "full":
+        pids = find_job_pids(token)
+    else:
+        raise ValueError(f"未知的信号范围：{scope}")
+    return signal_listed(token, pids, sig)

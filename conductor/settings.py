@@ -22,6 +22,11 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="API 监听地址")
     port: int = Field(8000, ge=1, le=65535, description="API 监听端口")
+    public_url: str | None = Field(
+        None,
+        description="作业访问 API 用的地址（作业环境的 CONDUCTOR_URL），如 http://head:8000；"
+        "为空时由 host 与 port 推出（监听所有地址时用本机在 Ray 集群里的地址）",
+    )
     data_dir: Path = Field(Path("./conductor-data"), description="内嵌 PostgreSQL 与运行数据的目录")
     database_url: str | None = Field(None, description="外部 PostgreSQL 地址；为空时启动内嵌实例")
     ray_address: str | None = Field(None, description="外部 Ray 集群地址；为空时启动本地 Ray")

@@ -51,6 +51,12 @@ ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+# 重新排队（scontrol requeue）：运行中或已结束的作业回到 PENDING，同一作业号从头再运行。
+# 这是唯一让终态改变的操作，且只由用户（或 --requeue 作业的节点失败）明确发起，不在上面的转换表里：
+# 执行结束、取消、对账的写入仍然永远改不了终态。见 store/transitions.requeue_job
+REQUEUE_SOURCES: frozenset[JobState] = frozenset({JobState.RUNNING} | TERMINAL_STATES)
+
+
 def can_transition(current: JobState, target: JobState) -> bool:
     """终态永不改变；其余按 ALLOWED_TRANSITIONS。"""
     return target in ALLOWED_TRANSITIONS.get(current, frozenset())

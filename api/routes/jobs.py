@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import pwd
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -13,7 +16,7 @@ from fastapi import APIRouter, Query
 from sqlmodel import Session
 
 from api.deps import JobId, PrincipalDep, RuntimeDep
-from api.lookup import load_job, load_targets, whole_array
+from api.lookup import job_ref, load_job, load_targets, whole_array
 from api.runtime import Runtime
 from api.schemas import (
     ArrayTask,
@@ -34,6 +37,7 @@ from conductor.errors import ClusterUnavailable, ConductorError
 from conductor.models import Job
 from conductor.reasons import Usage, blocked, gate
 from conductor.resources import Resources
+from conductor.signalspec import signal_name
 from conductor.states import JobState
 from conductor.store import jobs as store
 from conductor.store import steps as step_store
@@ -140,6 +144,8 @@ def query(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> JobQueryRes
             dependency=job.dependency,
             array_job_id=job.array_job_id,
             array_task_id=job.array_task_id,
+            unix_user=unix_user(job),
+            **slurm_fields(job),
             **job_resources(job, node_capacities([job], rt)),
         ),
         state_reason=reasons.get(job.id or 0),
@@ -222,6 +228,47 @@ def job_resources(job: Job, capacities: Mapping[str, Resources]) -> dict[str, An
     }
 
 
+@functools.cache
+def service_user() -> str:
+    """服务自身的 Unix 用户：没有映射到 Unix 用户的账户的作业以它运行。"""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def unix_user(job: Job) -> str:
+    return job.run_as_user or service_user()
+
+
+def signal_text(job: Job) -> str | None:
+    """--signal 的规范写法（B:USR1@60）；没给为 None。"""
+    if job.signal_number is None:
+        return None
+    prefix = "B:" if job.signal_batch else ""
+    return f"{prefix}{signal_name(job.signal_number)}@{job.signal_seconds or 0}"
+
+
+def slurm_fields(job: Job) -> dict[str, Any]:
+    """Slurm 命令（squeue、scontrol show job）要的字段，列表与查询共用（议题 18）。"""
+    return {
+        "time_limit_seconds": job.time_limit_seconds,
+        "restarts": job.restart_count,
+        "requeue": job.requeue,
+        "held": job.held,
+        "stdout_path": job.stdout_path,
+        "stderr_path": job.stderr_path,
+        "batch_host": job.node_name if job.state != JobState.PENDING else None,
+        "cpus_per_task": job.cpus_per_task,
+        "ntasks_per_node": job.ntasks_per_node,
+        "memory_bytes": job.memory_bytes,
+        "exclusive": job.exclusive,
+        "open_mode": job.open_mode,
+        "signal": signal_text(job),
+        "eligible_time": iso_utc(job.eligible_time),
+    }
+
+
 def job_summary(job: Job) -> JobSummary:
     """作业的概况（列表与 /dashboard 共用）。"""
     return JobSummary(
@@ -246,6 +293,19 @@ def list_jobs(
     array_job_id: Annotated[int | None, Query(ge=1, description="只列某个作业数组的任务")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="每页最多多少个")] = 100,
     cursor: Annotated[int | None, Query(ge=1, description="上一页返回的 next_cursor")] = None,
+    job_id: Annotated[
+        list[str] | None,
+        Query(
+            max_length=1000,
+            description="只列这些作业，可重复（同 squeue -j）：数组主作业号列出全部任务，12_3 只列那一个",
+        ),
+    ] = None,
+    user: Annotated[
+        list[str] | None,
+        Query(
+            max_length=1000, description="只列以这些 Unix 用户运行的作业，可重复（同 squeue -u）"
+        ),
+    ] = None,
 ) -> JobListResponse:
     """作业列表（新增接口）：按过滤条件、最新在前；以作业 id 为游标分页，翻页期间新提交的作业不会打乱顺序。"""
     filters = [
@@ -257,7 +317,16 @@ def list_jobs(
     if not principal.admin:
         filters.append((Job.account, principal.account))  # 账户令牌只看到自己的作业
     with session_scope(rt.engine) as session:
-        jobs = store.page(session, states=state, filters=filters, before=cursor, limit=limit)
+        jobs = store.page(
+            session,
+            states=state,
+            filters=filters,
+            before=cursor,
+            limit=limit,
+            refs=[job_ref(r) for r in job_id] if job_id else None,
+            users=user or None,
+            service_user=service_user(),
+        )
         reasons = _reasons(session, jobs[:limit], rt)
         recorded = step_store.steps_of(session, [j.id or 0 for j in jobs[:limit]])
     page = jobs[:limit]
@@ -279,6 +348,10 @@ def list_jobs(
                 nodes=allocation.node_count(j),
                 steps=_steps(j, recorded),
                 total_cpu_seconds=allocation.total_cpu_seconds(j, recorded.get(j.id or 0, [])),
+                user=unix_user(j),
+                work_dir=j.work_dir,
+                dependency=j.dependency,
+                **slurm_fields(j),
                 **job_resources(j, capacities),
             )
             for j in page

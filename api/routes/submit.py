@@ -43,6 +43,7 @@ from conductor.policy import NodeView
 from conductor.priority import queue_rank
 from conductor.request import ResourceFields, normalize
 from conductor.resolver import checked_dependency
+from conductor.signalspec import parse_signal_spec
 from conductor.timefmt import parse_time_limit
 
 router = APIRouter()
@@ -99,6 +100,7 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
             given=frozenset(p.model_fields_set),
         )
     )
+    signal = None if p.signal is None else parse_signal_spec(p.signal)
     now = datetime.now(UTC)
     return Job(
         name=p.name,
@@ -131,6 +133,11 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
         priority=p.priority,
         queue_rank=queue_rank(p.priority, now),
         held=p.hold,
+        requeue=p.requeue,
+        open_mode=p.open_mode,
+        signal_number=None if signal is None else signal.number,
+        signal_seconds=None if signal is None else signal.seconds,
+        signal_batch=False if signal is None else signal.batch,
     )
 
 

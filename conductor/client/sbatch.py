@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conductor.errors import ConductorError
+from conductor.signalspec import parse_signal_spec
 from conductor.tres import parse_tres
 
 
@@ -55,6 +56,10 @@ class SbatchOptions:
     constraint: str | None = None
     nodelist: str | None = None
     exclude: str | None = None
+    # ---- 议题 18 ----
+    requeue: bool | None = None
+    open_mode: str | None = None
+    signal: str | None = None
     # 认得但 Conductor 不支持、被忽略的选项（给用户的提示）
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
@@ -112,6 +117,8 @@ _VALUE_OPTIONS: dict[str, tuple[str, type]] = {
     "--nodelist": ("nodelist", str),
     "-x": ("exclude", str),
     "--exclude": ("exclude", str),
+    "--open-mode": ("open_mode", str),
+    "--signal": ("signal", str),
 }
 _FLAG_OPTIONS = {"--exclusive": "exclusive", "-H": "hold", "--hold": "hold"}
 # sbatch 允许 --exclusive[=user|mcs|topo]：任何取值都按独占处理
@@ -120,8 +127,8 @@ _OPTIONAL_VALUE_FLAGS = {"--exclusive"}
 # 常见但 Conductor 不支持、且忽略它们不会让作业少拿资源的选项：忽略并提示，使现有 Slurm 脚本
 # 不经修改即可提交（原因见 README 的“仍被忽略的指令”）。申请资源的选项一律照办或明确拒绝
 _IGNORED_WITH_VALUE = {
-    "--mail-type", "--mail-user", "-q", "--qos", "--ntasks-per-core", "--comment", "--signal",
-    "-M", "--clusters", "--reservation", "--licenses", "-L", "--begin", "-b", "--open-mode",
+    "--mail-type", "--mail-user", "-q", "--qos", "--ntasks-per-core", "--comment",
+    "-M", "--clusters", "--reservation", "--licenses", "-L", "--begin", "-b",
     "--nice", "--distribution", "-m", "--cpu-freq", "--threads-per-core", "--hint", "--wckey",
 }  # fmt: skip
 # 申请资源、但 Conductor 无法保证的选项：忽略会让作业少拿资源，所以明确拒绝
@@ -130,7 +137,7 @@ _REFUSED = {
     "--mincpus": "请改用 -c/--cpus-per-task 或 -n/--ntasks 申请 CPU",
 }
 _IGNORED_FLAGS = {
-    "--requeue", "--no-requeue", "-Q", "--quiet", "-v", "--verbose", "--parsable",
+    "-Q", "--quiet", "-v", "--verbose", "--parsable",
     "--contiguous", "--overcommit", "-O", "--oversubscribe", "-s", "--share", "-W", "--wait",
     "--get-user-env", "-k", "--no-kill", "--spread-job", "--use-min-nodes",
 }  # fmt: skip
@@ -157,6 +164,13 @@ def _convert(option: str, kind: type, raw: str) -> Any:
         raise SbatchError(f"{option} 的值不能为空")
     if option in ("-a", "--array") and not ARRAY_RE.match(raw):
         raise SbatchError(f"{option} 格式无效：{raw!r}（应如 0-99、1,3,5、0-15:4 或 0-99%10）")
+    if option == "--open-mode" and raw not in ("append", "truncate"):
+        raise SbatchError(f"--open-mode 只能是 append 或 truncate：{raw!r}")
+    if option == "--signal":
+        try:
+            parse_signal_spec(raw)
+        except ValueError as exc:
+            raise SbatchError(str(exc)) from None
     if option in ("-d", "--dependency") and not DEPENDENCY_RE.match(raw):
         raise SbatchError(f"{option} 格式无效：{raw!r}（应如 afterok:12:13 或 afterany:7）")
     return raw
@@ -175,6 +189,12 @@ def parse_args(tokens: list[str]) -> SbatchOptions:
             name, eq, inline = token[:2], "=", token[2:]  # -Jname 形式
         if name in _REFUSED:
             raise SbatchError(f"不支持 {name}：{_REFUSED[name]}；请删去该指令")
+        if name in ("--requeue", "--no-requeue"):
+            # --requeue[=expedite]：expedite 要求立刻以最高优先级重新调度，Conductor 做不到，拒绝
+            if eq:
+                raise SbatchError(f"{name} 不带取值（不支持 --requeue=expedite）：{token!r}")
+            values["requeue"] = name == "--requeue"
+            continue
         if name in _FLAG_OPTIONS:
             if eq and name not in _OPTIONAL_VALUE_FLAGS:
                 raise SbatchError(f"{name} 不带取值：{token!r}")
@@ -286,6 +306,12 @@ def build_payload(
             job[key] = value
     if opts.hold:
         job["hold"] = True
+    if opts.requeue is not None:
+        job["requeue"] = opts.requeue
+    for key in ("open_mode", "signal"):
+        value = getattr(opts, key)
+        if value is not None:
+            job[key] = value
     return {"job": job, "script": script}
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import and_, or_, text
 from sqlmodel import Session, select
 
 from conductor.models import Job
@@ -55,10 +55,29 @@ def page(
     filters: Sequence[tuple[Any, object | None]],
     before: int | None,
     limit: int,
+    refs: Sequence[tuple[int, int | None]] | None = None,
+    users: Sequence[str] | None = None,
+    service_user: str | None = None,
 ) -> list[Job]:
     """作业列表的一页（最新在前）：states 为空不按状态过滤；filters 为 (列, 值)，值为 None 的跳过；
-    before 为游标（只要更早的作业号）。多读一行，调用者据此判断还有没有下一页。"""
+    before 为游标（只要更早的作业号）。多读一行，调用者据此判断还有没有下一页。
+
+    refs 为作业引用 (作业号, 数组下标)：只列这些（同 squeue -j：数组主作业号列出全部任务，12_3 只列
+    那一个）；users 为 Unix 用户：只列以这些用户运行的作业，未映射用户的作业算作 service_user 的。"""
     query = select(Job).order_by(Job.id.desc()).limit(limit + 1)  # type: ignore[union-attr]
+    if refs:
+        wanted = []
+        for job_id, task in refs:
+            if task is None:
+                wanted.append(or_(Job.id == job_id, Job.array_job_id == job_id))  # type: ignore[arg-type]
+            else:
+                wanted.append(and_(Job.array_job_id == job_id, Job.array_task_id == task))  # type: ignore[arg-type]
+        query = query.where(or_(*wanted))
+    if users:
+        by_user = Job.run_as_user.in_(list(users))  # type: ignore[union-attr]
+        if service_user is not None and service_user in users:
+            by_user = or_(by_user, Job.run_as_user.is_(None))  # type: ignore[union-attr]
+        query = query.where(by_user)
     if states:
         query = query.where(Job.state.in_([s.value for s in states]))  # type: ignore[attr-defined]
     for column, value in filters:

@@ -70,3 +70,14 @@ def use_login_code(session: Session, code_hash: str) -> int | None:
         {"h": code_hash},
     ).first()
     return None if used is None else int(used.id)
+
+
+def running_job_token(session: Session, job_id: int) -> tuple[str, str] | None:
+    """运行中作业的 (账户, 该次执行的追踪令牌)；作业不存在或不在 RUNNING 时 None（作业凭据用）。"""
+    row = session.execute(
+        text("SELECT account, token FROM jobs WHERE id = :id AND state = 'RUNNING'"),
+        {"id": job_id},
+    ).first()
+    if row is None or row.token is None:
+        return None
+    return row.account, row.token

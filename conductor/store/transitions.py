@@ -19,7 +19,7 @@ from sqlmodel import Session
 from conductor.arrays import expand_node
 from conductor.models import RUNNABLE
 from conductor.policy import Placement
-from conductor.states import JobState, can_transition, sources_of
+from conductor.states import REQUEUE_SOURCES, JobState, can_transition, sources_of
 from conductor.usage import Usage
 
 
@@ -74,7 +74,8 @@ _CLAIM = text(
            node_id = v.node_id, node_name = v.node_name, token = v.token,
            node_ids = CAST(v.node_ids AS jsonb), node_names = CAST(v.node_names AS jsonb),
            agent_id = v.agent_id, node_host = v.host, epoch = :epoch,
-           released_at = NULL, state_reason = NULL,
+           released_at = NULL, state_reason = NULL, exit_code = NULL, error_msg = NULL,
+           end_time = NULL,
            memory_bytes = CASE WHEN jobs.whole_node_memory AND v.node_memory IS NOT NULL
                                THEN v.node_memory ELSE jobs.memory_bytes END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:nodes AS text[]), CAST(:names AS text[]),
@@ -83,6 +84,7 @@ _CLAIM = text(
          AS v(id, node_id, node_name, token, agent_id, host, node_memory, node_ids, node_names)
     WHERE jobs.id = v.id
           AND (CASE WHEN jobs.state IN ({_sources(JobState.RUNNING)}) AND {RUNNABLE}
+                         AND (jobs.node_id IS NULL OR jobs.released_at IS NOT NULL)
                     THEN true ELSE false END)
     RETURNING jobs.*
     """
@@ -99,6 +101,9 @@ def claim(
     node_memories: Sequence[int | None] | None = None,
 ) -> list[dict]:
     """PENDING → RUNNING（批量）。返回真正认领到的作业行；已被取消、挂起的不会出现。
+
+    重新排队的作业在上一次执行的资源归还（released_at）之前不能被认领：同一作业绝不会有两次执行
+    同时存在（见 requeue_job）。
 
     node_ids/node_names 写下整个分配（单节点作业为一个元素的列表），node_id/node_name 是其中第一个
     （批处理节点）；agent_ids、hosts 是第一个节点的。node_memories 为各作业拿到的节点内存字节数
@@ -197,6 +202,7 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
     ids = [o.job_id for o in outcomes]
     codes = [o.exit_code for o in outcomes]
     tokens = [o.token for o in outcomes]
+    _requeue_node_failures(session, [o for o in outcomes if o.state is JobState.NODE_FAIL])
     params = {
         "ids": ids,
         "states": [o.state.value for o in outcomes],
@@ -213,14 +219,19 @@ def finish(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
     return changed_ids
 
 
-# 归还资源，每个作业只一次；顺带记下执行器测得的批处理步用量
+# 归还资源，每个作业只一次；顺带记下执行器测得的批处理步用量。
+# 已重新排队的作业（PENDING）归还上一次执行的资源时不记它的退出码与用量
 _RELEASE = text(
     """
     UPDATE jobs SET released_at = clock_timestamp(),
-           exit_code = COALESCE(jobs.exit_code, v.exit_code),
-           max_rss_bytes = COALESCE(v.rss, jobs.max_rss_bytes),
-           user_cpu_seconds = COALESCE(v.ucpu, jobs.user_cpu_seconds),
-           system_cpu_seconds = COALESCE(v.scpu, jobs.system_cpu_seconds)
+           exit_code = CASE WHEN jobs.state = 'PENDING' THEN jobs.exit_code
+                            ELSE COALESCE(jobs.exit_code, v.exit_code) END,
+           max_rss_bytes = CASE WHEN jobs.state = 'PENDING' THEN jobs.max_rss_bytes
+                                ELSE COALESCE(v.rss, jobs.max_rss_bytes) END,
+           user_cpu_seconds = CASE WHEN jobs.state = 'PENDING' THEN jobs.user_cpu_seconds
+                                   ELSE COALESCE(v.ucpu, jobs.user_cpu_seconds) END,
+           system_cpu_seconds = CASE WHEN jobs.state = 'PENDING' THEN jobs.system_cpu_seconds
+                                     ELSE COALESCE(v.scpu, jobs.system_cpu_seconds) END
     FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[]), CAST(:tokens AS text[]),
                 CAST(:rss AS bigint[]), CAST(:ucpu AS float8[]), CAST(:scpu AS float8[]))
          AS v(id, exit_code, token, rss, ucpu, scpu)
@@ -351,6 +362,89 @@ def requeue(session: Session, claims: Sequence[tuple[int, str]]) -> list[int]:
     requeued = [r[0] for r in rows]
     if requeued:
         # 上一次执行的作业步不属于下一次执行（通常没有：从未启动的作业才会回到队列）
+        session.execute(text("DELETE FROM job_steps WHERE job_id = ANY(:ids)"), {"ids": requeued})
+    return requeued
+
+
+_REQUEUE_SOURCES = ", ".join(f"'{s.value}'" for s in JobState if s in REQUEUE_SOURCES)
+
+# 重新排队：回到 PENDING，重启次数加一，上一次执行的时间、退出码与说明清空。
+# 分配、令牌与 released_at 保持原样：它们仍指着上一次执行，执行结束时的归还以这个令牌为栅栏，
+# 认领要等 released_at 写下（或从未分配过）才可能成功——旧执行确认结束、资源归还之前不会有新执行
+_REQUEUE_COLUMNS = """
+    state = 'PENDING', start_time = NULL, end_time = NULL, exit_code = NULL,
+    state_reason = NULL, restart_count = jobs.restart_count + 1, eligible_time = clock_timestamp(),
+    memory_bytes = CASE WHEN jobs.whole_node_memory THEN 0 ELSE jobs.memory_bytes END
+"""
+
+
+@dataclass(frozen=True)
+class RequeueResult:
+    """重新排队的结果：previous 为之前的状态；changed 为是否生效；node_id 为仍需停止的执行所在节点
+    （之前是 RUNNING 时），restart_count 为新的重启次数。"""
+
+    previous: JobState
+    changed: bool
+    node_id: str | None
+    restart_count: int
+
+
+def requeue_job(session: Session, job_id: int) -> RequeueResult | None:
+    """scontrol requeue：RUNNING 或已结束的作业 → PENDING（同一作业号从头再运行）。作业不存在时 None。
+
+    运行中的作业：调用者随后让节点代理停止它的执行（同取消）；执行结束时的结局写不进来
+    （作业已不是 RUNNING），只归还资源，之后新执行才能被认领。上一次执行的作业步记录删除。"""
+    old = session.execute(
+        text("SELECT state, node_id FROM jobs WHERE id = :id FOR UPDATE"), {"id": job_id}
+    ).first()
+    if old is None:
+        return None
+    previous = JobState(old.state)
+    if previous not in REQUEUE_SOURCES:
+        return RequeueResult(previous, False, None, 0)
+    row = session.execute(
+        text(
+            f"UPDATE jobs SET {_REQUEUE_COLUMNS}, error_msg = NULL "
+            f"WHERE id = :id AND state IN ({_REQUEUE_SOURCES}) RETURNING restart_count"
+        ),
+        {"id": job_id},
+    ).first()
+    assert row is not None  # 行已锁住，状态不会在两句之间改变
+    session.execute(text("DELETE FROM job_steps WHERE job_id = :id"), {"id": job_id})
+    node = old.node_id if previous is JobState.RUNNING else None
+    return RequeueResult(previous, True, node, row.restart_count)
+
+
+# 节点失败的 --requeue 作业自动回到队列（而不是 NODE_FAIL），同样以该次执行的令牌为栅栏
+_REQUEUE_ON_NODE_FAIL = text(
+    f"""
+    UPDATE jobs SET {_REQUEUE_COLUMNS}, error_msg = v.msg
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[]), CAST(:msgs AS text[]))
+         AS v(id, token, msg)
+    WHERE jobs.id = v.id AND jobs.state = 'RUNNING' AND jobs.requeue
+          AND (v.token IS NULL OR jobs.token = v.token)
+    RETURNING jobs.id
+    """
+)
+
+
+def _requeue_node_failures(session: Session, outcomes: Sequence[Outcome]) -> list[int]:
+    """NODE_FAIL 的结局中带 --requeue 的作业改为重新排队；返回这些作业 id（资源照常由 finish 归还）。"""
+    if not outcomes:
+        return []
+    rows = session.execute(
+        _REQUEUE_ON_NODE_FAIL,
+        {
+            "ids": [o.job_id for o in outcomes],
+            "tokens": [o.token for o in outcomes],
+            "msgs": [
+                storable_text(f"{o.error_msg or '节点失联'}；作业带 --requeue，已自动重新排队")
+                for o in outcomes
+            ],
+        },
+    )
+    requeued = [r[0] for r in rows]
+    if requeued:
         session.execute(text("DELETE FROM job_steps WHERE job_id = ANY(:ids)"), {"ids": requeued})
     return requeued
 

@@ -210,7 +210,9 @@ def test_job_env_never_holds_service_settings() -> None:
     )
     env = build_env(spec, node_env)
     assert marker not in "".join(env.values())
-    assert "CONDUCTOR_DATABASE_URL" not in env and "CONDUCTOR_TOKEN" not in env
+    assert "CONDUCTOR_DATABASE_URL" not in env
+    # CONDUCTOR_TOKEN 只是这个作业自己这次执行的凭据（议题 18），从不是服务的令牌
+    assert env["CONDUCTOR_TOKEN"] == "cdj_1_t"
 
 
 def test_supervisor_passes_security_settings_to_api_process(

@@ -65,3 +65,17 @@ def test_output_regular_is_created_or_truncated_and_dev_null_allowed(tmp_path: P
 def test_open_regular_refuses_fifo(fifo: Path) -> None:
     with pytest.raises(NotRegularFile):
         open_regular(fifo)
+
+
+def test_open_output_append_keeps_content(tmp_path: Path) -> None:
+    """--open-mode=append：已有内容保留、写在末尾；默认截断。"""
+    path = tmp_path / "out.log"
+    path.write_text("first\n")
+    fd = open_output(path, append=True)
+    os.write(fd, b"second\n")
+    os.close(fd)
+    assert path.read_text() == "first\nsecond\n"
+    fd = open_output(path)
+    os.write(fd, b"third\n")
+    os.close(fd)
+    assert path.read_text() == "third\n"

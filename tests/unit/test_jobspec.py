@@ -68,6 +68,7 @@ EXPECTED_SLURM = {
     "SLURM_SUBMIT_DIR": "/home/alice/proj",
     "SLURM_JOB_ACCOUNT": "physics",
     "SLURM_JOB_PARTITION": "normal",
+    "SLURM_RESTART_COUNT": "0",
     # 1536 MiB 多 1 字节 → 向上取整为 1537
     "SLURM_MEM_PER_NODE": "1537",
 }
@@ -114,6 +115,8 @@ def test_build_env_exact() -> None:
             if k.startswith("SLURM_")
         },
         TOKEN_VAR: "tok-abc",
+        # 作业范围的凭据（这次执行的追踪令牌）；服务地址未知时不设 CONDUCTOR_URL
+        "CONDUCTOR_TOKEN": "cdj_42_tok-abc",
     }
     assert env == expected
 
@@ -143,7 +146,8 @@ def test_twin_names() -> None:
     assert env["CONDUCTOR_JOB_TOKEN"] == "tok-abc"
     twins = {k for k in env if k.startswith("CONDUCTOR_")}
     slurm = [k for k in EXPECTED_SLURM if k.startswith("SLURM_")]
-    assert len(twins) == len(slurm) + 1  # 孪生变量 + 令牌，没有别的（SLURMD_NODENAME 没有孪生）
+    # 孪生变量 + 追踪标记 + 作业凭据，没有别的（SLURMD_NODENAME 没有孪生）
+    assert len(twins) == len(slurm) + 2
 
 
 def test_user_environment_included_and_may_override_base() -> None:
@@ -254,3 +258,22 @@ def test_exclusive_job_sees_whole_node_cpus() -> None:
     assert build_env(exclusive, NODE_ENV)["CONDUCTOR_CPUS_ON_NODE"] == "32"
     shared = JobSpec.from_row({**row, "exclusive": False}, token="t", kill_wait=1.0, node_cpus=32)
     assert build_env(shared, NODE_ENV)["SLURM_CPUS_ON_NODE"] == "6"
+
+
+def test_restart_open_mode_and_service_vars() -> None:
+    """重新排队过的作业：SLURM_RESTART_COUNT 为重启次数；--open-mode 给出 SLURM_OPEN_MODE（a/t）；
+    API 地址已知时给 CONDUCTOR_URL，用户的同名变量改不掉凭据与地址。"""
+    spec = make_spec(
+        restart_count=2,
+        open_mode="append",
+        environment={"CONDUCTOR_TOKEN": "forged", "CONDUCTOR_URL": "http://evil"},
+    )
+    env = build_env(spec, {}, service_url="http://head:8000")
+    assert env["SLURM_RESTART_COUNT"] == "2"
+    assert env["SLURM_OPEN_MODE"] == "a"
+    assert env["CONDUCTOR_TOKEN"] == "cdj_42_tok-abc"
+    assert env["CONDUCTOR_URL"] == "http://head:8000"
+    assert build_env(make_spec(open_mode="truncate"), {})["SLURM_OPEN_MODE"] == "t"
+    assert "SLURM_OPEN_MODE" not in build_env(make_spec(), {})
+    assert spec.appends_output and not make_spec(open_mode="truncate").appends_output
+    assert not make_spec().appends_output  # 默认同 Slurm（JobFileAppend=0）：截断

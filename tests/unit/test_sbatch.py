@@ -348,3 +348,52 @@ def test_conflicts_are_refused_naming_the_fields(
     with pytest.raises(InvalidJobRequest, match=re.escape(message)) as info:
         _normalized(job)
     assert info.value.field == field
+
+
+def test_requeue_open_mode_and_signal_options() -> None:
+    """--requeue/--no-requeue、--open-mode、--signal 作为指令与选项进入请求体（命令行覆盖脚本）。"""
+    script = "#!/bin/bash\n#SBATCH --requeue\n#SBATCH --open-mode=append\n#SBATCH --signal=B:USR1@30\ntrue\n"
+    opts = parse_directives(script)
+    assert (opts.requeue, opts.open_mode, opts.signal) == (True, "append", "B:USR1@30")
+    job = build_payload(opts, script, "s.sh", Path("/tmp"), "acct", {})["job"]
+    assert (job["requeue"], job["open_mode"], job["signal"]) == (True, "append", "B:USR1@30")
+    assert not opts.ignored
+    merged = parse_args(["--no-requeue", "--open-mode", "truncate"]).merged_over(opts)
+    job = build_payload(merged, script, "s.sh", Path("/tmp"), "acct", {})["job"]
+    assert (job["requeue"], job["open_mode"]) == (False, "truncate")
+    plain = build_payload(SbatchOptions(), "true\n", "s.sh", Path("/tmp"), "acct", {})["job"]
+    assert not {"requeue", "open_mode", "signal"} & set(plain)
+    # 服务端的校验也接受
+    JobProperties.model_validate(job)
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--open-mode=overwrite"], "append 或 truncate"),
+        (["--signal=R:USR1"], "R:"),
+        (["--signal=NOPE@5"], "不认识的信号"),
+        (["--requeue=expedite"], "expedite"),
+    ],
+)
+def test_requeue_family_refused(args: list[str], why: str) -> None:
+    with pytest.raises(SbatchError, match=why):
+        parse_args(args)
+
+
+def test_rest_fields_validated() -> None:
+    """REST 的 job.requeue / open_mode / signal：写错时 422 点名字段（由 pydantic 校验）。"""
+    base = {
+        "account": "a",
+        "current_working_directory": "/tmp",
+        "standard_output": "o",
+        "standard_error": "e",
+        "name": "n",
+        "partition": "p",
+    }
+    from pydantic import ValidationError
+
+    for field, value in (("open_mode", "x"), ("signal", "R:USR1"), ("requeue", "yes")):
+        with pytest.raises(ValidationError) as info:
+            JobProperties.model_validate({**base, field: value})
+        assert info.value.errors()[0]["loc"] == (field,)
