@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,13 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.resource_schemas import JobResourceRequest, JobResources
 from conductor.arrays import parse_array
 from conductor.dependencies import parse_dependency
-from conductor.jobspec import changes_shell_startup
+from conductor.envnames import ENV_NAME, changes_shell_startup
 from conductor.memory import parse_memory
 from conductor.priority import MAX_PRIORITY, MIN_PRIORITY
 from conductor.signalspec import parse_signal_spec, signal_number
 from conductor.timefmt import parse_time_limit
 
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PositiveInt = Annotated[int, Field(ge=1, le=100_000, strict=True)]
 
 

@@ -21,15 +21,6 @@ from conductor.proctree import TOKEN_VAR
 BASE_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "TERM")
 DEFAULT_BASE = {"PATH": "/usr/local/bin:/usr/bin:/bin", "SHELL": "/bin/bash", "TMPDIR": "/tmp"}
 
-# 改变 bash 启动方式的变量：在脚本第一行之前执行代码（BASH_ENV、ENV、导出的函数）或改变
-# 解析与跟踪（SHELLOPTS、BASHOPTS）。作业环境里不接受它们，提交时拒绝。
-SHELL_STARTUP_VARS = frozenset({"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS"})
-
-
-def changes_shell_startup(name: str) -> bool:
-    """该环境变量是否改变 bash 的启动方式（BASH_FUNC_* 是 bash 导出的函数）。"""
-    return name in SHELL_STARTUP_VARS or name.startswith("BASH_FUNC_")
-
 
 @dataclass(frozen=True)
 class Member:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from conductor.envnames import ENV_NAME, changes_shell_startup
 from conductor.errors import ConductorError
 from conductor.signalspec import parse_signal_spec
 from conductor.tres import parse_tres
@@ -241,21 +242,37 @@ def parse_directives(script: str) -> SbatchOptions:
         raise SbatchError(f"脚本中的 #SBATCH 指令无效：{exc}") from None
 
 
-def parse_export(value: str | None, environ: Mapping[str, str]) -> dict[str, str]:
-    """--export：ALL/NONE 加上逗号分隔的 NAME 或 NAME=值。
+# --export=ALL 不带过去的提交者变量：凭据（作业拿自己这次执行的）、上一层作业的 Slurm/Conductor
+# 变量（作业总会得到自己的一套，留着旧值只会让“没被覆盖的那几个”指向别的作业）、shell 自己的 `_`
+_NOT_EXPORTED_PREFIXES = ("SLURM_", "SBATCH_", "CONDUCTOR_")
 
-    作业总是从节点的干净基础环境启动（不把提交者的整个环境搬过去），
-    ALL 与 NONE 因此等价；单独列出的 NAME 取提交者环境中的值。
+
+def _exportable(name: str) -> bool:
+    return (
+        ENV_NAME.fullmatch(name) is not None
+        and not changes_shell_startup(name)
+        and not name.startswith(_NOT_EXPORTED_PREFIXES)
+        and name != "_"
+    )
+
+
+def parse_export(value: str | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """--export，同 sbatch：不写即 ALL。
+
+    ALL 把提交者的环境带进作业（跳过凭据、旧的 SLURM_*/CONDUCTOR_* 与改变 bash 启动方式的变量，
+    见 _exportable）；NONE/NIL 什么也不带（作业从节点的干净基础环境启动）；逗号分隔的 NAME 或
+    NAME=值 另外加上（没有 ALL 时只带这些）。
     """
+    items = [item.strip() for item in (value or "ALL").split(",") if item.strip()]
+    words = {item.upper() for item in items}
     env: dict[str, str] = {}
-    if not value:
-        return env
-    for item in value.split(","):
-        item = item.strip()
-        if not item or item.upper() in ("ALL", "NONE", "NIL"):
+    if "ALL" in words:
+        env.update({k: v for k, v in environ.items() if _exportable(k)})
+    for item in items:
+        if item.upper() in ("ALL", "NONE", "NIL"):
             continue
         key, sep, val = item.partition("=")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        if not ENV_NAME.fullmatch(key):
             raise SbatchError(f"--export 中的变量名无效：{key!r}")
         if sep:
             env[key] = val

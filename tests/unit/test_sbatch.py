@@ -130,10 +130,22 @@ def test_command_line_overrides_directives() -> None:
 
 def test_export() -> None:
     environ = {"HOME": "/home/u", "FOO": "bar"}
-    assert parse_export(None, environ) == {}
-    assert parse_export("ALL", environ) == {}
+    # 同 sbatch：不写即 ALL，把提交者的环境带过去；NONE 什么也不带；只列名字时只带这些
+    assert parse_export(None, environ) == environ
+    assert parse_export("ALL", environ) == environ
     assert parse_export("NONE", environ) == {}
-    assert parse_export("ALL,A=1,FOO", environ) == {"A": "1", "FOO": "bar"}
+    assert parse_export("A=1,FOO", environ) == {"A": "1", "FOO": "bar"}
+    assert parse_export("ALL,A=1", environ) == {**environ, "A": "1"}
+    # 凭据、上一层作业的变量与改变 bash 启动方式的变量不随 ALL 过去
+    noisy = {
+        **environ,
+        "CONDUCTOR_TOKEN": "cdj_1_x",
+        "SLURM_JOB_ID": "7",
+        "BASH_ENV": "/tmp/x",
+        "BASH_FUNC_f%%": "() { :; }",
+        "_": "/usr/bin/sbatch",
+    }
+    assert parse_export(None, noisy) == environ
     assert parse_export("B=x=y", environ) == {"B": "x=y"}
     with pytest.raises(SbatchError, match="MISSING 在当前环境中不存在"):
         parse_export("MISSING", environ)
