@@ -7,7 +7,8 @@ import getpass
 import os
 import re
 import sys
-from typing import NoReturn
+from collections.abc import Collection, Mapping
+from typing import Any, NoReturn
 
 # src/common/slurm_protocol_defs.c 的 job_state_string 与 job_state_string_compact
 STATE_COMPACT = {
@@ -138,6 +139,14 @@ def current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "default"
+
+
+def owned_by(item: Mapping[str, Any], users: Collection[str]) -> bool:
+    """作业是否属于这些用户之一：运行它的 Unix 用户（user），或提交它的账户。
+
+    账户没有映射到 Unix 用户时作业以服务自身的用户运行，user 不是提交者；提交者的默认账户就是
+    $USER（同 submit），所以 -u/--me 也按账户认。"""
+    return item.get("user") in users or item.get("account") in users
 
 
 class SlurmParser(argparse.ArgumentParser):

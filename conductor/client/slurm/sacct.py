@@ -22,6 +22,7 @@ from conductor.client.slurm.grammar import (
     SlurmParser,
     current_user,
     expand_job_ids,
+    owned_by,
     parse_states,
     split_list,
 )
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     names = set(split_list(args.name)) if args.name else set()
     accounts = set(split_list(args.accounts)) if args.accounts else set()
     partitions = set(split_list(args.partition)) if args.partition else set()
-    query: list[tuple[str, Any]] = [("user", u) for u in sorted(users)]
+    query: list[tuple[str, Any]] = []
     with connect(PROG) as api:
         try:
             items = [
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             die(PROG, exc.detail)
         except Unreachable as exc:
             die(PROG, str(exc))
-    items = [i for i in items if not users or i.get("user") in users]
+    items = [i for i in items if not users or owned_by(i, users)]
     items = [_only_steps(i, refs) for i in items]
     items.sort(key=lambda j: int(j["job_id"]))
     parsable: slurm_output.Parsable = "p2" if args.parsable2 else "p" if args.parsable else "none"

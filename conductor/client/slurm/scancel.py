@@ -17,6 +17,7 @@ from conductor.client.slurm.grammar import (
     SlurmParser,
     current_user,
     expand_job_ids,
+    owned_by,
     parse_states,
     split_list,
 )
@@ -115,13 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     with connect(PROG) as api:
         try:
             query: list[tuple[str, Any]] = [("state", s) for s in ("PENDING", "RUNNING")]
-            query += [("user", u) for u in sorted(users)]
             active = [
                 j
                 for j in api.jobs_for(refs, query)
                 if j["state"] in ACTIVE_STATES
                 and (states is None or j["state"] in states)
-                and (not users or (j.get("user") or j.get("account")) in users)
+                and (not users or owned_by(j, users))
                 and (not args.name or j.get("name") == args.name)
                 and (not args.partition or j.get("partition") in split_list(args.partition))
                 and (not args.account or j.get("account") in split_list(args.account))

@@ -19,6 +19,7 @@ from conductor.client.slurm.grammar import (
     SlurmParser,
     current_user,
     expand_job_ids,
+    owned_by,
     parse_states,
     split_list,
 )
@@ -122,11 +123,6 @@ def _flatten(values: Iterable[str]) -> list[str]:
     return [item for v in values for item in split_list(v)]
 
 
-def _user_of(item: dict[str, Any]) -> str | None:
-    # 服务端还没有 user 字段时，用户即账户（查询接口的 detail.user 也是账户）
-    return item.get("user") or item.get("account")
-
-
 def _finished_recently(item: dict[str, Any], now: datetime) -> bool:
     end = item.get("end_time")
     if not end:
@@ -189,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     if wanted is not None and wanted <= SERVER_STATES:
         # 只把服务端认得的状态交给它过滤；含别的状态（如 OOM）时全取回来在本地过滤
         query += [("state", s) for s in sorted(wanted)]
-    query += [("user", u) for u in sorted(users)]
     if len(accounts) == 1:
         query.append(("account", next(iter(accounts))))
     if len(partitions) == 1:
@@ -205,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (wanted is None or j["state"] in wanted)
                 and (j["state"] not in FINISHED_STATES or _finished_recently(j, now))
                 and (not refs or _ref_matches(j, refs))
-                and (not users or _user_of(j) in users)
+                and (not users or owned_by(j, users))
                 and (not partitions or j.get("partition") in partitions)
                 and (not accounts or j.get("account") in accounts)
                 and (not names or j.get("name") in names)
