@@ -502,6 +502,7 @@ class StepServer:
                     cwd=work_dir,
                     stdout_path=self._output(req.output, lay, step_id, slot),
                     stderr_path=self._output(req.error or req.output, lay, step_id, slot),
+                    append=req.open_mode == "append",
                     identity=self.identity,
                 )
             )

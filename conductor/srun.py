@@ -24,6 +24,7 @@ from conductor.steps import (
     label_width,
     parse_srun_args,
     task_exit_messages,
+    with_open_mode,
 )
 
 USAGE = """\
@@ -135,7 +136,7 @@ def _environment(export: str | None, environ: Mapping[str, str]) -> dict[str, st
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        req = parse_srun_args(args)
+        req = with_open_mode(parse_srun_args(args), os.environ)
     except HelpRequested:
         sys.stdout.write(USAGE)
         return 0

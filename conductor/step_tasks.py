@@ -39,22 +39,26 @@ class LocalTask:
     cwd: str
     stdout_path: str | None = None
     stderr_path: str | None = None
+    # 输出文件追加而不截断（srun --open-mode=append，或作业的 SLURM_OPEN_MODE=a）
+    append: bool = False
     # 以哪个 Unix 身份运行：(uid, gid, 附加组)；None 为本进程的身份
     identity: tuple[int, int, tuple[int, ...]] | None = None
 
 
 class _Files:
-    """按路径只打开一次的输出文件：首次打开时截断，之后所有任务共用一个 O_APPEND 的 fd，互不覆盖。"""
+    """按路径只打开一次的输出文件：首次打开时截断（追加模式不截断），之后所有任务共用一个 O_APPEND 的 fd，
+    互不覆盖。"""
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
 
-    def open(self, path: str, cwd: str) -> int:
+    def open(self, path: str, cwd: str, append: bool = False) -> int:
         full = os.path.abspath(os.path.join(cwd, path))
         if full not in self._fds:
+            truncate = 0 if append else os.O_TRUNC
             self._fds[full] = os.open(
                 full,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY,
+                os.O_WRONLY | os.O_CREAT | truncate | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY,
                 0o644,
             )
         return self._fds[full]
@@ -110,7 +114,7 @@ def _stderr_message(task: LocalTask, text: str, emit: Emit, files: _Files) -> No
     if task.stderr_path is None:
         emit(task.rank, 2, data)
     else:
-        os.write(files.open(task.stderr_path, task.cwd), data)
+        os.write(files.open(task.stderr_path, task.cwd, task.append), data)
 
 
 def run_node_tasks(
@@ -179,8 +183,12 @@ def _start(
             files,
         )
         return (2, None)
-    stdout = files.open(task.stdout_path, task.cwd) if task.stdout_path else subprocess.PIPE
-    stderr = files.open(task.stderr_path, task.cwd) if task.stderr_path else subprocess.PIPE
+    stdout = (
+        files.open(task.stdout_path, task.cwd, task.append) if task.stdout_path else subprocess.PIPE
+    )
+    stderr = (
+        files.open(task.stderr_path, task.cwd, task.append) if task.stderr_path else subprocess.PIPE
+    )
     who: dict[str, object] = {}
     if task.identity is not None:
         uid, gid, groups = task.identity

@@ -56,6 +56,8 @@ class StepRequest:
     label: bool = False
     output: str | None = None
     error: str | None = None
+    # --open-mode：append 或 truncate；None 为没写（srun 取作业的 SLURM_OPEN_MODE，见 with_open_mode）
+    open_mode: str | None = None
     unbuffered: bool = False
     kill_on_bad_exit: bool = False
     chdir: str | None = None
@@ -92,6 +94,7 @@ _HONOURED: dict[str, _Arg] = {
     "label": "none",
     "output": "required",
     "error": "required",
+    "open-mode": "required",
     "unbuffered": "none",
     "kill-on-bad-exit": "optional",
     "chdir": "required",
@@ -301,6 +304,29 @@ def parse_srun_args(argv: list[str]) -> StepRequest:
     return _build_request(values, command, tuple(warnings))
 
 
+def _open_mode(raw: str) -> str:
+    """--open-mode：同 Slurm 只看首字母（a 追加、t 截断，不分大小写）。"""
+    head = raw[:1].lower()
+    if head == "a":
+        return "append"
+    if head == "t":
+        return "truncate"
+    raise StepError(f"srun: error: Invalid --open-mode argument: {raw}")
+
+
+def with_open_mode(req: StepRequest, environ: Mapping[str, str]) -> StepRequest:
+    """没写 --open-mode 时取作业环境的 SLURM_OPEN_MODE（a/t，sbatch --open-mode 设的），同 Slurm 的 srun：
+    批处理脚本以 --open-mode=append 运行时，srun 的 --output 也追加，不截断脚本已写的内容。"""
+    if req.open_mode is not None:
+        return req
+    mode = environ.get("SLURM_OPEN_MODE", "")[:1].lower()
+    if mode == "a":
+        return dataclasses.replace(req, open_mode="append")
+    if mode == "t":
+        return dataclasses.replace(req, open_mode="truncate")
+    return req
+
+
 def _build_request(
     values: dict[str, Any], command: tuple[str, ...], warnings: tuple[str, ...]
 ) -> StepRequest:
@@ -333,6 +359,7 @@ def _build_request(
         label="label" in values,
         output=_output_name("--output", get("output")) if "output" in values else None,
         error=_output_name("--error", get("error")) if "error" in values else None,
+        open_mode=_open_mode(get("open-mode")) if "open-mode" in values else None,
         unbuffered="unbuffered" in values,
         kill_on_bad_exit=kill,
         chdir=get("chdir"),

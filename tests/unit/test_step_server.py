@@ -107,6 +107,23 @@ def test_output_patterns_write_one_file_per_task(tmp_path: Path) -> None:
     assert r["out"] == ""
 
 
+def test_srun_output_follows_the_jobs_open_mode(tmp_path: Path) -> None:
+    """--open-mode=append 的作业（SLURM_OPEN_MODE=a）里 srun -o 追加，不截断脚本或上一次运行写的内容；
+    srun 自己的 --open-mode 优先；都没有时截断（同 Slurm）。submitit 重新排队后靠它保留第一次的日志。"""
+    for name in ("env.txt", "opt.txt", "plain.txt"):
+        (tmp_path / name).write_text("old\n")
+    r = _run(
+        "SLURM_OPEN_MODE=a srun -n 1 -o env.txt echo new\n"
+        "SLURM_OPEN_MODE=t srun -n 1 --open-mode=append -o opt.txt echo new\n"
+        "srun -n 1 -o plain.txt echo new\n",
+        tmp_path,
+    )
+    assert r["code"] == 0, r
+    assert (tmp_path / "env.txt").read_text() == "old\nnew\n"
+    assert (tmp_path / "opt.txt").read_text() == "old\nnew\n"
+    assert (tmp_path / "plain.txt").read_text() == "new\n"
+
+
 def test_a_step_waits_while_the_allocation_is_busy(tmp_path: Path) -> None:
     """两个各要 2 个 CPU 的作业步在 2 个 CPU 的分配里：后来的等前一个结束，不超用分配。"""
     r = _run(
