@@ -73,13 +73,25 @@ def socket_name(token: str) -> str:
     return f"conductor-step-{token}"
 
 
-def shim_text(python: str, source_root: str) -> str:
-    """srun 的外壳脚本：先用服务自己的 Python；作业用户执行不了它（例如装在 0700 的 /root 下）时
-    退回 PATH 里的 python3。srun 只用标准库与几个纯 Python 模块，源码目录放在 sys.path 最前即可，
+# 作业 PATH 最前面的命令：srun，以及作业里提交、查询、取消用的 Slurm 命令（用作业自己的凭据，
+# 见 docs/security.md）。命令名 → (模块, 入口函数)，同 pyproject.toml 的 [project.scripts]
+SHIM_COMMANDS: dict[str, tuple[str, str]] = {
+    "srun": ("conductor.srun", "main"),
+    **{
+        name: (f"conductor.client.slurm.{name}", "run")
+        for name in ("sbatch", "squeue", "scancel", "sacct", "sinfo", "scontrol")
+    },
+}
+
+
+def shim_text(python: str, source_root: str, command: str = "srun") -> str:
+    """命令的外壳脚本：先用服务自己的 Python；作业用户执行不了它（例如装在 0700 的 /root 下）时
+    退回 PATH 里的 python3。这些命令只用标准库与几个纯 Python 模块，源码目录放在 sys.path 最前即可，
     不改 PYTHONPATH（srun 把自己的环境原样交给任务）。-I：不受用户的 PYTHON* 变量影响。"""
+    module, func = SHIM_COMMANDS[command]
     run = (
-        f"import sys; sys.path.insert(0, {source_root!r}); "
-        "from conductor.srun import main; sys.exit(main())"
+        f"import sys; sys.argv[0] = {command!r}; sys.path.insert(0, {source_root!r}); "
+        f"from {module} import {func}; sys.exit({func}())"
     )
     return (
         "#!/bin/sh\n"
@@ -87,7 +99,7 @@ def shim_text(python: str, source_root: str) -> str:
         "py=$svc\n"
         'if [ ! -x "$py" ]; then\n'
         "  py=$(command -v python3) || {\n"
-        '    echo "srun: error: 作业用户执行不了 Conductor 的 Python（$svc），PATH 里也没有 python3" >&2\n'
+        f'    echo "{command}: error: 作业用户执行不了 Conductor 的 Python（$svc），PATH 里也没有 python3" >&2\n'
         "    exit 1\n"
         "  }\n"
         "fi\n"
@@ -96,24 +108,30 @@ def shim_text(python: str, source_root: str) -> str:
 
 
 def install_shim(spool: Path) -> Path:
-    """在临时目录下放一个 srun，返回它所在的目录。
+    """在临时目录下放 srun 与 Slurm 的几个命令（SHIM_COMMANDS），返回它们所在的目录。
 
-    目录里只有 srun：放在作业 PATH 的最前面，不会遮住用户自己的 python 等命令。"""
+    目录里只有这些命令：放在作业 PATH 的最前面，不会遮住用户自己的 python 等命令。"""
     bin_dir = spool / SHIM_DIR
     bin_dir.mkdir(mode=0o755, exist_ok=True)
     os.chmod(bin_dir, 0o755)
-    body = shim_text(sys.executable, str(Path(conductor.__file__).resolve().parent.parent))
-    shim = bin_dir / "srun"
+    root = str(Path(conductor.__file__).resolve().parent.parent)
+    for command in SHIM_COMMANDS:
+        _install(bin_dir, command, shim_text(sys.executable, root, command))
+    return bin_dir
+
+
+def _install(bin_dir: Path, command: str, body: str) -> None:
+    """内容不同才换（原子替换）：同一节点上的作业共用这个目录。"""
+    shim = bin_dir / command
     try:
         current = shim.read_text()
     except OSError:
         current = None
     if current != body:
-        tmp = bin_dir / f".srun-{os.getpid()}"
+        tmp = bin_dir / f".{command}-{os.getpid()}"
         tmp.write_text(body)
         os.chmod(tmp, 0o755)
         os.replace(tmp, shim)
-    return bin_dir
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from api.routes.jobs import service_user
+from cluster import service_url
 from harness.waiting import wait_for
 from tests.cluster.conftest import Service
 from tests.cluster.live_api import LiveApi
@@ -27,6 +28,8 @@ OWNER = service_user()
 @pytest.fixture(scope="module")
 def api(service: Service) -> Iterator[LiveApi]:
     live = LiveApi(service)
+    # 作业里的命令经 CONDUCTOR_URL 找到服务（serve 启动时登记；这里的 API 在测试进程里）
+    service_url.publish(live.url, service.settings.namespace)
     yield live
     live.close()
 
@@ -378,3 +381,25 @@ def test_issue_pipeline_runs_unchanged(
         [f"{second}.batch", "COMPLETED"],
     ]
     assert all(r.split("|")[2] not in ("", "None assigned") for r in rows[1:])
+
+
+def test_commands_work_inside_a_job_with_no_extra_step(
+    service: Service, api: LiveApi, user: str, tmp_path: Path
+) -> None:
+    """作业里不用任何准备就能用 Slurm 的命令：它们在作业 PATH 的最前面（--export=NONE 也在），
+    经作业自己的 CONDUCTOR_URL/CONDUCTOR_TOKEN 连服务。流水线在作业里查自己、提交下一步。"""
+    (tmp_path / "parent.sh").write_text(
+        "#!/bin/bash\n#SBATCH --mem=100M --export=NONE\n"
+        "command -v sbatch squeue\n"
+        'squeue -h -j "$SLURM_JOB_ID" -o "%i %t"\n'
+        "sbatch --parsable --mem=100M --wrap 'echo child'\n"
+    )
+    job = parsable(run(api, user, "sbatch", "--parsable", "parent.sh", cwd=tmp_path))
+    service.wait_state(job, "COMPLETED", "FAILED")
+    out = (tmp_path / f"slurm-{job}.out").read_text().splitlines()
+    assert service.state(job) == "COMPLETED", out
+    assert all(line.endswith(("/sbatch", "/squeue")) for line in out[:2]), out
+    assert out[2] == f"{job} R"
+    child = int(out[3])
+    service.wait_state(child, "COMPLETED")
+    assert (tmp_path / f"slurm-{child}.out").read_text() == "child\n"
