@@ -84,6 +84,10 @@ def _wait_done(job: submitit.Job, timeout: float) -> None:
     )
 
 
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
 def _executor(folder: Path, **params: object) -> submitit.SlurmExecutor:
     _require("srun", "sbatch", "sacct", "scancel", "scontrol")
     executor = submitit.SlurmExecutor(folder=folder)
@@ -204,6 +208,16 @@ def test_dask_jobqueue_slurm_cluster(
             job_ids = [str(job.job_id) for job in cluster.workers.values()]
             assert len(job_ids) == 2
             assert [_rest_state(serve, j) for j in job_ids] == ["RUNNING", "RUNNING"]
+            # -e <log_directory>/dask-worker-%J.err：批处理脚本的 %J 即作业号，worker 的日志写在那里
+            for j in job_ids:
+                err = tmp_path / "logs" / f"dask-worker-{j}.err"
+                wait_for(
+                    lambda e=err: e.exists() and "Start worker" in e.read_text(),
+                    60,
+                    what=lambda e=err: (
+                        f"{e} 里有 worker 的启动日志；logs 目录：{_listing(tmp_path)}"
+                    ),
+                )
             assert client.submit(jobs.inc, 1).result(timeout=120) == 2
             assert client.gather(client.map(jobs.inc, range(10))) == list(range(1, 11))
             seen = client.run(os.getenv, "SLURM_JOB_ID")  # 每个 worker 在各自的作业里
