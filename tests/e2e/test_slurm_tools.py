@@ -119,7 +119,7 @@ def test_submitit_submit_returns_results(
     assert body["detail"]["job_name"] == "submitit"
     assert body["detail"]["allocated_cpus"] == 1
     # 作业的日志写在 submitit 指定的 --output（%j_0_log.out）里，且里面有 submitit 的启动日志
-    assert "Starting with JobEnvironment" in job.stdout()
+    assert "Starting with JobEnvironment" in (job.stdout() or "")
 
 
 @pytest.mark.timeout(600)
