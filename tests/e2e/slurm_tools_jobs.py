@@ -1,6 +1,7 @@
 """test_slurm_tools 交给 submitit / dask 在作业里运行的函数。
 
 单独成模块：两者都按引用 pickle 模块级函数，作业里只需导入这个轻量模块（不导入 pytest 与测试夹具）。
+测试在项目根目录提交，作业的工作目录即项目根目录，`python -m …` 把它放在 sys.path 首位，所以导入得到。
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def job_identity() -> dict[str, object]:
         "global_rank": env.global_rank,
         "num_tasks": env.num_tasks,
         "executor": os.environ.get("SUBMITIT_EXECUTOR"),
+        "mark": os.environ.get("SLURM_TOOLS_MARK"),
     }
 
 

@@ -43,9 +43,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
             mp.setenv("HOME", str(server.home))  # 令牌文件：~/.config/conductor/token
             mp.setenv("CONDUCTOR_URL", server.url)
             mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-            # 作业里要能导入被 pickle 的函数所在的模块（Slurm 默认 --export=ALL 把它带进作业）
-            pythonpath = os.environ.get("PYTHONPATH")
-            mp.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{pythonpath}" if pythonpath else str(ROOT))
+            # 提交者环境里的变量：Slurm 默认 --export=ALL，作业里应看得到它
+            mp.setenv("SLURM_TOOLS_MARK", "from-submitter")
             yield server
         assert server.stop() == 0, server.log_tail()
     finally:
@@ -99,14 +98,15 @@ def _executor(folder: Path, **params: object) -> submitit.SlurmExecutor:
 def test_submitit_submit_returns_results(
     serve: ServeProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(ROOT)  # 像用户一样在项目目录里提交（作业的工作目录即此）
     executor = _executor(tmp_path / "submitit", time=5, cpus_per_task=1, mem="1GB")
     job = executor.submit(jobs.add, 2, 3)
     who = executor.submit(jobs.job_identity)
     for j in (job, who):
         _wait_done(j, 300)
     assert job.result() == 5
-    assert who.result() == {
+    identity = who.result()
+    assert {k: v for k, v in identity.items() if k != "mark"} == {
         "job_id": who.job_id,
         "global_rank": 0,
         "num_tasks": 1,
@@ -120,13 +120,16 @@ def test_submitit_submit_returns_results(
     assert body["detail"]["allocated_cpus"] == 1
     # 作业的日志写在 submitit 指定的 --output（%j_0_log.out）里，且里面有 submitit 的启动日志
     assert "Starting with JobEnvironment" in (job.stdout() or "")
+    # sbatch 默认 --export=ALL：提交者环境里的变量在作业里可见（submitit 自己也靠它，
+    # 例如 SUBMITIT_PREEMPT_SIGNAL 须在提交端与作业里一致）
+    assert identity["mark"] == "from-submitter"
 
 
 @pytest.mark.timeout(600)
 def test_submitit_map_array(
     serve: ServeProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(ROOT)  # 像用户一样在项目目录里提交（作业的工作目录即此）
     executor = _executor(tmp_path / "submitit", time=5, cpus_per_task=1, array_parallelism=2)
     array = executor.map_array(jobs.square_with_index, [1, 2, 3])
     assert len({j.job_id.split("_")[0] for j in array}) == 1  # 一次 sbatch --array=0-2%2
@@ -141,7 +144,7 @@ def test_submitit_map_array(
 def test_submitit_cancel_reports_cancelled(
     serve: ServeProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(ROOT)  # 像用户一样在项目目录里提交（作业的工作目录即此）
     executor = _executor(tmp_path / "submitit", time=10, cpus_per_task=1)
     marker = tmp_path / "started"
     job = executor.submit(jobs.mark_and_sleep, str(marker), 600)
@@ -171,7 +174,7 @@ def test_submitit_checkpointable_is_requeued_on_signal(
 ) -> None:
     """限时 1 分钟、--signal=USR2@40：第一次运行约 20 秒后收到 USR2，submitit 做检查点并
     `scontrol requeue` 自己；重新排队后第二次运行完成，result() 得到第二次运行的返回值。"""
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(ROOT)  # 像用户一样在项目目录里提交（作业的工作目录即此）
     executor = _executor(tmp_path / "submitit", time=1, cpus_per_task=1, signal_delay_s=40)
     runs = tmp_path / "runs.txt"
     job = executor.submit(jobs.ResumableCount(), str(runs))
@@ -191,7 +194,7 @@ def test_dask_jobqueue_slurm_cluster(
     serve: ServeProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _require("sbatch", "scancel")
-    monkeypatch.chdir(tmp_path)  # 默认的 slurm-%j.out 落在这里
+    monkeypatch.chdir(ROOT)  # 像用户一样在项目目录里提交（作业的工作目录即此）
     cluster = SLURMCluster(
         cores=1,
         memory="1GB",
