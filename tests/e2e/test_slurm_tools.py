@@ -211,6 +211,10 @@ def test_dask_jobqueue_slurm_cluster(
             job_ids = [str(job.job_id) for job in cluster.workers.values()]
             assert len(job_ids) == 2
             assert [_rest_state(serve, j) for j in job_ids] == ["RUNNING", "RUNNING"]
+            assert client.submit(jobs.inc, 1).result(timeout=120) == 2
+            assert client.gather(client.map(jobs.inc, range(10))) == list(range(1, 11))
+            seen = client.run(os.getenv, "SLURM_JOB_ID")  # 每个 worker 在各自的作业里
+            assert sorted(seen.values()) == sorted(job_ids)
             # -e <log_directory>/dask-worker-%J.err：批处理脚本的 %J 即作业号，worker 的日志写在那里
             for j in job_ids:
                 err = tmp_path / "logs" / f"dask-worker-{j}.err"
@@ -221,10 +225,6 @@ def test_dask_jobqueue_slurm_cluster(
                         f"{e} 里有 worker 的启动日志；logs 目录：{_listing(tmp_path)}"
                     ),
                 )
-            assert client.submit(jobs.inc, 1).result(timeout=120) == 2
-            assert client.gather(client.map(jobs.inc, range(10))) == list(range(1, 11))
-            seen = client.run(os.getenv, "SLURM_JOB_ID")  # 每个 worker 在各自的作业里
-            assert sorted(seen.values()) == sorted(job_ids)
     finally:
         cluster.close()  # 对每个作业 scancel <id>
     wait_for(
