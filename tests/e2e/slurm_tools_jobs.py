@@ -29,7 +29,7 @@ def job_identity() -> dict[str, object]:
         "global_rank": env.global_rank,
         "num_tasks": env.num_tasks,
         "executor": os.environ.get("SUBMITIT_EXECUTOR"),
-        "mark": os.environ.get("SLURM_TOOLS_MARK"),
+        "mark": os.environ.get("SUBMIT_SIDE_MARK"),
     }
 
 

@@ -43,8 +43,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
             mp.setenv("HOME", str(server.home))  # 令牌文件：~/.config/conductor/token
             mp.setenv("CONDUCTOR_URL", server.url)
             mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-            # 提交者环境里的变量：Slurm 默认 --export=ALL，作业里应看得到它
-            mp.setenv("SLURM_TOOLS_MARK", "from-submitter")
+            # 提交者环境里的普通变量（不以 SLURM_ 开头：那些是 sbatch 的输入选项）：默认 --export=ALL，作业里应看得到它
+            mp.setenv("SUBMIT_SIDE_MARK", "from-submitter")
             yield server
         assert server.stop() == 0, server.log_tail()
     finally:
