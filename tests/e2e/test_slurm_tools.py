@@ -113,7 +113,10 @@ def test_submitit_submit_returns_results(
         "executor": "slurm",
     }
     for j in (job, who):
-        assert _rest_state(serve, j.job_id) == "COMPLETED"  # 真是 Conductor 的作业
+        # 结果文件在脚本退出之前就写好了：作业随后才结束（真是 Conductor 的作业）
+        wait_for(
+            lambda j=j: _rest_state(serve, j.job_id) == "COMPLETED", 60, what="REST 报告已完成"
+        )
         assert _sacct_state(j) == "COMPLETED"
     body = serve.query(job.job_id)
     assert body["detail"]["job_name"] == "submitit"
@@ -182,8 +185,8 @@ def test_submitit_checkpointable_is_requeued_on_signal(
     assert job.result() == 2, runs.read_text() if runs.exists() else "没有运行记录"
     lines = [line.split(" ") for line in runs.read_text().splitlines()]
     assert lines == [[job.job_id, "0"], [job.job_id, "1"]]  # 同一作业号，SLURM_RESTART_COUNT 0 → 1
+    wait_for(lambda: _rest_state(serve, job.job_id) == "COMPLETED", 60, what="REST 报告已完成")
     assert _sacct_state(job) == "COMPLETED"
-    assert _rest_state(serve, job.job_id) == "COMPLETED"
     # --open-mode=append：重新排队后的运行接着写同一个日志，第一次运行的日志还在
     stdout = job.stdout() or ""
     assert stdout.count("Starting with JobEnvironment") == 2, stdout
