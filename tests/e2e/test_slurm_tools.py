@@ -70,9 +70,7 @@ def _sacct_state(job: submitit.Job) -> str:
     return str(job.get_info(mode="force").get("State", ""))
 
 
-def _wait_ended(
-    serve: ServeProcess, job: submitit.Job, state: str = "COMPLETED", rest: bool = True
-) -> None:
+def _wait_ended(serve: ServeProcess, job: submitit.Job, state: str = "COMPLETED") -> None:
     """结果文件在任务退出前就写好了（Slurm 上也一样）：等 sacct 与 REST 都报告终态再断言。"""
     wait_for(
         lambda: _sacct_state(job) == state,
@@ -80,8 +78,7 @@ def _wait_ended(
         interval=1,
         what=lambda: f"sacct 报告作业 {job.job_id} 为 {state}（当前 {job.state!r}）",
     )
-    if rest:  # 数组任务的 12_3 写法只有 Slurm 命令认得，REST 按作业号查询
-        assert _rest_state(serve, job.job_id) == state
+    assert _rest_state(serve, job.job_id) == state
 
 
 def _wait_done(job: submitit.Job, timeout: float) -> None:
@@ -151,7 +148,7 @@ def test_submitit_map_array(
         _wait_done(j, 300)
     assert [j.result() for j in array] == [(1, "0"), (4, "1"), (9, "2")]
     for j in array:
-        _wait_ended(serve, j, rest=False)
+        _wait_ended(serve, j)
 
 
 @pytest.mark.timeout(600)
