@@ -70,6 +70,17 @@ def _sacct_state(job: submitit.Job) -> str:
     return str(job.get_info(mode="force").get("State", ""))
 
 
+def _wait_ended(serve: ServeProcess, job: submitit.Job, state: str = "COMPLETED") -> None:
+    """结果文件在任务退出前就写好了（Slurm 上也一样）：等 sacct 与 REST 都报告终态再断言。"""
+    wait_for(
+        lambda: _sacct_state(job) == state,
+        120,
+        interval=1,
+        what=lambda: f"sacct 报告作业 {job.job_id} 为 {state}（当前 {job.state!r}）",
+    )
+    assert _rest_state(serve, job.job_id) == state
+
+
 def _wait_done(job: submitit.Job, timeout: float) -> None:
     """等 submitit 认为作业结束（结果文件出现，或 sacct 报告终态）。"""
     wait_for(
@@ -113,11 +124,7 @@ def test_submitit_submit_returns_results(
         "executor": "slurm",
     }
     for j in (job, who):
-        # 结果文件在脚本退出之前就写好了：作业随后才结束（真是 Conductor 的作业）
-        wait_for(
-            lambda j=j: _rest_state(serve, j.job_id) == "COMPLETED", 60, what="REST 报告已完成"
-        )
-        assert _sacct_state(j) == "COMPLETED"
+        _wait_ended(serve, j)  # 真是 Conductor 的作业
     body = serve.query(job.job_id)
     assert body["detail"]["job_name"] == "submitit"
     assert body["detail"]["allocated_cpus"] == 1
@@ -140,7 +147,8 @@ def test_submitit_map_array(
     for j in array:
         _wait_done(j, 300)
     assert [j.result() for j in array] == [(1, "0"), (4, "1"), (9, "2")]
-    assert [_sacct_state(j) for j in array] == ["COMPLETED"] * 3
+    for j in array:
+        _wait_ended(serve, j)
 
 
 @pytest.mark.timeout(600)
@@ -185,8 +193,7 @@ def test_submitit_checkpointable_is_requeued_on_signal(
     assert job.result() == 2, runs.read_text() if runs.exists() else "没有运行记录"
     lines = [line.split(" ") for line in runs.read_text().splitlines()]
     assert lines == [[job.job_id, "0"], [job.job_id, "1"]]  # 同一作业号，SLURM_RESTART_COUNT 0 → 1
-    wait_for(lambda: _rest_state(serve, job.job_id) == "COMPLETED", 60, what="REST 报告已完成")
-    assert _sacct_state(job) == "COMPLETED"
+    _wait_ended(serve, job)
     # --open-mode=append：重新排队后的运行接着写同一个日志，第一次运行的日志还在
     stdout = job.stdout() or ""
     assert stdout.count("Starting with JobEnvironment") == 2, stdout
