@@ -80,7 +80,11 @@ def test_serve_with_auth_tokens_and_no_secrets_in_jobs(tmp_path: Path, database_
         assert "SLURM_JOB_ID=" + job_id in dumped
         for secret in (PASSWORD, SERVICE_TOKEN, token):
             assert secret not in dumped
-        assert "CONDUCTOR_DATABASE_URL" not in dumped and "CONDUCTOR_TOKEN" not in dumped
+        assert "CONDUCTOR_DATABASE_URL" not in dumped
+        # 作业里唯一的令牌是它自己这次运行的凭据（只在运行中、只对本账户有效），不是服务或提交者的
+        tokens = re.findall(r"^CONDUCTOR_TOKEN=(.*)$", dumped, re.MULTILINE)
+        assert len(tokens) == 1 and tokens[0].startswith(f"cdj_{job_id}_"), tokens
+        assert _run(client_env | {"CONDUCTOR_TOKEN": tokens[0]}, "query", job_id).returncode == 1
         # 只有配置文件里的错误令牌时被拒绝
         assert _run(client_env, "query", job_id).returncode == 1
     finally:
