@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
@@ -399,24 +399,27 @@ def _print_str(text: str | None, width: int, right: bool, cut: bool) -> str:
 
 
 @dataclass(frozen=True)
-class _SqueueSpec:
+class FormatSpec:
+    """格式串里的一个字段：%[.][宽度]字母[后缀]。"""
+
     letter: str
     width: int
     right: bool
     suffix: str
 
 
-def parse_squeue_format(fmt: str) -> tuple[str, list[_SqueueSpec]]:
-    """按 src/squeue/opts.c 的 parse_format/_parse_token 拆格式串：返回（前缀，字段列表）。
+def parse_percent_format(
+    fmt: str, tool: str, known: Container[str], slurm_letters: Container[str]
+) -> tuple[str, list[FormatSpec]]:
+    """squeue/sinfo 共用的 -o 格式串拆分（src/squeue/opts.c 与 src/sinfo/opts.c 的 _parse_format 同一写法）：
+    返回（前缀，字段列表）。known 为支持的字母；slurm_letters 为 Slurm 有、这里尚未支持的字母（报错时区分）。
 
-    每个字段写作 %[.][宽度]字母[后缀]；Slurm 用 strtok 按 % 切分，所以连续的 %% 只是空段，
-    不是转义。Slurm 没有 %-N 的写法（'-' 会被当成字段字母），这里同样报错。
-    """
+    Slurm 用 strtok 按 % 切分，所以连续的 %% 只是空段，不是转义。"""
     pos = fmt.find("%")
     if pos < 0:
         return fmt, []
     prefix, rest = fmt[:pos], fmt[pos:]
-    specs: list[_SqueueSpec] = []
+    specs: list[FormatSpec] = []
     for token in (t for t in rest.split("%") if t):
         i = 0
         right = token.startswith(".")
@@ -427,15 +430,23 @@ def parse_squeue_format(fmt: str) -> tuple[str, list[_SqueueSpec]]:
             width = width * 10 + int(token[i])
             i += 1
         letter = token[i] if i < len(token) else ""
-        if letter not in _SQUEUE_FIELDS:
-            if letter in _SLURM_SQUEUE_LETTERS:
+        if letter not in known:
+            if letter in slurm_letters:
                 raise ValueError(
-                    f"squeue 格式字段 %{letter} 是 Slurm 的字段，但 Conductor 尚未支持"
+                    f"{tool} 格式字段 %{letter} 是 Slurm 的字段，但 Conductor 尚未支持"
                 )
             shown = f"%{letter}" if letter else f"%{token}"
-            raise ValueError(f"squeue 格式字段 {shown} 无效：Slurm 没有这个字段字母")
-        specs.append(_SqueueSpec(letter, width, right, token[i + 1 :]))
+            raise ValueError(f"{tool} 格式字段 {shown} 无效：Slurm 没有这个字段字母")
+        specs.append(FormatSpec(letter, width, right, token[i + 1 :]))
     return prefix, specs
+
+
+def parse_squeue_format(fmt: str) -> tuple[str, list[FormatSpec]]:
+    """按 src/squeue/opts.c 的 parse_format/_parse_token 拆格式串：返回（前缀，字段列表）。
+
+    Slurm 没有 %-N 的写法（'-' 会被当成字段字母），这里同样报错。
+    """
+    return parse_percent_format(fmt, "squeue", _SQUEUE_FIELDS, _SLURM_SQUEUE_LETTERS)
 
 
 def format_squeue(

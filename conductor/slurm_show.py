@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from conductor import hostlist
+from conductor.slurm_output import FormatSpec, parse_percent_format
 
 # src/sinfo/print.c 的 MIN_PART_FIELD_SIZE、MIN_NODE_FIELD_SIZE
 MIN_PART_FIELD_SIZE = 9
@@ -289,37 +290,9 @@ NODE_SINFO_FORMAT = "%N %.6D %.9P %6t"
 NODE_LONG_SINFO_FORMAT = "%N %.6D %.9P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E"
 
 
-@dataclass(frozen=True)
-class _Spec:
-    letter: str
-    width: int
-    right: bool
-    suffix: str
-
-
-def parse_sinfo_format(fmt: str) -> tuple[str, list[_Spec]]:
+def parse_sinfo_format(fmt: str) -> tuple[str, list[FormatSpec]]:
     """src/sinfo/opts.c 的 _parse_format：%[.][宽度]字母[后缀]，开头的非 % 文字为前缀。"""
-    pos = fmt.find("%")
-    if pos < 0:
-        return fmt, []
-    prefix, rest = fmt[:pos], fmt[pos:]
-    specs = []
-    for token in (t for t in rest.split("%") if t):
-        i = 0
-        right = token.startswith(".")
-        if right:
-            i = 1
-        width = 0
-        while i < len(token) and token[i].isascii() and token[i].isdigit():
-            width = width * 10 + int(token[i])
-            i += 1
-        letter = token[i] if i < len(token) else ""
-        if letter not in SINFO_LETTERS:
-            if letter in _SLURM_SINFO_LETTERS:
-                raise ValueError(f"sinfo 格式字段 %{letter} 是 Slurm 的字段，但 Conductor 尚未支持")
-            raise ValueError(f"sinfo 格式字段 %{letter or token} 无效：Slurm 没有这个字段字母")
-        specs.append(_Spec(letter, width, right, token[i + 1 :]))
-    return prefix, specs
+    return parse_percent_format(fmt, "sinfo", SINFO_LETTERS, _SLURM_SINFO_LETTERS)
 
 
 def _groups(
