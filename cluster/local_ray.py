@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -50,8 +51,14 @@ class LocalRayHead:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self._offset = self._log.tell()  # 日志是追加的：只看本次启动写下的部分
+        # Ray 2.60 收到 SIGTERM 先把节点标为排空，等全部租约归还、至多 30 秒（为 Ray Serve 设计）。
+        # 我们停止之前已经终止并记录了全部作业，而调度器与代理是常驻 actor，租约永不归还：
+        # 每次停止都白等满 30 秒。用户明确设了就照他的
+        env = dict(os.environ)
+        env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         self.process = subprocess.Popen(
             cmd,
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

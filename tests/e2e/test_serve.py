@@ -93,7 +93,11 @@ def test_restart_keeps_queue_and_settles_running_jobs(tmp_path: Path) -> None:
     second = ServeProcess(tmp_path, data, "--num-cpus", "1")
     try:
         second.wait_healthy()
-        wait_for(lambda: _state(second, pending) == "COMPLETED", 60, what="重启后排队作业运行")
+        wait_for(
+            lambda: _state(second, pending) == "COMPLETED",
+            60,
+            what=lambda: "重启后排队作业运行；服务日志：\n" + second.log_tail(),
+        )
         assert (work / "quick.out").read_text() == "queued-and-ran\n"
         body = second.query(running)
         assert body["state"] == "NODE_FAIL"
