@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
 from cluster.client import ClusterClient
+from conductor.node_types import load_config, potential_nodes
 from conductor.partitions import PartitionTable
+from conductor.placement import NodeView
 from conductor.settings import Settings
+
+log = logging.getLogger("conductor.api")
 
 
 @dataclass
@@ -19,9 +25,27 @@ class Runtime:
     cluster: ClusterClient
     # 分区表由配置决定、进程内不变：建一次，每个请求复用
     partitions: PartitionTable = field(init=False)
+    # 自动扩缩容器能扩出的节点（提交时与存活节点一起判断作业能否运行）；没有集群配置时为空
+    potential: list[NodeView] = field(init=False)
 
     def __post_init__(self) -> None:
         self.partitions = self.settings.partition_table()
+        self.potential = _potential_nodes(self.settings, self.partitions)
+
+
+# ray up 在头节点上写下的集群配置（已按实例规格补上各节点类型的 CPU、GPU、内存）
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+
+
+def _potential_nodes(settings: Settings, partitions: PartitionTable) -> list[NodeView]:
+    path = settings.autoscaler_config
+    if path is None:
+        path = BOOTSTRAP_CONFIG.expanduser()
+        if not path.exists():
+            return []
+    views = potential_nodes(load_config(path.expanduser()), partitions)
+    log.info("提交时也按 %s 中可扩出的 %d 个节点判断作业能否运行", path, len(views))
+    return views
 
 
 def get_runtime(request: Request) -> Runtime:

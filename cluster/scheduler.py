@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import ray
 
+from cluster.autoscale import AutoscaleRequest
 from cluster.dispatch import Dispatcher
 from cluster.fleet import NODES_TIMEOUT, NODES_TTL, Fleet, Reconciler
 from cluster.health import Liveness, fatal, problems
@@ -57,11 +58,16 @@ class Scheduler:
         self.pass_times: deque[float] = deque(maxlen=200)
         self.metrics = SchedulerMetrics(settings.namespace)
         self.timer: asyncio.TimerHandle | None = None
+        # 服务关闭（shutdown_jobs）之后不再派发：终止作业释放出的资源不能再派给排队的作业，
+        # 否则它们刚启动就随集群一起被杀。一轮调度在锁里进行，关闭等正在进行的那一轮做完
+        self.closing = False
+        self.pass_lock = asyncio.Lock()
         self.fleet = Fleet(settings, wake=self.wake_event.set)
         self.dispatcher = Dispatcher(self.engine, settings, self.fleet, wake=self.wake_event.set)
         self.reconciler = Reconciler(
             self.engine, settings, self.fleet, self.dispatcher.in_flight, self.metrics
         )
+        self.autoscale = AutoscaleRequest(self.engine, settings)
         # 活性（cluster/health.py）：主循环上一次转回顶端的时刻、上一次完成调度轮的时刻、主循环退出的原因
         self.progress = time.monotonic()
         self.pass_done: float | None = None
@@ -91,6 +97,7 @@ class Scheduler:
             "last_pass_s": None if self.pass_done is None else round(now - self.pass_done, 3),
             "gcs_reader": fleet.gcs_status(),
             "ready": self.ready.is_set(),
+            "closing": self.closing,  # 服务关闭中：不再派发
             "epoch": fleet.epoch,
             "passes": self.passes,
             "reconciliations": self.reconciler.count,
@@ -99,6 +106,11 @@ class Scheduler:
             "nodes": sorted(n.node_id for n in fleet.nodes[1]),
             "last_reconcile": self.reconciler.last_summary,
             "pending_sweeps": {host: len(tokens) for host, tokens in fleet.sweeps.items()},
+            # 对 Ray 自动扩缩容器的请求：份额总数（含运行中的）与其中排队作业的份数
+            "autoscale_request": {
+                "bundles": len(self.autoscale.sent or []),
+                "pending": self.autoscale.pending,
+            },
             "pid": os.getpid(),
             "pass_ms_last": [round(t * 1000, 3) for t in self.pass_times],
             "startup_s": {k: round(v, 3) for k, v in self.startup.items()},
@@ -114,7 +126,11 @@ class Scheduler:
         return True
 
     async def shutdown_jobs(self, reason: str, grace: float) -> int:
-        """服务关闭且本地 Ray 将停止：让各节点代理终止并记录全部作业。"""
+        """服务关闭且本地 Ray 将停止：先停止派发（等正在进行的一轮做完），再让各节点代理终止并记录全部作业。
+        排队的作业留在队列里，下次启动照常运行。"""
+        self.closing = True
+        async with self.pass_lock:
+            log.info("服务关闭：不再派发，终止全部运行中的作业（%s）", reason)
         return await self.fleet.stop_all(reason, grace)
 
     # ---- 主循环 ----
@@ -133,18 +149,23 @@ class Scheduler:
             self._mark("ready")
             self.ready.set()
             self.wake_event.set()  # 对账完成立刻调度一轮：重启期间空出的资源不必等到空闲对账
-            last_resync = time.monotonic()
+            last_resync = last_demand = time.monotonic()
+            # 空闲时也按时醒来：对账与更新扩容请求
+            idle_wait = min(self.settings.idle_resync, self.settings.autoscale_period)
             while True:
                 # 转回循环顶端即一次进展；空闲等待不算停滞，醒来再记一次
                 self.progress = time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake_event.wait(), self.settings.idle_resync)
+                    await asyncio.wait_for(self.wake_event.wait(), idle_wait)
                 self.progress = time.monotonic()
                 self.wake_event.clear()
                 if time.monotonic() - last_resync >= self.settings.idle_resync:
                     await self._retrying(lambda: self.reconciler.run(startup=False))
                     last_resync = time.monotonic()
                 await self._retrying(lambda: self._schedule_pass(cycle))
+                if time.monotonic() - last_demand >= self.settings.autoscale_period:
+                    await self._retrying(self._request_capacity)
+                    last_demand = time.monotonic()
         except Exception as exc:
             # 主循环不该退出（例如领取纪元遇到 with_retry 不重试的错误）：记下原因，
             # 健康检查据此报告，看门狗据此让进程退出、由 Ray 重启
@@ -196,6 +217,12 @@ class Scheduler:
     # ---- 一轮调度 ----
 
     async def _schedule_pass(self, cycle: SchedulingCycle) -> None:
+        if self.closing:
+            return
+        async with self.pass_lock:
+            await self._one_pass(cycle)
+
+    async def _one_pass(self, cycle: SchedulingCycle) -> None:
         started = time.perf_counter()
         try:
             self.passes += 1
@@ -215,6 +242,11 @@ class Scheduler:
         finally:
             self.pass_times.append(time.perf_counter() - started)
             self.metrics.scheduled(self.pass_times[-1], cycle.figures)
+
+    async def _request_capacity(self) -> None:
+        """告诉 Ray 的自动扩缩容器队列需要什么（cluster/autoscale.py）。"""
+        nodes = await self.fleet.alive_nodes(max_age=NODES_TTL)
+        await asyncio.to_thread(self.autoscale.refresh, nodes)
 
     def _wake_at(self, when: float) -> None:
         """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""

@@ -66,6 +66,21 @@ class Settings(BaseSettings):
         "超过即强制结束并记 FAILED。作业时限从脚本启动时才开始计时，这是它之前的兜底",
     )
 
+    autoscale_max_bundles: int = Field(
+        1000,
+        ge=0,
+        description="告诉 Ray 自动扩缩容器的排队作业份额（每个节点一份）上限：一次扩容最多为这么多份起节点；"
+        "0 为不向自动扩缩容器请求（固定集群）",
+    )
+    autoscale_period: float = Field(
+        1.0, gt=0, description="调度器重算并更新对自动扩缩容器的资源请求的间隔秒数"
+    )
+    autoscaler_config: Path | None = Field(
+        None,
+        description="Ray 集群配置（ray up 的 YAML）：提交时按其中可扩出的节点类型判断作业能否运行；"
+        "为空时用头节点上 ray up 写下的 ~/ray_bootstrap_config.yaml（存在时）",
+    )
+
     partitions: dict[str, PartitionConfig] = Field(
         default_factory=dict,
         description='分区（JSON）：{"batch": {"default": true, "max_time": "1-00:00:00"}, ...}；'

@@ -106,7 +106,9 @@ class ServeProcess:
         return self.home / ".ray" / "auth_token"
 
     def log_tail(self) -> str:
-        return self.log_path.read_text()[-4000:]
+        """日志的最后一段，不含 uvicorn 的访问日志（等待循环的轮询会把别的都挤出去）。"""
+        lines = self.log_path.read_text().splitlines(keepends=True)
+        return "".join(ln for ln in lines if not ln.startswith("INFO:     127.0.0.1:"))[-4000:]
 
     def note_descendants(self) -> set[int]:
         try:

@@ -144,7 +144,8 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
 def _check_runnable(job: Job, rt: Runtime) -> None:
     """永远无法运行的请求在提交时拒绝（422 点名字段与缺的资源），而不是永远 PENDING。
 
-    每一项资源（CPU、内存、GPU、通用资源）与 -w/-x/-C、GPU 型号都由 admission 按存活节点判断。"""
+    每一项资源（CPU、内存、GPU、通用资源）与 -w/-x/-C、GPU 型号都由 admission 按存活节点判断，
+    自动扩缩容的集群还加上各节点类型能扩出的节点（rt.potential）。"""
     partitions = rt.partitions
     nodes = [
         NodeView(
@@ -160,7 +161,7 @@ def _check_runnable(job: Job, rt: Runtime) -> None:
         for n in rt.cluster.nodes()
         if n.alive
     ]
-    check_can_ever_run(job, nodes)
+    check_can_ever_run(job, nodes + rt.potential)
 
 
 def _expand(req: SubmitRequest, rt: Runtime, principal: Principal, session: Session) -> list[Job]:

@@ -274,3 +274,42 @@ def test_orphan_sweep_is_retried_until_an_agent_confirms(
         wait_for(lambda: not pid_alive(orphan), 60, what="新代理确认清理，孤儿进程被终止")
     finally:
         kill_job_tree(token, grace=0)
+
+
+def test_shutdown_kills_running_jobs_and_never_starts_queued_ones(
+    service: Service, tmp_path: Path
+) -> None:
+    """服务关闭（本地 Ray 将停止）：调度器终止运行中的作业。终止释放出的 CPU 不能再派给排队的作业，
+    否则它刚启动就随集群一起被杀、判 NODE_FAIL，而它本该留在队列里等下次启动（CI 里偶发的
+    test_restart_keeps_queue_and_settles_running_jobs 失败就是这样）。"""
+    wd = str(tmp_path)
+    running = service.submit(
+        "touch started; sleep 300", current_working_directory=wd, cpus_per_task=CLUSTER_CPUS
+    )
+    _wait_file(tmp_path / "started")
+    queued = service.submit("touch queued-ran", current_working_directory=wd)
+    assert service.state(queued) == "PENDING"
+
+    stopped = ray.get(service.scheduler.shutdown_jobs.remote("服务关闭（测试）", 1.0), timeout=60)
+    assert stopped == 1
+    assert service.row(running)["state"] == "NODE_FAIL"
+    status = service.scheduler_status()
+    assert status["closing"] is True
+
+    # 关闭之后调度器主循环照常转（还没被杀，空闲时每 0.5 秒醒来），只是不再做调度轮：
+    # 等到上一轮已过去 3 秒而主循环仍在转，排队的作业仍在排队
+    def loop_turns_without_passes() -> bool:
+        s = service.scheduler_status()
+        return s["last_pass_s"] >= 3.0 and s["loop_idle_s"] < 1.0
+
+    wait_for(
+        loop_turns_without_passes,
+        30,
+        what=lambda: f"关闭后主循环空转：{service.scheduler_status()}",
+    )
+    assert service.state(queued) == "PENDING"
+    assert not (tmp_path / "queued-ran").exists()
+
+    # 调度器重启（正如服务重新启动）：排队的作业照常运行
+    service.wait_scheduler_restarted(service.kill_scheduler())
+    service.wait_state(queued, "COMPLETED")

@@ -96,7 +96,10 @@ def test_restart_keeps_queue_and_settles_running_jobs(tmp_path: Path) -> None:
         wait_for(
             lambda: _state(second, pending) == "COMPLETED",
             60,
-            what=lambda: "重启后排队作业运行；服务日志：\n" + second.log_tail(),
+            what=lambda: (
+                f"重启后排队作业运行：{second.query(pending)}\n"
+                f"之前运行的作业：{second.query(running)}\n服务日志：\n{second.log_tail()}"
+            ),
         )
         assert (work / "quick.out").read_text() == "queued-and-ran\n"
         body = second.query(running)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.nodes import generic_resources, node_features
+from conductor.node_resources import generic_resources, node_features
 
 
 def test_generic_resources_are_what_users_declare() -> None:

@@ -1,0 +1,72 @@
+"""把队列的需求交给 Ray 的自动扩缩容器（`ray.autoscaler.sdk.request_resources`）。
+
+份额怎么算在 conductor/demand.py（纯函数）；这里读数据库、取节点的分区声明、只在请求变了时发出。
+请求在 GCS 里一直有效，直到下一次调用覆盖它：队列空了发空请求，即撤回。没有自动扩缩容器的集群
+（本地 Ray、固定节点）里没人读它，无害。
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from ray.autoscaler.sdk import request_resources
+from sqlalchemy.engine import Engine
+
+from cluster.nodes import RayNode
+from conductor import demand
+from conductor.account_limits import limit_for
+from conductor.db import session_scope
+from conductor.settings import Settings
+from conductor.store import queue
+
+log = logging.getLogger("conductor.autoscale")
+
+
+class AutoscaleRequest:
+    """调度器里唯一的请求者：记住上次发出的份额，没变就不再发。"""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.partitions = settings.partition_table()
+        self.sent: list[demand.Bundle] | None = None
+        self.pending = 0  # 上次请求里排队作业的份数（观测用）
+
+    def compute(self, nodes: Sequence[RayNode]) -> tuple[list[demand.Bundle], int]:
+        """本轮的请求（运行中的加排队的份额）与其中排队作业的份数；排队的为零时整个请求为空。"""
+        cap = self.settings.autoscale_max_bundles
+        with session_scope(self.engine) as session:
+            running = queue.load_running(session)
+            pending = queue.load_pending(session, dict.fromkeys(self.partitions.names, cap), [], [])
+        fixed = demand.fixed_partitions(self.partitions, ((n.labels, n.resources) for n in nodes))
+        asked = demand.pending_bundles(
+            pending,
+            running,
+            lambda account: limit_for(self.settings.account_limits, account),
+            self.partitions.exceeds_max,
+            fixed,
+            cap,
+        )
+        if not asked:
+            return [], 0
+        by_node = {n.node_id: demand.declared_partitions(n.resources) for n in nodes}
+        return demand.running_bundles(running, by_node) + asked, len(asked)
+
+    def refresh(self, nodes: Sequence[RayNode]) -> None:
+        """重算并在变了时发出（在线程里调用：读数据库、写 GCS 都是阻塞的）。"""
+        if self.settings.autoscale_max_bundles == 0:
+            return
+        bundles, asked = self.compute(nodes)
+        if bundles == self.sent:
+            return
+        request_resources(bundles=bundles)
+        if asked:
+            log.info(
+                "向 Ray 自动扩缩容器请求 %d 份排队作业的资源（连同运行中的共 %d 份）",
+                asked,
+                len(bundles),
+            )
+        elif self.sent:
+            log.info("队列里没有只缺容量的作业：撤回对 Ray 自动扩缩容器的资源请求")
+        self.sent, self.pending = bundles, asked
