@@ -14,13 +14,29 @@ from ray.autoscaler.sdk import request_resources
 from sqlalchemy.engine import Engine
 
 from cluster.nodes import RayNode
-from conductor import demand
+from conductor import demand, node_types
 from conductor.account_limits import limit_for
 from conductor.db import session_scope
 from conductor.settings import Settings
 from conductor.store import queue
 
 log = logging.getLogger("conductor.autoscale")
+
+
+def _types_declare_memory(settings: Settings) -> bool:
+    """集群配置里的节点类型不写内存时，请求也不带内存（否则哪种类型都对不上）；没有配置时照常带。"""
+    path = settings.autoscaler_config
+    if path is None:
+        return True
+    try:
+        config = node_types.load_config(path)
+    except ValueError as exc:
+        log.warning("%s；扩容请求照常带内存", exc)
+        return True
+    if node_types.declares_memory(config):
+        return True
+    log.info("%s 的节点类型没有写内存：对自动扩缩容器的请求不带内存", path)
+    return False
 
 
 class AutoscaleRequest:
@@ -30,6 +46,7 @@ class AutoscaleRequest:
         self.engine = engine
         self.settings = settings
         self.partitions = settings.partition_table()
+        self.with_memory = _types_declare_memory(settings)
         self.sent: list[demand.Bundle] | None = None
         self.pending = 0  # 上次请求里排队作业的份数（观测用）
 
@@ -51,7 +68,10 @@ class AutoscaleRequest:
         if not asked:
             return [], 0
         by_node = {n.node_id: demand.declared_partitions(n.resources) for n in nodes}
-        return demand.running_bundles(running, by_node) + asked, len(asked)
+        bundles = demand.running_bundles(running, by_node) + asked
+        if not self.with_memory:
+            bundles = [{k: v for k, v in b.items() if k != "memory"} for b in bundles]
+        return bundles, len(asked)
 
     def refresh(self, nodes: Sequence[RayNode]) -> None:
         """重算并在变了时发出（在线程里调用：读数据库、写 GCS 都是阻塞的）。"""

@@ -34,6 +34,18 @@ def load_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def declares_memory(config: Mapping[str, Any]) -> bool:
+    """有没有哪种工作节点类型写明了内存。云提供者（AWS、GCP）由 `ray up` 按机型填上；本地与假提供者
+    不填，自动扩缩容器就把它们的内存当作 0，带内存的份额没有类型能满足。"""
+    types = config.get("available_node_types") or {}
+    head = config.get("head_node_type")
+    return any(
+        "memory" in (spec.get("resources") or {})
+        for name, spec in types.items()
+        if name != head and isinstance(spec, Mapping)
+    )
+
+
 def potential_nodes(config: Mapping[str, Any], table: PartitionTable) -> list[NodeView]:
     """配置里每种工作节点类型能扩出的节点，作为准入看的节点视图（id 与名字为 `类型名#序号`）。"""
     types = config.get("available_node_types") or {}

@@ -9,7 +9,7 @@ import pytest
 
 from conductor.admission import check_can_ever_run
 from conductor.errors import InvalidJobRequest
-from conductor.node_types import MAX_VIRTUAL_PER_TYPE, load_config, potential_nodes
+from conductor.node_types import MAX_VIRTUAL_PER_TYPE, declares_memory, load_config, potential_nodes
 from conductor.partitions import PartitionConfig, PartitionTable
 from conductor.placement import NodeView, PendingJob
 
@@ -70,3 +70,12 @@ def test_unreadable_config_names_the_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ValueError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_memory_is_declared_only_when_a_worker_type_says_so() -> None:
+    head = {"resources": {"CPU": 0, "memory": 8.0}}
+    config = {"head_node_type": "head", "available_node_types": {"head": head}}
+    config["available_node_types"]["w"] = {"resources": {"CPU": 4}}
+    assert declares_memory(config) is False
+    config["available_node_types"]["w"]["resources"]["memory"] = 16.0
+    assert declares_memory(config) is True
