@@ -45,7 +45,12 @@ class JobProperties(JobResourceRequest):
         None,
         description="时间限制：分钟数或 Slurm 格式，0/UNLIMITED 为不限；不给时取分区的默认时限",
     )
-    partition: str = Field(min_length=1, max_length=100, description="分区")
+    partition: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="分区；不给时为默认分区（同 sbatch 不带 -p）",
+    )
     exclusive: bool = Field(False, description="独占节点")
     # ---- 以下为新增字段（docs/scheduling.md）----
     priority: int = Field(
@@ -92,8 +97,8 @@ class JobProperties(JobResourceRequest):
 
     @field_validator("standard_output", "standard_error", "name", "account", "partition")
     @classmethod
-    def _no_nul(cls, value: str) -> str:
-        if "\0" in value or "\n" in value:
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and ("\0" in value or "\n" in value):
             raise ValueError("不能包含 NUL 或换行字符")
         return value
 

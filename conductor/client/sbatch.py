@@ -313,9 +313,10 @@ def build_payload(
         "standard_error": opts.error or output,
         "name": opts.job_name or script_name,
         "time_limit": opts.time or "UNLIMITED",
-        "partition": opts.partition or "default",
         "exclusive": bool(opts.exclusive),
     }
+    if opts.partition:  # 不带 -p 时不发：服务端用配置的默认分区（它不一定叫 default）
+        job["partition"] = opts.partition
     job.update(resource_fields(opts))
     for key in ("array", "dependency", "priority"):
         value = getattr(opts, key)

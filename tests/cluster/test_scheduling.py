@@ -124,6 +124,14 @@ def test_partitions_route_jobs_and_check_limits(
     resp = post(service, "/jobs/submit", json=payload)
     assert resp.status_code == 201
     assert service.query(int(resp.json()["job_id"]))["time"]["limit_time"] == "0:10:00"
+    # 没给分区（sbatch 不带 -p）：默认分区，而不是名叫 default 的分区
+    payload = job_payload("true")
+    del payload["job"]["partition"]
+    resp = post(service, "/jobs/submit", json=payload)
+    assert resp.status_code == 201, resp.text
+    assert (
+        service.row(int(resp.json()["job_id"]))["partition"] == service.row(batch_job)["partition"]
+    )
     nodes = service.client.get("/dashboard").json()["node_info"]
     assert {"gpu-1": "gpu"}.items() <= {n["node_name"]: n["partition"] for n in nodes}.items()
 

@@ -37,7 +37,20 @@ def test_cloud_config_declares_partitions_as_custom_resources() -> None:
     types = config["available_node_types"]
     assert types[config["head_node_type"]]["resources"] == {"CPU": 0}  # 头节点不跑作业
     partitions = {r for t in types.values() for r in t["resources"] if r.startswith("partition:")}
-    assert partitions == {"partition:batch", "partition:spot"}
+    assert partitions == {"partition:batch", "partition:spot", "partition:gpu"}
+
+
+def test_cloud_worker_types_scale_to_zero_one_per_partition() -> None:
+    config = _load("ray-cluster.aws.yaml")
+    workers = {
+        name: t
+        for name, t in config["available_node_types"].items()
+        if name != config["head_node_type"]
+    }
+    assert all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in workers.values()), workers
+    for name, t in workers.items():
+        assert [r for r in t["resources"] if r.startswith("partition:")] == [f"partition:{name}"]
+    assert workers["gpu"]["node_config"]["InstanceType"].startswith("g")  # 有 GPU 的机型
 
 
 @pytest.mark.parametrize("name", CONFIGS)

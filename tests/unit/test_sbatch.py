@@ -167,10 +167,9 @@ def test_payload_defaults_follow_sbatch(tmp_path: Path) -> None:
         "memory_per_node": "1G",
         "name": "job.sh",
         "time_limit": "UNLIMITED",
-        "partition": "default",
         "exclusive": False,
     }
-    # 调度相关的新字段只在指定时发送，现有 API 不受影响
+    # 不带 -p 不发分区：服务端取它配置的默认分区（不一定叫 default）；调度相关的新字段只在指定时发送，现有 API 不受影响
     assert not {"array", "dependency", "priority", "hold"} & job.keys()
     assert payload["script"] == "echo\n"
 
