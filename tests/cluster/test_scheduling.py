@@ -129,9 +129,7 @@ def test_partitions_route_jobs_and_check_limits(
     del payload["job"]["partition"]
     resp = post(service, "/jobs/submit", json=payload)
     assert resp.status_code == 201, resp.text
-    assert (
-        service.row(int(resp.json()["job_id"]))["partition"] == service.row(batch_job)["partition"]
-    )
+    assert service.query(int(resp.json()["job_id"]))["detail"]["partition"] == "batch"
     nodes = service.client.get("/dashboard").json()["node_info"]
     assert {"gpu-1": "gpu"}.items() <= {n["node_name"]: n["partition"] for n in nodes}.items()
 
