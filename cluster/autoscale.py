@@ -56,7 +56,9 @@ class AutoscaleRequest:
         with session_scope(self.engine) as session:
             running = queue.load_running(session)
             pending = queue.load_pending(session, dict.fromkeys(self.partitions.names, cap), [], [])
-        fixed = demand.fixed_partitions(self.partitions, ((n.labels, n.resources) for n in nodes))
+        # 0 个 CPU 的节点（头节点）不跑作业：它什么都没声明而归入默认分区，不能因此让默认分区的份额不带 partition:<名>
+        workers = [n for n in nodes if n.total_cpus > 0]
+        fixed = demand.fixed_partitions(self.partitions, ((n.labels, n.resources) for n in workers))
         asked = demand.pending_bundles(
             pending,
             running,
