@@ -86,14 +86,21 @@ def compress(names: Iterable[str]) -> str:
     """节点名 → 主机列表：node01,node02,node03,node07 → node[01-03,07]；只有一个编号时不加方括号。"""
     groups: dict[tuple[str, int], set[int]] = defaultdict(set)
     plain: set[str] = set()
+    unpadded: list[tuple[str, str]] = []
     for name in names:
         m = _NUMBERED.match(name)
         if m is None:
             plain.add(name)
-        else:
+        elif m[2].startswith("0") and len(m[2]) > 1:
             # 补零宽度是写法的一部分：node1 与 node01 是不同的节点，不合并
-            width = len(m[2]) if m[2].startswith("0") and len(m[2]) > 1 else 0
-            groups[(m[1], width)].add(int(m[2]))
+            groups[(m[1], len(m[2]))].add(int(m[2]))
+        else:
+            unpadded.append((m[1], m[2]))
+    for prefix, digits in unpadded:
+        # 不补零的编号位数不少于某个补零宽度时，按那个宽度写出来也是它自己（node10 之于 node08），
+        # Slurm 把它并进那个范围：取能容下它的最大宽度，没有就单独一组
+        widths = [w for (p, w) in groups if p == prefix and 0 < w <= len(digits)]
+        groups[(prefix, max(widths, default=0))].add(int(digits))
     parts = sorted(plain)
     for (prefix, width), numbers in sorted(groups.items()):
         ordered = sorted(numbers)

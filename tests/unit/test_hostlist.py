@@ -18,6 +18,10 @@ from conductor.hostlist import compress, compress_counts, expand
         (["x"], "x"),
         (["n0", "n10"], "n[0,10]"),
         (["n01", "n1"], "n01,n1"),  # 补零宽度不同是不同的节点
+        # 跨过十位：node10 写成两位正好是补零宽度 2 的写法，同 Slurm 合在一个范围里
+        (["node08", "node09", "node10", "node11", "node12"], "node[08-12]"),
+        (["n098", "n099", "n100", "n101"], "n[098-101]"),
+        (["n08", "n100"], "n[08,100]"),
         ([], ""),
     ],
 )

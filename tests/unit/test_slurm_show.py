@@ -280,3 +280,20 @@ def test_scontrol_show_node_layout() -> None:
         "ExtSensorsJoules=n/s ExtSensorsWatts=0 ExtSensorsTemp=n/s",
     ]
     assert "State=DOWN+NOT_RESPONDING " in second
+
+
+def test_scontrol_show_hostnames_and_hostlist_need_no_service(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun 例子里取第一个节点的写法：不连服务，默认读 SLURM_JOB_NODELIST。"""
+    from conductor.client.slurm import scontrol
+
+    monkeypatch.setenv("CONDUCTOR_URL", "http://127.0.0.1:9")  # 连不上：证明没有连服务
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gw[1-2],node[08-10]")
+    assert scontrol.main(["show", "hostnames"]) == 0
+    assert capsys.readouterr().out == "gw1\ngw2\nnode08\nnode09\nnode10\n"
+    assert scontrol.main(["show", "hostlist", "node10,node08,node09,gw1"]) == 0
+    assert capsys.readouterr().out == "gw1,node[08-10]\n"
+    monkeypatch.delenv("SLURM_JOB_NODELIST")
+    assert scontrol.main(["show", "hostnames"]) == 1
+    assert capsys.readouterr().err == "no list of hosts specified\n"

@@ -9,12 +9,13 @@ requeue → POST /jobs/{id}/requeue；update → PATCH /jobs/{id}。
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from conductor import slurm_show
+from conductor import hostlist, slurm_show
 from conductor.client.slurm.grammar import (
     FINISHED_STATES,
     GrammarError,
@@ -36,6 +37,8 @@ HELP = """\
   show job [作业号]                作业详情（Key=Value）
   show node [节点名]               节点详情
   show partition [分区名]          分区详情
+  show hostnames [主机列表]        主机列表展开为每行一个节点名（默认 $SLURM_JOB_NODELIST）
+  show hostlist 节点名[,节点名...]  节点名压缩为主机列表
   hold 作业号[,作业号...]          挂起排队中的作业
   release 作业号[,作业号...]       放行挂起的作业
   requeue 作业号[,作业号...]       重新排队
@@ -277,6 +280,24 @@ def _update(api: Api, words: list[str]) -> int:
     return rc
 
 
+def _show_hosts(entity: str, text: str | None) -> int:
+    """show hostnames/hostlist：纯文本变换，不连服务（作业脚本里取节点名的惯用写法）。"""
+    if text is None and entity == "hostnames":
+        text = os.environ.get("SLURM_JOB_NODELIST")
+    if not text:
+        sys.stderr.write("no list of hosts specified\n")
+        return 1
+    try:
+        names = hostlist.expand(text)
+    except ValueError as exc:
+        sys.stderr.write(f"scontrol: error: {exc}\n")
+        return 1
+    sys.stdout.write(
+        "\n".join(names) + "\n" if entity == "hostnames" else hostlist.compress(names) + "\n"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     one_liner = False
@@ -298,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     command, rest = args[0].lower(), args[1:]
+    if command == "show" and len(rest) >= 1 and rest[0].lower() in ("hostnames", "hostlist"):
+        return _show_hosts(rest[0].lower(), rest[1] if len(rest) > 1 else None)
     with connect(PROG) as api:
         try:
             if command == "show":
