@@ -117,6 +117,7 @@ class JobRecord:
     derived_exit_code: str | None = None
     restarts: int = 0
     alloc_tres: str | None = None
+    req_tres: str | None = None
     req_mem: str | None = None
     tres_per_node: str | None = None
     total_cpu_seconds: float | None = None
@@ -182,6 +183,7 @@ def from_api(item: Mapping[str, Any]) -> JobRecord:
         derived_exit_code=item.get("derived_exit_code"),
         restarts=int(item.get("restarts") or 0),
         alloc_tres=item.get("alloc_tres"),
+        req_tres=item.get("tres_req_str"),
         req_mem=item.get("req_mem"),
         tres_per_node=item.get("tres_per_node"),
         total_cpu_seconds=item.get("total_cpu_seconds"),
@@ -597,6 +599,8 @@ def _sa_cell(name: str, r: _Row, now: datetime) -> _Cell:
             return "str", j.alloc_tres if s is None else s.alloc_tres
         case "ReqMem":
             return "str", j.req_mem if s is None else None
+        case "ReqTRES":
+            return "str", j.req_tres if s is None else None
         case "State":
             if s is None:
                 return "str", _sa_state(j.state, j.cancelled_by_uid)
@@ -660,6 +664,7 @@ SACCT_WIDTHS: dict[str, int] = {
     "AllocCPUS": 10,
     "AllocTRES": 10,
     "ReqMem": 10,
+    "ReqTRES": 10,
     "State": 10,
     "ExitCode": 8,
     "DerivedExitCode": 15,

@@ -364,6 +364,11 @@ def test_sacct_time_and_usage_fields() -> None:
         "00:00:59|59|00:01:58|01:01.500|2-00:00:00|billing=2,cpu=2,node=1|||\n"
     )
     assert format_sacct([finished()], ["TotalCPU"], "p2", False, False, NOW) == "00:00:00\n"
+    # ReqTRES：列表项的 tres_req_str（排队中的作业也有），作业步行留空
+    asked = running() | {"tres_req_str": "cpu=8,mem=32G,node=2"}
+    assert format_sacct([asked], ["JobID", "ReqTRES"], "p2", False, False, NOW) == (
+        "12|cpu=8,mem=32G,node=2\n12.batch|\n12.0|\n"
+    )
     # 定宽：数字与时长不截断，超宽照样输出
     wide = finished(allocated_cpus=123456)
     assert format_sacct([wide], ["AllocCPUS%3", "Elapsed%4"], "none", False, False, NOW) == (
