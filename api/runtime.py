@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
 from cluster.client import ClusterClient
-from conductor.node_types import load_config, potential_nodes
+from conductor.node_types import cluster_config, load_config, potential_nodes
 from conductor.partitions import PartitionTable
 from conductor.placement import NodeView
 from conductor.settings import Settings
@@ -33,17 +32,11 @@ class Runtime:
         self.potential = _potential_nodes(self.settings, self.partitions)
 
 
-# ray up 在头节点上写下的集群配置（已按实例规格补上各节点类型的 CPU、GPU、内存）
-BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
-
-
 def _potential_nodes(settings: Settings, partitions: PartitionTable) -> list[NodeView]:
-    path = settings.autoscaler_config
+    path = cluster_config(settings.autoscaler_config)
     if path is None:
-        path = BOOTSTRAP_CONFIG.expanduser()
-        if not path.exists():
-            return []
-    views = potential_nodes(load_config(path.expanduser()), partitions)
+        return []
+    views = potential_nodes(load_config(path), partitions)
     log.info("提交时也按 %s 中可扩出的 %d 个节点判断作业能否运行", path, len(views))
     return views
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ class NodeAgent:
             self.db, settings.idle_resync, resync=self._kill_cancelled, recorded=self._forget
         )
         self.host = ray.util.get_node_ip_address()
+        # 最近一次接活或交掉作业的时刻；retired 之后不再接活（调度器随即 ray.kill 它）
+        self.last_busy = time.monotonic()
+        self.retired = False
         # 上任：补记前任留下的结局（完成后 ready），再清理前任留下的进程
         self.ready = asyncio.Event()
         self.starting = asyncio.get_running_loop().create_task(self._take_office())
@@ -153,8 +157,23 @@ class NodeAgent:
             self.ready.set()
         await sweep_orphans(self.db, self.node_id, self.host, self.agent_id)
 
+    def retire(self, idle_for: float) -> bool:
+        """自动扩缩容的集群里调度器停放空闲节点的代理（fleet.py）：手中没有作业、上任已完成、空闲满
+        idle_for 秒才答应，答应之后拒绝一切派发。代理本身占着一个 worker，它在，Ray 就不认为节点空闲。"""
+        if self.runs or self.cancelling or not self.starting.done():
+            return False
+        if time.monotonic() - self.last_busy < idle_for:
+            return False
+        self.retired = True
+        log.info("节点空闲 %.0f 秒：代理退出，节点可由自动扩缩容器回收", idle_for)
+        return True
+
     async def launch(self, specs: list[JobSpec], epoch: int) -> list[int]:
         """启动作业任务（绑定本节点）。过期纪元的派发被拒绝，返回被接受的作业 id。"""
+        if self.retired:
+            log.warning("代理已答应退出，拒绝派发：%s", [s.job_id for s in specs])
+            return []
+        self.last_busy = time.monotonic()
         if epoch < self.min_epoch:
             log.warning(
                 "拒绝过期调度器（纪元 %s < %s）的派发：%s",
@@ -244,6 +263,7 @@ class NodeAgent:
         """结局已写入数据库：忘记这些作业，并让调度器立刻用上释放的资源。"""
         for o in outcomes:
             self.runs.pop(o.job_id, None)
+        self.last_busy = time.monotonic()
         try:
             if self.scheduler is None:
                 self.scheduler = ray.get_actor(SCHEDULER_NAME, namespace=self.settings.namespace)

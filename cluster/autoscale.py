@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ray.autoscaler.sdk import request_resources
 from sqlalchemy.engine import Engine
@@ -25,7 +26,7 @@ log = logging.getLogger("conductor.autoscale")
 
 def _types_declare_memory(settings: Settings) -> bool:
     """集群配置里的节点类型不写内存时，请求也不带内存（否则哪种类型都对不上）；没有配置时照常带。"""
-    path = settings.autoscaler_config
+    path = node_types.cluster_config(settings.autoscaler_config)
     if path is None:
         return True
     try:
@@ -39,6 +40,14 @@ def _types_declare_memory(settings: Settings) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Need:
+    """一次计算的结果：排队作业的份额（只缺容量的）与运行中作业占着的节点。节点停放（parking.py）也看它。"""
+
+    asked: list[demand.Bundle] = field(default_factory=list)
+    busy: frozenset[str] = frozenset()
+
+
 class AutoscaleRequest:
     """调度器里唯一的请求者：记住上次发出的份额，没变就不再发。"""
 
@@ -50,12 +59,13 @@ class AutoscaleRequest:
         self.sent: list[demand.Bundle] | None = None
         self.pending = 0  # 上次请求里排队作业的份数（观测用）
 
-    def compute(self, nodes: Sequence[RayNode]) -> tuple[list[demand.Bundle], int]:
-        """本轮的请求（运行中的加排队的份额）与其中排队作业的份数；排队的为零时整个请求为空。"""
+    def compute(self, nodes: Sequence[RayNode]) -> tuple[list[demand.Bundle], Need]:
+        """本轮的请求（运行中的加排队的份额）与需求；排队的为零时整个请求为空。"""
         cap = self.settings.autoscale_max_bundles
         with session_scope(self.engine) as session:
             running = queue.load_running(session)
             pending = queue.load_pending(session, dict.fromkeys(self.partitions.names, cap), [], [])
+        busy = frozenset(i for job in running for i in (job.node_ids or (job.node_id,)))
         # 0 个 CPU 的节点（头节点）不跑作业：它什么都没声明而归入默认分区，不能因此让默认分区的份额不带 partition:<名>
         workers = [n for n in nodes if n.total_cpus > 0]
         fixed = demand.fixed_partitions(self.partitions, ((n.labels, n.resources) for n in workers))
@@ -67,28 +77,31 @@ class AutoscaleRequest:
             fixed,
             cap,
         )
+        if not self.with_memory:
+            asked = [{k: v for k, v in b.items() if k != "memory"} for b in asked]
+        need = Need(asked, busy)
         if not asked:
-            return [], 0
+            return [], need
         by_node = {n.node_id: demand.declared_partitions(n.resources) for n in nodes}
-        bundles = demand.running_bundles(running, by_node) + asked
+        bundles = demand.running_bundles(running, by_node)
         if not self.with_memory:
             bundles = [{k: v for k, v in b.items() if k != "memory"} for b in bundles]
-        return bundles, len(asked)
+        return bundles + asked, need
 
-    def refresh(self, nodes: Sequence[RayNode]) -> None:
-        """重算并在变了时发出（在线程里调用：读数据库、写 GCS 都是阻塞的）。"""
+    def refresh(self, nodes: Sequence[RayNode]) -> Need:
+        """重算并在变了时发出，返回需求（在线程里调用：读数据库、写 GCS 都是阻塞的）。"""
         if self.settings.autoscale_max_bundles == 0:
-            return
-        bundles, asked = self.compute(nodes)
-        if bundles == self.sent:
-            return
-        request_resources(bundles=bundles)
-        if asked:
-            log.info(
-                "向 Ray 自动扩缩容器请求 %d 份排队作业的资源（连同运行中的共 %d 份）",
-                asked,
-                len(bundles),
-            )
-        elif self.sent:
-            log.info("队列里没有只缺容量的作业：撤回对 Ray 自动扩缩容器的资源请求")
-        self.sent, self.pending = bundles, asked
+            return Need()
+        bundles, need = self.compute(nodes)
+        if bundles != self.sent:
+            request_resources(bundles=bundles)
+            if need.asked:
+                log.info(
+                    "向 Ray 自动扩缩容器请求 %d 份排队作业的资源（连同运行中的共 %d 份）",
+                    len(need.asked),
+                    len(bundles),
+                )
+            elif self.sent:
+                log.info("队列里没有只缺容量的作业：撤回对 Ray 自动扩缩容器的资源请求")
+            self.sent, self.pending = bundles, len(need.asked)
+        return need

@@ -7,6 +7,7 @@ import time
 
 import ray
 from ray.exceptions import AuthenticationError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.names import SCHEDULER_NAME
 from cluster.ray_auth import missing_token_hint, use_token_if_available
@@ -60,6 +61,11 @@ def ensure_scheduler(settings: Settings, timeout: float = 120.0) -> ray.actor.Ac
         namespace=settings.namespace,
         lifetime="detached",
         get_if_exists=True,
+        # 放在服务所在的节点（ray up 的头节点）上：落在工作节点上，那个节点就永远不空闲、不能缩容；
+        # 软约束，那个节点不在时 Ray 仍在别处重启它
+        scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True
+        ),
     ).remote(settings)
     if not ray.get(handle.wait_ready.remote(timeout), timeout=timeout + 5):
         raise SchedulerUnavailable("调度器在限定时间内未完成启动对账")

@@ -16,10 +16,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy.engine import Engine
 
 from cluster.agent import NodeAgent
+from cluster.autoscale import Need
 from cluster.metrics import SchedulerMetrics
 from cluster.names import agent_name
 from cluster.nodes import RayNode, alive_nodes
 from cluster.reconcile import AgentView, apply, decide, load_held_jobs, orphan_tokens, sweepers
+from conductor import demand
 from conductor.cycle import ReadyNode
 from conductor.policy import NodeView
 from conductor.settings import Settings
@@ -62,6 +64,8 @@ class Fleet:
         # 主机 → 待清理孤儿进程的令牌：每次对账重试，直到那台主机上的代理确认清理完
         self.sweeps: dict[str, set[str]] = {}
         self.nodes: tuple[float, list[RayNode]] = (0.0, [])
+        # 自动扩缩容的集群里代理已退出的空闲节点：不为它们建代理、不往上放作业，直到有排队作业放得进（park_idle）
+        self.parked: set[str] = set()
         # ray.nodes() 用的 GCS 访问器不宜并发：一个专用线程串行读取，卡住也不占用数据库线程
         self.gcs_reader = _gcs_reader()
         # 正在进行的节点列表读取从何时开始（没在读为 None），自上次成功以来连续超时几次
@@ -145,6 +149,8 @@ class Fleet:
                 log.debug("节点 %s 不再存活，丢弃其代理句柄", node_id)
                 del self.agents[node_id]
         for node in nodes:
+            if node.node_id in self.parked:
+                continue
             if node.node_id not in self.agents and node.node_id not in self.creating:
                 task = asyncio.get_running_loop().create_task(self._add_agent(node))
                 self.creating[node.node_id] = task
@@ -184,6 +190,48 @@ class Fleet:
             log.warning("节点 %s 的代理不可用：%s", node.node_name, exc)
             return None
         return handle, agent_id
+
+    async def park_idle(
+        self, nodes: list[RayNode], need: Need, in_flight: Collection[int], idle_for: float
+    ) -> None:
+        """自动扩缩容的集群里：代理占着一个 worker，Ray 就永远不认为节点空闲、不缩容。所以没有作业、也没有
+        排队作业放得进的节点，空闲满 idle_for 秒后让其代理退出（停放）；有排队作业放得进或作业占着它时叫醒
+        （下一轮 ensure_agents 重建代理）。调用者持有调度轮的锁：停放期间没有认领，派发途中的也要等它完成。"""
+        alive = {n.node_id for n in nodes}
+        self.parked &= alive
+        wanted = {
+            n.node_id
+            for n in nodes
+            if n.node_id in need.busy
+            or any(
+                demand.could_host(b, n.capacity, demand.declared_partitions(n.resources))
+                for b in need.asked
+            )
+        }
+        woken = self.parked & wanted
+        if woken:
+            self.parked -= woken
+            log.info("有排队作业放得进停放的节点 %s：重建它们的代理", sorted(woken))
+            self.wake()
+        if in_flight or self.creating:
+            return
+        idle = [(i, h) for i, (h, _) in self.agents.items() if i in alive and i not in wanted]
+
+        async def ask(handle: ray.actor.ActorHandle) -> bool:
+            try:
+                return bool(
+                    await asyncio.wait_for(handle.retire.remote(idle_for), AGENT_HEALTH_TIMEOUT)
+                )
+            except Exception:  # noqa: BLE001 - 无响应或已退出：这次不停放，对账照常处理
+                return False
+
+        answers = await asyncio.gather(*(ask(h) for _, h in idle))
+        for (node_id, handle), retired in zip(idle, answers, strict=True):
+            if retired:
+                self.forget_agent(node_id, handle)
+                self.parked.add(node_id)
+                ray.kill(handle, no_restart=True)
+                log.info("节点 %s 空闲：代理已退出，Ray 可在空闲超时后回收该节点", node_id)
 
     async def adopt(self, node_id: str, handle: ray.actor.ActorHandle) -> AgentView | None:
         """向代理提高纪元栅栏并取回它手中的作业；无响应时返回 None（本轮不判定）。"""

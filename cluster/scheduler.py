@@ -30,6 +30,7 @@ from cluster.metrics import SchedulerMetrics
 from conductor.cycle import SchedulingCycle
 from conductor.db import make_engine, session_scope, with_retry
 from conductor.errors import DatabaseUnavailable, TransactionConflict
+from conductor.node_types import cluster_config
 from conductor.pacing import backoff
 from conductor.settings import Settings
 from conductor.store import epochs
@@ -68,6 +69,14 @@ class Scheduler:
             self.engine, settings, self.fleet, self.dispatcher.in_flight, self.metrics
         )
         self.autoscale = AutoscaleRequest(self.engine, settings)
+        # 停放空闲节点的代理（fleet.park_idle）：只在自动扩缩容的集群里，固定集群的代理一直在
+        self.park_after = (
+            settings.agent_park_after
+            if settings.agent_park_after > 0
+            and settings.autoscale_max_bundles > 0
+            and cluster_config(settings.autoscaler_config) is not None
+            else None
+        )
         # 活性（cluster/health.py）：主循环上一次转回顶端的时刻、上一次完成调度轮的时刻、主循环退出的原因
         self.progress = time.monotonic()
         self.pass_done: float | None = None
@@ -103,6 +112,7 @@ class Scheduler:
             "reconciliations": self.reconciler.count,
             "uptime": time.time() - self.started,
             "agents": sorted(fleet.agents),
+            "parked": sorted(fleet.parked),  # 代理因空闲已退出的节点（自动扩缩容的集群）
             "nodes": sorted(n.node_id for n in fleet.nodes[1]),
             "last_reconcile": self.reconciler.last_summary,
             "pending_sweeps": {host: len(tokens) for host, tokens in fleet.sweeps.items()},
@@ -244,9 +254,12 @@ class Scheduler:
             self.metrics.scheduled(self.pass_times[-1], cycle.figures)
 
     async def _request_capacity(self) -> None:
-        """告诉 Ray 的自动扩缩容器队列需要什么（cluster/autoscale.py）。"""
+        """告诉 Ray 的自动扩缩容器队列需要什么（cluster/autoscale.py），并按同一份需求停放或叫醒空闲节点。"""
         nodes = await self.fleet.alive_nodes(max_age=NODES_TTL)
-        await asyncio.to_thread(self.autoscale.refresh, nodes)
+        need = await asyncio.to_thread(self.autoscale.refresh, nodes)
+        if self.park_after is not None and not self.closing:
+            async with self.pass_lock:
+                await self.fleet.park_idle(nodes, need, self.dispatcher.in_flight, self.park_after)
 
     def _wake_at(self, when: float) -> None:
         """在 time.monotonic() 时刻 when 唤醒一轮（事件循环的时钟就是它）；已有更早的定时则不动。"""

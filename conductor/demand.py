@@ -120,3 +120,18 @@ def fixed_partitions(
     for labels, resources in nodes:
         fixed |= table.node_partitions(labels, resources) - set(declared_partitions(resources))
     return frozenset(fixed)
+
+
+def could_host(
+    bundle: Mapping[str, float], capacity: Mapping[str, float], partitions: Iterable[str]
+) -> bool:
+    """份额放得进这个节点的总容量：partition:<名> 看节点以资源声明的分区，其余逐项比总量。
+    自动扩缩容的集群里，停放了代理的空闲节点据此被叫醒（cluster/fleet.py）。"""
+    declared = set(partitions)
+    for name, amount in bundle.items():
+        if name.startswith(PARTITION_RESOURCE):
+            if name.removeprefix(PARTITION_RESOURCE) not in declared:
+                return False
+        elif capacity.get(name, 0.0) < amount:
+            return False
+    return True

@@ -19,8 +19,20 @@ from conductor.node_resources import generic_resources, node_features
 from conductor.partitions import PartitionTable
 from conductor.placement import NodeView
 
+# ray up 在头节点上写下的集群配置（已按实例规格补上各节点类型的 CPU、GPU、内存）
+BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+
 # 每种类型至多当作这么多台：准入只需凑够作业的节点数，类型的 max_workers 可能上千
 MAX_VIRTUAL_PER_TYPE = 64
+
+
+def cluster_config(explicit: Path | None) -> Path | None:
+    """这个集群的自动扩缩容配置：设置里给的，没给时头节点上 ray up 写下的那份（存在时）；都没有为 None，
+    即固定集群（本地 Ray、手工起的节点）。"""
+    if explicit is not None:
+        return explicit.expanduser()
+    path = BOOTSTRAP_CONFIG.expanduser()
+    return path if path.exists() else None
 
 
 def load_config(path: Path) -> dict[str, Any]:

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     autoscale_period: float = Field(
         1.0, gt=0, description="调度器重算并更新对自动扩缩容器的资源请求的间隔秒数"
     )
+    agent_park_after: float = Field(
+        30.0,
+        ge=0,
+        description="自动扩缩容的集群里（有集群配置时），节点上没有作业、也没有排队作业放得进它，满这么多秒后"
+        "调度器让它的代理退出：代理占着一个 worker，Ray 就永远不认为节点空闲、不缩容。须小于集群配置的 "
+        "idle_timeout_minutes；0 为从不（固定集群不看它）",
+    )
     autoscaler_config: Path | None = Field(
         None,
         description="Ray 集群配置（ray up 的 YAML）：提交时按其中可扩出的节点类型判断作业能否运行；"

@@ -183,6 +183,14 @@ class Cluster:
         except (httpx.HTTPError, KeyError, ValueError):
             return {}
 
+    def parked(self) -> list[str]:
+        """调度器报告的停放节点（代理因空闲已退出）。"""
+        try:
+            resp = httpx.get(f"{self.serve.url}/health", timeout=30)
+            return list(resp.json()["components"]["scheduler"].get("parked") or [])
+        except (httpx.HTTPError, KeyError, ValueError):
+            return []
+
     def log(self) -> str:
         return self.serve.log_tail() + "\n--- Ray 头节点 ---\n" + self.head.tail()
 
@@ -201,6 +209,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             env={
                 "CONDUCTOR_PARTITIONS": json.dumps({"batch": {"default": True}, "gpu": {}}),
                 "CONDUCTOR_AUTOSCALER_CONFIG": str(head.config),
+                # 空闲 2 秒即停放代理（默认 30 秒；须小于空闲超时）
+                "CONDUCTOR_AGENT_PARK_AFTER": "2",
             },
         )
         serve.wait_healthy()
@@ -228,19 +238,20 @@ def test_gpu_job_brings_up_a_gpu_node_and_the_request_is_withdrawn(
     wait_for(lambda: cluster.request() == {"bundles": 0, "pending": 0}, 60, what=cluster.log)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="已知缺口：每个节点上的节点代理 actor 占着一个 worker 租约，Ray（2.60）据此认为节点不空闲，"
-    "idle_duration 一直是 0，空闲节点永远不被回收；要让代理在自动扩缩容的集群里空闲时退出",
-)
-def test_idle_node_is_removed_after_the_idle_timeout(cluster: Cluster, tmp_path: Path) -> None:
+def test_idle_node_is_removed_after_the_idle_timeout_and_comes_back(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     job = cluster.submit("true\n", tmp_path, "-p", "gpu", "-G", "1")
     wait_for(lambda: cluster.state(job) == "COMPLETED", 240, interval=0.5, what=cluster.log)
     node = cluster.detail(job)["node_list"]
-    # 空闲超时 6 秒，扩缩器每秒一轮：给它五倍的时间
-    wait_for(
-        lambda: node not in cluster.workers(), 5 * IDLE_MINUTES * 60, interval=1, what=cluster.log
-    )
+    node_id = cluster.workers()[node]["node_id"]
+    # 节点代理占着一个 worker，Ray 就不认为节点空闲：调度器先让空闲节点的代理退出（停放）
+    wait_for(lambda: node_id in cluster.parked(), 60, what=cluster.log)
+    # 之后 Ray 的空闲超时（6 秒）到了才回收；扩缩器每秒一轮
+    wait_for(lambda: node not in cluster.workers(), 120, interval=1, what=cluster.log)
+    # 再来一个 GPU 作业：节点重新扩出来，作业照常运行
+    again = cluster.submit("true\n", tmp_path, "-p", "gpu", "-G", "1")
+    wait_for(lambda: cluster.state(again) == "COMPLETED", 240, interval=0.5, what=cluster.log)
 
 
 def test_two_node_gang_brings_up_two_nodes(cluster: Cluster, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from conductor.account_limits import NO_LIMIT, AccountLimit
 from conductor.demand import (
     SHARE,
+    could_host,
     declared_partitions,
     fixed_partitions,
     pending_bundles,
@@ -113,3 +114,12 @@ def test_partition_declarations() -> None:
     ]
     assert fixed_partitions(table, nodes) == {"lab"}
     assert fixed_partitions(table, [({}, ["CPU"])]) == {"batch"}  # 什么都没声明：默认分区
+
+
+def test_a_parked_node_is_woken_only_for_bundles_it_could_hold() -> None:
+    gpu_node = {"CPU": 4.0, "GPU": 1.0, "memory": 8e9}
+    assert could_host({"CPU": 2.0, "GPU": 1.0, "partition:gpu": 0.001}, gpu_node, ["gpu"])
+    assert not could_host({"CPU": 2.0, "partition:batch": 0.001}, gpu_node, ["gpu"])
+    assert not could_host({"CPU": 8.0}, gpu_node, [])
+    assert not could_host({"CPU": 1.0, "nvme": 1.0}, gpu_node, [])
+    assert could_host({"CPU": 1.0, "memory": 8e9}, gpu_node, [])
