@@ -16,7 +16,7 @@ from sqlalchemy import text
 from conductor.hostlist import expand
 from conductor.proctree import kill_job_tree
 from harness.waiting import pid_alive, wait_for
-from tests.cluster.conftest import Service
+from tests.cluster.conftest import Service, job_payload
 
 WORKER_CPUS = 2
 NAME_LABEL = "conductor.node-name"
@@ -90,6 +90,7 @@ def test_srun_spreads_ranks_over_both_nodes_and_records_steps(
         service,
         'echo "nodelist=$SLURM_JOB_NODELIST nnodes=$SLURM_NNODES tpn=$SLURM_TASKS_PER_NODE"\n'
         "srun bash -c 'echo rank $SLURM_PROCID $CONDUCTOR_NODE_ID $SLURM_NODEID'\n"
+        "srun -l bash -c 'echo lab $CONDUCTOR_NODE_ID'\n"
         "srun -l bash -c 'exit $SLURM_PROCID'\n"
         "echo rc=$?\n",
         tmp_path,
@@ -109,14 +110,17 @@ def test_srun_spreads_ranks_over_both_nodes_and_records_steps(
     header = next(line for line in out if line.startswith("nodelist="))
     assert expand(header.split()[0].removeprefix("nodelist=")) == allocated, header
     assert "nnodes=2 tpn=2(x2)" in header
+    # -l：每行前加任务序号 “N: ”，各任务的行来自它所在的节点
+    labelled = sorted(line for line in out if ": lab " in line)
+    assert labelled == [f"{r}: lab {ranks[r][1]}" for r in range(4)], (out, err)
     # 最大的退出码（任务 3）成为 srun 的退出码；Slurm 的报告点名节点与任务
     assert "rc=3" in out
     assert f"srun: error: {by_id[ranks[3][1]]}: task 3: Exited with exit code 3" in err
     steps = {s["step_id"]: s for s in service.query(job)["steps"]}
-    assert set(steps) == {f"{job}.batch", f"{job}.0", f"{job}.1"}
+    assert set(steps) == {f"{job}.batch", f"{job}.0", f"{job}.1", f"{job}.2"}
     assert steps[f"{job}.0"]["state"] == "COMPLETED"
-    assert steps[f"{job}.1"]["state"] == "FAILED"
-    assert steps[f"{job}.1"]["exit_code"] == "3:0"
+    assert steps[f"{job}.2"]["state"] == "FAILED"
+    assert steps[f"{job}.2"]["exit_code"] == "3:0"
 
 
 def test_a_gang_waits_holding_nothing_while_short_jobs_backfill(
@@ -137,6 +141,12 @@ def test_a_gang_waits_holding_nothing_while_short_jobs_backfill(
     short = service.submit("sleep 1", ntasks_per_node=2, time_limit="1")
     long = service.submit("sleep 1", ntasks_per_node=2, time_limit="30")
     service.wait_state(short, "COMPLETED", timeout=60)
+    # 调度器写下长作业的等待原因，说明它已被考虑过（而不只是还没轮到）
+    wait_for(
+        lambda: service.query(long)["state_reason"] in ("Resources", "Priority"),
+        30,
+        what="长作业被调度轮考虑",
+    )
     assert service.state(gang) == "PENDING"
     # 会推迟 gang 预留开始时刻的长作业不能占那个空闲节点
     assert service.state(long) == "PENDING"
@@ -227,3 +237,14 @@ def _token(service: Service, job_id: int) -> str:
         return conn.execute(
             text("SELECT token FROM jobs WHERE id = :id"), {"id": job_id}
         ).scalar_one()
+
+
+def test_more_nodes_than_any_partition_has_is_422_naming_nodes(service: Service) -> None:
+    count = text("SELECT count(*) FROM jobs")
+    with service.engine.connect() as conn:
+        before = conn.execute(count).scalar_one()
+    resp = service.client.post("/jobs/submit", json=job_payload("true", nodes=9))
+    assert resp.status_code == 422, resp.text
+    assert "nodes" in resp.json()["detail"]
+    with service.engine.connect() as conn:
+        assert conn.execute(count).scalar_one() == before  # 什么都没写下
