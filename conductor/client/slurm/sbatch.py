@@ -266,12 +266,15 @@ def _test_only(api: Api, payload: dict[str, Any]) -> int:
     job = payload["job"]
     partition = job.get("partition")
     try:
-        known = [p["name"] for p in api.request("GET", "/partitions").get("partitions", [])]
+        known = api.request("GET", "/partitions").get("partitions", [])
     except ApiError:
         known = []
     except Unreachable as exc:
         die(PROG, str(exc))
-    if known and partition not in known and partition != "default":
+    if partition is None:
+        # 没给 -p：服务端的默认分区（同提交时）
+        partition = next((p["name"] for p in known if p.get("default")), "default")
+    elif known and partition not in {p["name"] for p in known}:
         die(PROG, "Job submit/allocate failed: Invalid partition name specified")
     tasks = job.get("tasks") or job.get("ntasks_per_node", 1)
     cpus = int(tasks) * int(job.get("cpus_per_task", 1))
