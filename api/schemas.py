@@ -25,6 +25,12 @@ class JobProperties(JobResourceRequest):
 
     account: str = Field(min_length=1, max_length=255, description="记账账户")
     environment: dict[str, str] = Field(default_factory=dict, description="附加环境变量")
+    argv: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="传给批处理脚本的参数（新增；sbatch 脚本之后的参数，脚本里的 $1 $2 …；"
+        "同 slurmrestd 的 argv，不含脚本名）",
+    )
     current_working_directory: str = Field(
         min_length=1, max_length=1024, description="工作目录（绝对路径）"
     )
@@ -100,6 +106,14 @@ class JobProperties(JobResourceRequest):
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and ("\0" in value or "\n" in value):
             raise ValueError("不能包含 NUL 或换行字符")
+        return value
+
+    @field_validator("argv")
+    @classmethod
+    def _argv_no_nul(cls, value: list[str]) -> list[str]:
+        for i, arg in enumerate(value):
+            if "\0" in arg:
+                raise ValueError(f"第 {i + 1} 个脚本参数含 NUL 字符（命令行参数不能含 NUL）")
         return value
 
     @field_validator("environment")

@@ -74,7 +74,7 @@ done
 if [ "$6" = a ]; then
   if [ "$2" = "$3" ]; then exec >>"$2" 2>&1 || exit 1; else exec >>"$2" 2>>"$3" || exit 1; fi
 elif [ "$2" = "$3" ]; then exec >"$2" 2>&1 || exit 1; else exec >"$2" 2>"$3" || exit 1; fi
-exec /usr/bin/env -i -- "${vars[@]}" /bin/bash "$4"
+exec /usr/bin/env -i -- "${vars[@]}" /bin/bash "$4" "${@:7}"
 """
 
 # 引导脚本自己的环境：固定、与用户无关
@@ -160,6 +160,7 @@ def _start_as_user(
                 str(script),
                 str(env_fd),
                 "a" if spec.appends_output else "t",
+                *spec.script_args,
             ],
             cwd="/",
             stdin=subprocess.DEVNULL,
@@ -348,7 +349,7 @@ def _start(
     if err_fd != out_fd:
         fds.append(err_fd)
     return spawn(
-        ["/bin/bash", str(script)],
+        ["/bin/bash", str(script), *spec.script_args],
         cwd=spec.work_dir,
         stdin=subprocess.DEVNULL,
         stdout=out_fd,

@@ -83,6 +83,8 @@ class JobSpec:
     signal_number: int | None = None
     signal_seconds: int | None = None
     signal_batch: bool = False
+    # 传给脚本的参数（sbatch 脚本 参数...）
+    script_args: tuple[str, ...] = ()
 
     @property
     def appends_output(self) -> bool:
@@ -132,6 +134,9 @@ class JobSpec:
             raise ValueError(
                 f"environment 应为字符串到字符串的 JSON 对象，实为 {str(environment)[:100]!r}"
             )
+        args = row.get("script_args") or []
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise ValueError(f"script_args 应为字符串的 JSON 数组，实为 {str(args)[:100]!r}")
         return cls(
             job_id=row["id"],
             name=row["name"],
@@ -168,6 +173,7 @@ class JobSpec:
             signal_number=row.get("signal_number"),
             signal_seconds=row.get("signal_seconds"),
             signal_batch=bool(row.get("signal_batch")),
+            script_args=tuple(args),
         )
 
 

@@ -54,6 +54,10 @@ class JobBase(SQLModel):
     environment: dict[str, str] = Field(
         default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}")
     )
+    # 传给脚本的参数（sbatch 脚本 参数...）：$1 $2 …
+    script_args: list[str] = Field(
+        default_factory=list, sa_column=Column(JSONB, nullable=False, server_default="[]")
+    )
     work_dir: str = Field(max_length=1024)
     # 提交时即解析为绝对路径：日志只从这里读，杜绝任意文件读取
     stdout_path: str = Field(max_length=2048)

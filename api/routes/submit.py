@@ -108,6 +108,7 @@ def _job_from_request(req: SubmitRequest, rt: Runtime, principal: Principal) -> 
         partition=partition.name,
         script=req.script,
         environment=p.environment,
+        script_args=p.argv,
         work_dir=work_dir,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
@@ -208,7 +209,7 @@ def _check_request_size(requests: list[SubmitRequest], rt: Runtime) -> None:
                 tasks = parse_array(p.array, rt.settings.max_array_size).count
         rows += tasks
         texts = (p.name, p.account, p.current_working_directory, p.standard_output)
-        size += tasks * stored_bytes(req.script, p.environment, *texts, p.standard_error)
+        size += tasks * stored_bytes(req.script, p.environment, *texts, p.standard_error, *p.argv)
         field = "jobs" if not single else "job.array" if p.array is not None else "script"
         check_request_total(rows, size, rt.settings, field)
 

@@ -105,11 +105,13 @@ def test_job_runs_as_mapped_user(service: Service, users: Users, mapped: TestCli
     job_id = submit(
         mapped,
         f'id -un; id -Gn; echo "HOME=$HOME USER=$USER LOGNAME=$LOGNAME"\n'
-        f"cat {users.base}/b/secret.txt && echo LEAKED || echo DENIED\n",
+        f"cat {users.base}/b/secret.txt && echo LEAKED || echo DENIED\n"
+        'echo "args=$#|$1|$2"\n',
         account="acct-a",
         current_working_directory=str(run),
         standard_output="logs/out.txt",
         standard_error="err.txt",
+        argv=["x y", "$HOME"],  # 切换用户的引导把参数原样交给脚本
     )
     body = service.wait_state(job_id, "COMPLETED")
     out = body["job_log"]["stdout"].splitlines()
@@ -118,6 +120,7 @@ def test_job_runs_as_mapped_user(service: Service, users: Users, mapped: TestCli
     assert users.group in out[1].split()  # initgroups：附加组也在
     assert out[2] == f"HOME={a.pw_dir} USER={users.a} LOGNAME={users.a}"
     assert out[3] == "DENIED"
+    assert out[4] == "args=2|x y|$HOME"
     assert "b-private-data" not in body["job_log"]["stdout"]
     assert "Permission denied" in body["job_log"]["stderr"]
     for path in (run, run / "logs", run / "logs" / "out.txt", run / "err.txt"):

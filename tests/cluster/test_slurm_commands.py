@@ -104,14 +104,23 @@ def test_sbatch_file_stdin_and_wrap(
             cwd=tmp_path,
         )
     )
-    for job in (from_file, from_stdin, wrapped):
+    # 脚本之后的参数传给脚本（含空格的保持一个参数）
+    args = tmp_path / "args.sh"
+    args.write_text('#!/bin/bash\necho "$#|$1|$2"\n')
+    with_args = parsable(
+        run(api, user, "sbatch", "--parsable", "--mem=100M", str(args), "a b", "-J", cwd=tmp_path)
+    )
+    for job in (from_file, from_stdin, wrapped, with_args):
         service.wait_state(job, "COMPLETED")
+    assert (tmp_path / f"slurm-{with_args}.out").read_text() == "2|a b|-J\n"
     # 默认输出 slurm-%j.out 在提交时的当前目录；默认作业名：文件名、sbatch、wrap（同 Slurm）
     assert (tmp_path / f"slurm-{from_file}.out").read_text() == "hello from hello.sh\n"
     assert (tmp_path / f"slurm-{from_stdin}.out").read_text() == "in\n"
     assert (tmp_path / f"slurm-{wrapped}.out").read_text() == "wrapped\n"
     names = run(api, user, "sacct", "-X", "-n", "-P", "-o", "JobID,JobName")
-    assert names.stdout == f"{from_file}|hello.sh\n{from_stdin}|sbatch\n{wrapped}|wrap\n"
+    assert names.stdout == (
+        f"{from_file}|hello.sh\n{from_stdin}|sbatch\n{wrapped}|wrap\n{with_args}|args.sh\n"
+    )
 
 
 def test_sbatch_errors_are_slurm_shaped_and_submit_nothing(

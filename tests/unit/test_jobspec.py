@@ -234,6 +234,7 @@ def test_from_row_defaults() -> None:
     spec = JobSpec.from_row(row, token="t", kill_wait=1.5)
     assert spec.environment == {}
     assert spec.node_name == ""
+    assert spec.script_args == ()
     assert (spec.job_id, spec.token, spec.kill_wait) == (7, "t", 1.5)
 
 
@@ -243,6 +244,17 @@ def test_from_row_rejects_malformed_environment(environment: object) -> None:
     row = {**asdict(make_spec()), "id": 42, "environment": environment}
     with pytest.raises(ValueError, match="environment"):
         JobSpec.from_row(row, token="t", kill_wait=1.0)
+
+
+@pytest.mark.parametrize(("args", "ok"), [(["a b", "-x"], True), ("a", False), ([1], False)])
+def test_from_row_script_args(args: object, ok: bool) -> None:
+    """sbatch 脚本 参数...：库里的 script_args 是字符串数组，原样（含空格）成为 $1 $2 …"""
+    row = {**asdict(make_spec()), "id": 42, "script_args": args}
+    if ok:
+        assert JobSpec.from_row(row, token="t", kill_wait=1.0).script_args == ("a b", "-x")
+    else:
+        with pytest.raises(ValueError, match="script_args"):
+            JobSpec.from_row(row, token="t", kill_wait=1.0)
 
 
 def test_exclusive_job_sees_whole_node_cpus() -> None:

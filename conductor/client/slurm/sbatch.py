@@ -210,8 +210,6 @@ def build(cmd: Command, environ: Mapping[str, str]) -> tuple[dict[str, Any], tup
         die(PROG, exc.message)
     text, default_name = _read_script(cmd)
     _check_script(text)
-    if cmd.script_args:
-        die(PROG, f"Conductor 尚不支持向批处理脚本传递参数：{' '.join(cmd.script_args)}")
     try:
         opts = cli.merged_over(directives.parse_directives(text))
         payload = directives.build_payload(
@@ -224,6 +222,8 @@ def build(cmd: Command, environ: Mapping[str, str]) -> tuple[dict[str, Any], tup
         payload["job"]["standard_output"] = ARRAY_OUTPUT
         if opts.error is None:
             payload["job"]["standard_error"] = ARRAY_OUTPUT
+    if cmd.script_args:
+        payload["job"]["argv"] = list(cmd.script_args)  # 脚本里的 $1 $2 …
     return payload, opts.ignored
 
 
