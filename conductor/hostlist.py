@@ -68,6 +68,11 @@ def expand(hostlist: str, field: str = "节点列表") -> list[str]:
 _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
+def number_ranges(numbers: list[int]) -> str:
+    """排好序的编号 → 3-5,7（Slurm 的 bit_fmt；数组下标用）。"""
+    return _ranges(numbers, 0) if numbers else ""
+
+
 def _ranges(numbers: list[int], width: int) -> str:
     parts: list[str] = []
     start = prev = numbers[0]

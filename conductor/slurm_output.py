@@ -111,6 +111,8 @@ class JobRecord:
     time_limit_seconds: int | None
     array_job_id: int | None = None
     array_task_id: int | None = None
+    # 合并后的待排数组任务的下标（"3-5,7"，fold_pending_arrays），显示为 12_[3-5,7]
+    array_task_str: str | None = None
     steps: tuple[StepRecord, ...] = ()
     # 以下为可选键：REST 暂无
     cancelled_by_uid: int | None = None
@@ -178,6 +180,7 @@ def from_api(item: Mapping[str, Any]) -> JobRecord:
         time_limit_seconds=_opt_int(item.get("time_limit_seconds")),
         array_job_id=_opt_int(item.get("array_job_id")),
         array_task_id=_opt_int(item.get("array_task_id")),
+        array_task_str=item.get("array_task_str"),
         steps=tuple(_step_from_api(s) for s in item.get("steps") or ()),
         cancelled_by_uid=_opt_int(item.get("cancelled_by_uid")),
         derived_exit_code=item.get("derived_exit_code"),
@@ -299,7 +302,9 @@ class _SqueueField:
 
 
 def _sq_job_id(j: JobRecord) -> str:
-    # _print_job_job_id：数组任务为 主作业号_下标；待排的数组区间 12_[1-9] 不在本模块范围
+    # _print_job_job_id：合并的待排任务为 主作业号_[下标区间]，数组任务为 主作业号_下标
+    if j.array_task_str is not None:
+        return f"{j.array_job_id}_[{j.array_task_str}]"
     if j.array_task_id is not None:
         return f"{j.array_job_id if j.array_job_id is not None else j.job_id}_{j.array_task_id}"
     return str(j.job_id)
@@ -364,7 +369,13 @@ _SQUEUE_FIELDS: dict[str, _SqueueField] = {
     "K": _SqueueField(
         "ARRAY_TASK_ID",
         True,
-        lambda j, n, z: _cut("N/A" if j.array_task_id is None else str(j.array_task_id)),
+        lambda j, n, z: _cut(
+            j.array_task_str
+            if j.array_task_str is not None
+            else "N/A"
+            if j.array_task_id is None
+            else str(j.array_task_id)
+        ),
     ),
     "j": _SqueueField("NAME", True, lambda j, n, z: _cut(j.name)),
     "u": _SqueueField("USER", True, lambda j, n, z: _cut(j.user)),
@@ -449,6 +460,40 @@ def parse_squeue_format(fmt: str) -> tuple[str, list[FormatSpec]]:
     Slurm 没有 %-N 的写法（'-' 会被当成字段字母），这里同样报错。
     """
     return parse_percent_format(fmt, "squeue", _SQUEUE_FIELDS, _SLURM_SQUEUE_LETTERS)
+
+
+def fold_pending_arrays(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """squeue 不带 -r 时的样子（src/squeue/print.c 的 _combine_pending_array_tasks）：同一数组里作业名、
+    分区都相同的待排任务合成一条，下标写成 3-5,7（bit_fmt），等待原因不同的用逗号连起来。
+    合成的一条取下标最小的那个任务的其余字段，留在它的位置上。只有一个待排任务时照常显示 12_3。"""
+    rows = [dict(i) for i in items]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for item in rows:
+        if item.get("state") == "PENDING" and item.get("array_task_id") is not None:
+            key = (item.get("array_job_id"), item.get("name"), item.get("partition"))
+            groups.setdefault(key, []).append(item)
+    out: list[dict[str, Any]] = []
+    for item in rows:
+        key = (item.get("array_job_id"), item.get("name"), item.get("partition"))
+        members = groups.get(key) if item.get("state") == "PENDING" else None
+        if not members or len(members) < 2 or item.get("array_task_id") is None:
+            out.append(item)
+            continue
+        ordered = sorted(members, key=lambda m: int(m["array_task_id"]))
+        first = ordered[0]
+        if item is not first:
+            continue
+        reasons = list(dict.fromkeys(m.get("state_reason") or "None" for m in ordered))
+        out.append(
+            first
+            | {
+                "array_task_str": hostlist.number_ranges(
+                    [int(m["array_task_id"]) for m in ordered]
+                ),
+                "state_reason": ",".join(reasons),
+            }
+        )
+    return out
 
 
 def format_squeue(

@@ -11,6 +11,7 @@ import pytest
 
 from conductor.slurm_output import (
     convert_num_unit,
+    fold_pending_arrays,
     format_sacct,
     format_squeue,
     from_api,
@@ -197,6 +198,28 @@ def test_squeue_array_ids() -> None:
     task = running() | {"job_id": 40, "array_job_id": 39, "array_task_id": 3}
     out = format_squeue([task, running()], "%i %A %F %K", True, NOW)
     assert out == ("JOBID JOBID ARRAY_JOB_ID ARRAY_TASK_ID\n39_3 40 39 3\n12 12 12 N/A\n")
+
+
+def test_squeue_folds_pending_array_tasks_like_slurm() -> None:
+    """不带 -r：同一数组里作业名、分区相同的待排任务合成一行 39_[3-5,7]，原因用逗号连起来；
+    运行中的、名字不同的、只剩一个的照常一行一个（src/squeue/print.c 的 _combine_pending_array_tasks）。"""
+
+    def task(i: int, **kw: object) -> dict:
+        return pending() | {"job_id": 40 + i, "array_job_id": 39, "array_task_id": i} | kw
+
+    items = [
+        task(2, state="RUNNING", node_list="node01", state_reason=None),
+        task(5),
+        task(3),
+        task(7, state_reason="Priority"),
+        task(4),
+        task(6, name="other"),
+    ]
+    folded = fold_pending_arrays(items)
+    out = format_squeue(folded, "%i %K %t %r", False, NOW)
+    assert out == ("39_2 2 R None\n39_[3-5,7] 3-5,7 PD Resources,Priority\n39_6 6 PD Resources\n")
+    # -r：不合并
+    assert len(format_squeue(items, "%i", False, NOW).splitlines()) == 6
 
 
 def test_squeue_limits_and_time_left() -> None:

@@ -77,7 +77,7 @@ HELP = """\
   -p, --partition=分区,…    只列这些分区
   -A, --account=账户,…      只列这些账户
   -n, --name=作业名,…       只列这些作业名
-  -r, --array               数组任务各占一行（Conductor 总是如此）
+  -r, --array               数组任务各占一行（默认把待排的任务合成一行 12_[3-5]）
   -a, --all                 接受（Conductor 没有隐藏分区）
       --help                显示本帮助
 """
@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         except Unreachable as exc:
             perror("slurm_load_jobs error", str(exc))
     items = [normalize(i) for i in items]
+    if not args.array:
+        items = slurm_output.fold_pending_arrays(items)
     items.sort(key=sort_key)
     tz = datetime.now().astimezone().tzinfo or UTC
     out = ""
