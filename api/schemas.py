@@ -254,6 +254,9 @@ class JobDetail(JobResources):
     # ---- 议题 18：Slurm 命令（squeue、scontrol show job、sacct）需要的字段 ----
     time_limit_seconds: int | None = Field(None, description="时限秒数（新增）；null 为不限")
     restarts: int = Field(0, description="重新排队的次数（新增，scontrol 的 Restarts）")
+    cancelled_by_uid: int | None = Field(
+        None, description="取消者的 Unix uid（新增，sacct 的 CANCELLED by <uid>）；没被取消为 null"
+    )
     requeue: bool = Field(False, description="节点失败时是否自动重新排队（新增，--requeue）")
     held: bool = Field(False, description="是否被挂起（新增，scontrol hold）")
     stdout_path: str = Field("", description="标准输出文件的绝对路径（新增，scontrol 的 StdOut）")
@@ -494,6 +497,9 @@ class JobListItem(JobSummary, JobResources):
     # ---- 议题 18：Slurm 命令（squeue、scontrol show job、sacct）需要的字段 ----
     time_limit_seconds: int | None = Field(None, description="时限秒数（新增）；null 为不限")
     restarts: int = Field(0, description="重新排队的次数（新增，scontrol 的 Restarts）")
+    cancelled_by_uid: int | None = Field(
+        None, description="取消者的 Unix uid（新增，sacct 的 CANCELLED by <uid>）；没被取消为 null"
+    )
     requeue: bool = Field(False, description="节点失败时是否自动重新排队（新增，--requeue）")
     held: bool = Field(False, description="是否被挂起（新增，scontrol hold）")
     stdout_path: str = Field("", description="标准输出文件的绝对路径（新增，scontrol 的 StdOut）")

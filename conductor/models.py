@@ -112,6 +112,8 @@ class JobBase(SQLModel):
     signal_batch: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
     )
+    # 取消者的 Unix uid（sacct 的 CANCELLED by <uid>）；不是被取消或不明为 None
+    cancelled_by_uid: int | None = None
 
 
 class Job(JobBase, table=True):

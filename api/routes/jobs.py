@@ -32,11 +32,13 @@ from api.schemas import (
 )
 from conductor import allocation
 from conductor.account_limits import limit_for
+from conductor.auth import Principal
 from conductor.db import retry_conflicts, session_scope
 from conductor.errors import ClusterUnavailable, ConductorError
 from conductor.models import Job
 from conductor.reasons import Usage, blocked, gate
 from conductor.resources import Resources
+from conductor.settings import Settings
 from conductor.signalspec import signal_name
 from conductor.states import JobState
 from conductor.store import jobs as store
@@ -180,7 +182,9 @@ def cancel(job_id: JobId, principal: PrincipalDep, rt: RuntimeDep) -> MessageRes
     def cancel_all() -> tuple[list[int], dict[int, transitions.CancelResult | None]]:
         with session_scope(rt.engine) as session:
             ids = [(j.id or 0) for j in load_targets(session, job_id, principal)]
-            return ids, {t: transitions.cancel(session, t) for t in ids}
+            return ids, {t: transitions.cancel(session, t, by_uid) for t in ids}
+
+    by_uid = canceller_uid(principal, rt.settings)
 
     targets, results = retry_conflicts(cancel_all, what=f"取消作业 {job_id}")
     changed = {t: r for t, r in results.items() if r is not None and r.changed}
@@ -237,6 +241,18 @@ def service_user() -> str:
         return str(os.geteuid())
 
 
+def canceller_uid(principal: Principal, settings: Settings) -> int | None:
+    """取消者的 uid（sacct 的 CANCELLED by <uid>）：账户映射到的 Unix 用户；管理员与未映射的账户
+    为服务自身的用户（它们的作业也以服务的用户运行）。映射的用户在本机不存在时不明（None）。"""
+    mapped = None if principal.account is None else settings.account_users.get(principal.account)
+    if principal.admin or mapped is None:
+        return os.getuid()
+    try:
+        return pwd.getpwnam(mapped).pw_uid
+    except KeyError:
+        return None
+
+
 def unix_user(job: Job) -> str:
     return job.run_as_user or service_user()
 
@@ -266,6 +282,7 @@ def slurm_fields(job: Job) -> dict[str, Any]:
         "open_mode": job.open_mode,
         "signal": signal_text(job),
         "eligible_time": iso_utc(job.eligible_time),
+        "cancelled_by_uid": job.cancelled_by_uid,
     }
 
 

@@ -306,8 +306,8 @@ def close_steps(
 HOLDING = "node_id IS NOT NULL AND released_at IS NULL"
 
 
-def cancel(session: Session, job_id: int) -> CancelResult | None:
-    """PENDING/RUNNING → CANCELLED。作业不存在时返回 None。
+def cancel(session: Session, job_id: int, by_uid: int | None = None) -> CancelResult | None:
+    """PENDING/RUNNING → CANCELLED，记下取消者的 uid（by_uid）。作业不存在时返回 None。
 
     用行锁读出旧状态，两个并发取消只有一个 changed=True。
     """
@@ -323,11 +323,11 @@ def cancel(session: Session, job_id: int) -> CancelResult | None:
         text(
             """
             UPDATE jobs SET state = 'CANCELLED', end_time = clock_timestamp(),
-                   error_msg = COALESCE(error_msg, '用户取消')
+                   error_msg = COALESCE(error_msg, '用户取消'), cancelled_by_uid = :uid
             WHERE id = :id
             """
         ),
-        {"id": job_id},
+        {"id": job_id, "uid": by_uid},
     )
     return CancelResult(previous=previous, changed=True, node_id=old.node_id)
 
@@ -372,7 +372,7 @@ _REQUEUE_SOURCES = ", ".join(f"'{s.value}'" for s in JobState if s in REQUEUE_SO
 # 分配、令牌与 released_at 保持原样：它们仍指着上一次执行，执行结束时的归还以这个令牌为栅栏，
 # 认领要等 released_at 写下（或从未分配过）才可能成功——旧执行确认结束、资源归还之前不会有新执行
 _REQUEUE_COLUMNS = """
-    state = 'PENDING', start_time = NULL, end_time = NULL, exit_code = NULL,
+    state = 'PENDING', start_time = NULL, end_time = NULL, exit_code = NULL, cancelled_by_uid = NULL,
     state_reason = NULL, restart_count = jobs.restart_count + 1, eligible_time = clock_timestamp(),
     memory_bytes = CASE WHEN jobs.whole_node_memory THEN 0 ELSE jobs.memory_bytes END
 """

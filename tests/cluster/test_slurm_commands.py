@@ -205,6 +205,9 @@ def test_hold_update_show_release_squeue_and_cancel(
     assert via.stdout == f"{job:<10} RUNNING\n"
     assert run(api, user, "scancel", str(job)).returncode == 0
     service.wait_state(job, "CANCELLED")
+    # sacct 同 Slurm 写明取消者的 uid（未映射的账户即服务自身的用户）
+    state = run(api, user, "sacct", "-j", str(job), "-X", "-n", "-P", "-o", "State")
+    assert state.stdout == f"CANCELLED by {os.getuid()}\n", state
     # 结束的作业不再出现在默认的 squeue 里
     assert run(api, user, "squeue", "-h", "--me").stdout == ""
 
