@@ -139,11 +139,7 @@ def history(
     if as_json:
         out.print_json(json.dumps(body))
         return
-    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "退出码", "开始", "结束", "节点")
-    # 窄终端里不截断：作业号、状态、退出码不折行，其余的折行（一个字也不少）
-    for column in table.columns:
-        column.overflow = "fold"
-        column.no_wrap = column.header in ("作业", "状态", "退出码")
+    table = Table("作业", "名称", "账户", "分区", "状态", "已用", "退出码", "开始", "结束")
     for row in history_rows(body["jobs"]):
         table.add_row(*row)
     out.print(table)

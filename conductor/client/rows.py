@@ -29,8 +29,7 @@ def step_rows(steps: list[dict[str, Any]]) -> list[tuple[Text, ...]]:
 
 
 def history_rows(jobs: list[dict[str, Any]]) -> list[tuple[Text, ...]]:
-    """history 的行：每个作业一行，其后是它的作业步（同 sacct：作业步的账户、分区、已用留空）；
-    最后一列是节点列表（主机列表写法）。"""
+    """history 的行：每个作业一行，其后是它的作业步（同 sacct：作业步的账户、分区、已用留空）。"""
     rows: list[tuple[Text, ...]] = []
     for j in jobs:
         rows.append(
@@ -38,7 +37,6 @@ def history_rows(jobs: list[dict[str, Any]]) -> list[tuple[Text, ...]]:
                 *map(lit, (j["job_id"], j["name"], j["account"], j["partition"])),
                 lit(j["state"], STATE_STYLES.get(j["state"], "")),
                 *map(lit, (j["elapsed_time"], j["exit_code"], j["start_time"], j["end_time"])),
-                lit(j.get("node_list") or ""),
             )
         )
         for s in j.get("steps") or []:  # 旧服务端没有这个字段
@@ -51,7 +49,6 @@ def history_rows(jobs: list[dict[str, Any]]) -> list[tuple[Text, ...]]:
                     lit(s["state"], STATE_STYLES.get(s["state"], "")),
                     lit(""),
                     *map(lit, (s.get("exit_code"), s.get("start_time"), s.get("end_time"))),
-                    lit(s.get("node_list") or ""),
                 )
             )
     return rows
