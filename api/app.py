@@ -19,6 +19,7 @@ from api.routes import (
     login,
     logs,
     metrics,
+    nodes,
     partitions,
     submit,
 )
@@ -54,7 +55,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     # 最后加入的中间件在最外层：先认证，再读请求体
     app.add_middleware(AuthGate, runtime=runtime)
-    for module in (submit, jobs, dashboard, health, control, logs, partitions):
+    for module in (submit, jobs, dashboard, health, control, nodes, logs, partitions):
         app.include_router(module.router, responses=errors.ERROR_RESPONSES)
     app.include_router(metrics.router)
     app.include_router(

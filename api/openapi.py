@@ -130,6 +130,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "request": {"priority": 100, "time_limit": "2:00:00"},
         "response": {"msg": "作业 42：已修改 1 个排队中的作业（优先级 100，时限 2:00:00）"},
     },
+    ("post", "/nodes/{node_name}/drain"): {
+        "summary": "排空节点（新增，仅管理员；scontrol update NodeName=… State=DRAIN）",
+        "request": {"reason": "更换内存"},
+        "response": {"msg": "节点 node-01 已排空：不再接新作业，运行中的作业照常跑完"},
+    },
+    ("post", "/nodes/{node_name}/resume"): {
+        "summary": "恢复排空的节点（新增，仅管理员；scontrol update NodeName=… State=RESUME）",
+        "response": {"msg": "节点 node-01 已恢复，重新接作业"},
+    },
     ("get", "/jobs"): {
         "summary": "作业列表（过滤、分页）",
         "response": {
@@ -184,6 +193,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                     "available_gpus": 3,
                     "gres": {"nvme": {"total": 1, "allocated": 0, "available": 1}},
                     "features": ["a100", "ib"],
+                    "state": "draining",
+                    "drain_reason": "更换内存",
+                    "drained_by": "root",
+                    "drain_since": "2026-12-06T07:10:00Z",
                 }
             ],
             "running_jobs": [SUMMARY],

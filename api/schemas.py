@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -454,6 +455,23 @@ class NodeInfo(BaseModel):
         description="节点特性（新增，-C 匹配的对象）：conductor.features 标签与 GPU 型号，小写、按名排序",
         examples=[["a100", "ib"]],
     )
+    state: str = Field(
+        "idle",
+        description="节点状态（新增）：idle、mixed、allocated、down，排空中还有作业为 draining、没有了为 drained",
+    )
+    drain_reason: str | None = Field(None, description="排空的原因（新增）；未排空为 null")
+    drained_by: str | None = Field(
+        None, description="谁排空的（新增）：用户名；Ray 自己排空的节点为 ray"
+    )
+    drain_since: datetime | None = Field(None, description="排空开始的时刻（新增，UTC）")
+
+
+class NodeDrainRequest(BaseModel):
+    """排空节点（conductor drain / scontrol update NodeName=… State=DRAIN Reason=…）。"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(description="排空的原因（必填，同 Slurm），如“更换内存”")
 
 
 class JobSummary(BaseModel):

@@ -131,6 +131,7 @@ class Fleet:
                     gpus=n.total_gpus,
                     custom=n.gres,
                     features=n.features,
+                    drain=n.draining,
                 ),
                 agents[n.node_id][1],
                 n.host,
@@ -149,7 +150,8 @@ class Fleet:
                 log.debug("节点 %s 不再存活，丢弃其代理句柄", node_id)
                 del self.agents[node_id]
         for node in nodes:
-            if node.node_id in self.parked:
+            # Ray 在排空的节点不再接受新的 worker：不在上面新建代理（已有的照常管着它的作业）
+            if node.node_id in self.parked or node.draining:
                 continue
             if node.node_id not in self.agents and node.node_id not in self.creating:
                 task = asyncio.get_running_loop().create_task(self._add_agent(node))

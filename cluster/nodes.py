@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray._private import state as ray_state
 
 from conductor.node_resources import generic_resources, node_features
 from conductor.resources import CPU, GPU, MEMORY, Resources
+
+log = logging.getLogger("conductor.nodes")
 
 # `ray start --labels` 可以给节点起名；未设置时用主机名加节点 id 前缀，同机多节点也能区分
 NODE_NAME_LABEL = "conductor.node-name"
@@ -33,6 +37,8 @@ class RayNode:
     gres: dict[str, float] = field(default_factory=dict, compare=False)
     # 小写的节点特性：conductor.features 标签加上 GPU 型号
     features: frozenset[str] = field(default=frozenset(), compare=False)
+    # Ray 报告该节点正在排空（自动扩缩容器缩容、云厂商回收前的 ray drain-node）：不再往上放作业
+    draining: bool = False
 
     @property
     def capacity(self) -> Resources:
@@ -57,6 +63,7 @@ def node_name(raw: dict[str, Any]) -> str:
 def list_nodes() -> list[RayNode]:
     """集群中全部节点（含已死亡的，alive=False）。"""
     nodes = []
+    draining = ray_draining()
     for raw in ray.nodes():
         resources = raw.get("Resources") or {}
         nodes.append(
@@ -72,9 +79,21 @@ def list_nodes() -> list[RayNode]:
                 total_gpus=float(resources.get("GPU", 0.0)),
                 gres=generic_resources(resources),
                 features=node_features(raw.get("Labels") or {}, resources),
+                draining=raw["NodeID"] in draining,
             )
         )
     return nodes
+
+
+def ray_draining() -> frozenset[str]:
+    """Ray 报告正在排空的节点 id（GCS 的 GetDrainingNodes，与 ray.nodes() 同一个访问器）。
+
+    读不到时当作没有：排空只是少放作业，读不到不该挡住整轮调度。"""
+    try:
+        return frozenset(ray_state.state.get_draining_nodes())
+    except Exception:  # noqa: BLE001 - 旧版 Ray 没有此接口、GCS 暂时不可达
+        log.debug("读取 Ray 排空中的节点失败", exc_info=True)
+        return frozenset()
 
 
 def alive_nodes() -> list[RayNode]:

@@ -2,7 +2,8 @@
 
 形状取自 Kueue 的 schedule()：一轮按编号的阶段依次进行（见 SchedulingCycle.run），
 全部在调用者的一个线程、一个事务里完成（每轮只切换一次线程、只提交一次）。
-空闲资源由调用者以 ReadyNode（策略看到的 NodeView，加认领要记下的代理身份与主机）传入；
+空闲资源由调用者以 ReadyNode（策略看到的 NodeView，加认领要记下的代理身份与主机）传入，
+管理员排空的节点在这里按 node_drains 标上（同一事务）；
 派发（Ray 任务、节点代理）留在 cluster/dispatch.py。节奏（快速轮或深轮）由 pacing.py 决定，时钟可注入。
 """
 
@@ -12,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
@@ -35,7 +36,7 @@ from conductor.policy import (
 from conductor.proctree import new_token
 from conductor.resources import NONE, Resources
 from conductor.settings import Settings
-from conductor.store import dependencies, queue, transitions
+from conductor.store import dependencies, drains, queue, transitions
 
 log = logging.getLogger("conductor.scheduler")
 
@@ -114,8 +115,8 @@ class SchedulingCycle:
         """一轮，一个事务。"""
         # 0 节奏：快速轮还是深轮，这轮判不判定依赖
         pace = self.pacing.next_pass()
-        views = [n.view for n in nodes]
         with session_scope(self.engine) as session:
+            views = self._views(session, nodes)
             # 1 重新判定等待依赖的作业
             resolved = self._resolve_dependencies(session, pace)
             # 2 读窗口：仍占用资源的作业与各分区的队首
@@ -136,6 +137,14 @@ class SchedulingCycle:
             # 6 认领（比较并交换：期间被取消、挂起的不会被认领）
             claimed = self._claim(session, placements, nodes)
         return self._result(pace, resolved, window, placements, claimed)
+
+    @staticmethod
+    def _views(session: Session, nodes: Sequence[ReadyNode]) -> list[NodeView]:
+        """策略看到的节点：管理员排空的（node_drains，按节点名）标上 drain；Ray 报告排空的调用者已标上。"""
+        drained = drains.drained_names(session)
+        return [
+            replace(n.view, drain=True) if n.view.node_name in drained else n.view for n in nodes
+        ]
 
     def _resolve_dependencies(self, session: Session, pace: Pace) -> dict[int, str]:
         resolved: dict[int, str] = {}

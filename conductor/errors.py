@@ -26,6 +26,14 @@ class InvalidJobRequest(ConductorError):
         super().__init__(message)
 
 
+class NodeNotFound(ConductorError):
+    """集群里没有这个节点（Slurm：Invalid node name specified）。"""
+
+
+class NodeNotDrained(ConductorError):
+    """节点没有在排空，无需恢复（Slurm：Invalid node state specified）。"""
+
+
 class JobNotPending(ConductorError):
     """作业已不在排队，不能挂起、放行或修改。"""
 

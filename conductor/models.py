@@ -309,3 +309,16 @@ class LoginCode(SQLModel, table=True):
     )
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class NodeDrain(SQLModel, table=True):
+    """排空的节点（conductor/drains.py）：按节点名记，RESUME 时删除。读写在 store/drains.py。"""
+
+    __tablename__ = "node_drains"
+
+    node_name: str = Field(sa_column=Column(Text, primary_key=True))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    drained_by: str = Field(sa_column=Column(Text, nullable=False))
+    since: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )

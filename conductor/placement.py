@@ -46,7 +46,8 @@ def _first_is(items: tuple[str, ...], first: str, what: str) -> tuple[str, ...]:
 class NodeView:
     """一个可用节点：总容量、所属分区与特性。空闲量由运行中的作业推导。
 
-    custom 为节点声明的其余 Ray 资源（通用资源，如 nvme）；features 为小写的特性标签（含 GPU 型号）。"""
+    custom 为节点声明的其余 Ray 资源（通用资源，如 nvme）；features 为小写的特性标签（含 GPU 型号）。
+    drain：节点在排空（管理员排空或 Ray 报告排空，conductor/drains.py）：不再接新作业，已有的照常占着资源。"""
 
     node_id: str
     node_name: str
@@ -56,6 +57,7 @@ class NodeView:
     gpus: float = 0
     custom: Mapping[str, float] = field(default_factory=Resources)
     features: frozenset[str] = frozenset()
+    drain: bool = False
 
     def __post_init__(self) -> None:
         # 转成不可变的向量：节点视图可以哈希，调用方传入的 dict 之后被改也不影响

@@ -5,7 +5,8 @@
 - 需求与容量都是资源向量（CPU、内存、GPU、通用资源，placement.py）：每一项都放得下才算放得下；
   节点空闲 = 总容量 − 运行中作业的向量之和。
 - 节点筛选：分区、-w/-x、-C 特性约束、GPU 型号；-w/-x/-C 筛得凑不齐节点（单节点作业即筛掉了分区的全部节点）
-  时原因为 ReqNodeNotAvail。
+  或 -w 列出的节点在排空时原因为 ReqNodeNotAvail。
+- 排空的节点（NodeView.drain）不接新作业、不为队首预留，运行中的作业照常占着它的资源。
 - 队列已按有效优先级排好序（priority.py）；依次尝试，能放下就放（最佳适配，见 placement.best_fit_key：
   不要 GPU 的作业先挑没有 GPU 的节点，再挑空闲 CPU 最少的）。
 - 账户上限、数组 %N、分区时限挡住的作业跳过，不影响后面的作业。
@@ -83,7 +84,8 @@ def free_cpus(
     for r in running:
         for node_id in r.node_ids:
             used[node_id] += r.cpus
-    idle = {n.node_id: max(0.0, n.total_cpus - used[n.node_id]) for n in nodes}
+    # 排空的节点不接新作业：它的空闲不算
+    idle = {n.node_id: 0.0 if n.drain else max(0.0, n.total_cpus - used[n.node_id]) for n in nodes}
     by_partition = dict.fromkeys(partitions, 0.0)
     for n in nodes:
         for name in n.partitions:
@@ -148,11 +150,16 @@ def plan(snap: Snapshot) -> Plan:
             continue
         members = [n for n in nodes.values() if job.partition in n.view.partitions]
         chosen = [n for n in members if selected(job, n.view)]
-        if members and (len(chosen) < min(job.nodes, len(members)) or lacks_required(job, chosen)):
-            # -w/-x/-C 筛得凑不齐节点（单节点作业：全筛掉了）：等的是节点而不是资源，同样不预留、不阻塞队列
+        if members and (
+            len(chosen) < min(job.nodes, len(members))
+            or lacks_required(job, chosen)
+            or any(n.view.drain and n.view.node_name in job.required_nodes for n in chosen)
+        ):
+            # -w/-x/-C 筛得凑不齐节点（单节点作业：全筛掉了），或 -w 要的节点在排空：等的是节点而不是资源，
+            # 同样不预留、不阻塞队列
             result.reasons[job.job_id] = REQ_NODE_NOT_AVAIL
             continue
-        eligible = [n for n in chosen if can_hold(job, n.view)]
+        eligible = [n for n in chosen if not n.view.drain and can_hold(job, n.view)]
         if len(eligible) < job.nodes or lacks_required(job, eligible):
             # 分区里暂无足够的节点能容纳它：不预留、不阻塞队列（节点加入后自然可放）
             result.reasons[job.job_id] = RESOURCES

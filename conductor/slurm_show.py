@@ -23,13 +23,24 @@ MIN_PART_FIELD_SIZE = 9
 MIN_NODE_FIELD_SIZE = 9
 
 # node_states 的枚举值：sort.c 的 -t 按它倒序（mix、alloc、idle、down）
-_STATE_ORDER = {"down*": 1, "down": 1, "idle": 2, "alloc": 3, "mix": 5}
+# 排空是状态上的 DRAIN 标志位（0x200）：排在基本状态之后
+_STATE_ORDER = {
+    "down*": 1,
+    "down": 1,
+    "idle": 2,
+    "alloc": 3,
+    "mix": 5,
+    "drain": 0x202,
+    "drng": 0x205,
+}
 _STATE_LONG = {
     "down*": "down*",
     "down": "down",
     "idle": "idle",
     "alloc": "allocated",
     "mix": "mixed",
+    "drain": "drained",
+    "drng": "draining",
 }
 _STATE_UPPER = {
     "down*": "DOWN*",
@@ -64,17 +75,33 @@ class NodeView:
     gres: Mapping[str, float] = field(default_factory=dict)
     features: tuple[str, ...] = ()
     memory_mb: int | None = None
+    # 排空（node_info 的 drain_reason 等）：原因、操作者与开始时刻；未排空时 reason 为 None
+    reason: str | None = None
+    reason_user: str | None = None
+    reason_time: datetime | None = None
 
     @property
-    def state(self) -> str:
-        """sinfo 的状态缩写：失联为 down*（DOWN 且不响应），否则按 CPU 占用 idle、mix、alloc。"""
+    def busy(self) -> bool:
+        return self.cpus_alloc > 0 or self.gpus_alloc > 0
+
+    @property
+    def base_state(self) -> str:
+        """不计排空的状态缩写：失联为 down*（DOWN 且不响应），否则按 CPU 占用 idle、mix、alloc。"""
         if not self.alive:
             return "down*"
-        if self.cpus_alloc <= 0:
+        if not self.busy:
             return "idle"
         if self.cpus_alloc >= self.cpus_total:
             return "alloc"
         return "mix"
+
+    @property
+    def state(self) -> str:
+        """sinfo 的状态缩写：排空中还有作业为 drng、没有了为 drain（node_state_string_compact），
+        否则同 base_state。"""
+        if self.alive and self.reason is not None:
+            return "drng" if self.busy else "drain"
+        return self.base_state
 
     @property
     def gres_str(self) -> str:
@@ -97,6 +124,7 @@ def node_from_api(item: Mapping[str, object]) -> NodeView:
             gres[str(name)] = float(total or 0)
     partitions = str(item.get("partition") or "")
     memory = item.get("memory_mb")
+    since = item.get("drain_since")
     return NodeView(
         name=str(item.get("node_name") or item.get("node_id") or "?"),
         partitions=tuple(p for p in partitions.split(",") if p),
@@ -108,6 +136,10 @@ def node_from_api(item: Mapping[str, object]) -> NodeView:
         gres=gres,
         features=tuple(str(f) for f in item.get("features") or ()),  # type: ignore[attr-defined]
         memory_mb=None if memory is None else int(memory),  # type: ignore[call-overload]
+        reason=None if item.get("drain_reason") is None else str(item["drain_reason"]),
+        reason_user=None if item.get("drained_by") is None else str(item["drained_by"]),
+        # 同 Slurm 以本地时区显示
+        reason_time=datetime.fromisoformat(str(since)).astimezone() if since else None,
     )
 
 
@@ -214,6 +246,8 @@ def _sinfo_cell(letter: str, g: _Group | None, width: int) -> tuple[str, bool]:
         "d": "TMP_DISK",
         "w": "WEIGHT",
         "E": "REASON",
+        "u": "USER",
+        "H": "TIMESTAMP",
     }
     if g is None:
         return headers[letter], letter != "N"
@@ -276,11 +310,16 @@ def _sinfo_cell(letter: str, g: _Group | None, width: int) -> tuple[str, bool]:
         case "w":
             return "1", True
         case "E":
-            return "none", True
+            return (g.nodes[0].reason or "none") if g.nodes else "none", True
+        case "u":
+            return (g.nodes[0].reason_user or "Unknown") if g.nodes else "Unknown", True
+        case "H":
+            when = g.nodes[0].reason_time if g.nodes else None
+            return (_time(when, when.tzinfo) if when and when.tzinfo else "Unknown"), True
     raise AssertionError(letter)
 
 
-SINFO_LETTERS = frozenset("PRalLDtTNCcGfFAmsrhgzdwE")
+SINFO_LETTERS = frozenset("PRalLDtTNCcGfFAmsrhgzdwEuH")
 # sinfo 的全部字段字母（src/sinfo/opts.c 的 fmt_data）：区分“Slurm 没有”与“尚未支持”
 _SLURM_SINFO_LETTERS = frozenset("aABcCdDeEfFgGhHiIlLmMnNoOpPrRsStTuUvVwXYzZ")
 
@@ -288,6 +327,10 @@ DEFAULT_SINFO_FORMAT = "%9P %.5a %.10l %.6D %.6t %N"
 LONG_SINFO_FORMAT = "%9P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"
 NODE_SINFO_FORMAT = "%N %.6D %.9P %6t"
 NODE_LONG_SINFO_FORMAT = "%N %.6D %.9P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E"
+# sinfo -R（opts.c：list_reasons）：排空的节点按原因、操作者、时刻成组
+REASON_SINFO_FORMAT = "%20E %9u %19H %N"
+# -l 时 Slurm 的 %12U 为“用户名(uid)”；Conductor 只记用户名，印 %12u
+REASON_LONG_SINFO_FORMAT = "%20E %12u %19H %6t %N"
 
 
 def parse_sinfo_format(fmt: str) -> tuple[str, list[FormatSpec]]:
@@ -357,6 +400,33 @@ def format_sinfo(
                 [MIN_NODE_FIELD_SIZE]
                 + [len(hostlist.compress(n.name for n in g.nodes)) for g in groups if g.nodes]
             )
+    return _render(prefix, specs, groups, header, part_width, node_width)
+
+
+def format_sinfo_reasons(
+    nodes: Sequence[NodeView], long: bool = False, header: bool = True, fmt: str | None = None
+) -> str:
+    """sinfo -R：排空的节点，同一原因、操作者、时刻（-l 时还有状态）的成一行，每个节点只出现一次。"""
+    prefix, specs = parse_sinfo_format(
+        fmt or (REASON_LONG_SINFO_FORMAT if long else REASON_SINFO_FORMAT)
+    )
+    keyed: dict[tuple, list[NodeView]] = {}
+    for n in sorted(nodes, key=lambda n: n.name):
+        if n.reason is not None:
+            key = (n.reason, n.reason_user, n.reason_time, n.state if long else "")
+            keyed.setdefault(key, []).append(n)
+    groups = [_Group(None, tuple(members), members[0].state) for members in keyed.values()]
+    return _render(prefix, specs, groups, header, None, None)
+
+
+def _render(
+    prefix: str,
+    specs: Sequence[FormatSpec],
+    groups: Sequence[_Group],
+    header: bool,
+    part_width: int | None,
+    node_width: int | None,
+) -> str:
     lines = []
     rows: list[_Group | None] = ([None] if header else []) + list(groups)
     for g in rows:
@@ -380,10 +450,10 @@ _STATE_ALIASES = {
     "alloc": {"alloc"},
     "allocated": {"alloc"},
     "down": {"down", "down*"},
-    "drain": set(),
-    "drained": set(),
-    "draining": set(),
-    "drng": set(),
+    "drain": {"drain", "drng"},
+    "drained": {"drain"},
+    "draining": {"drng"},
+    "drng": {"drng"},
     "resv": set(),
     "reserved": set(),
 }
@@ -534,9 +604,11 @@ def format_show_node(nodes: Sequence[NodeView], one_liner: bool = False) -> str:
     """scontrol show node（src/api/node_info.c 的 slurm_sprint_node_table，22.05）：Conductor 有的键。"""
     out = []
     for n in nodes:
-        state = _STATE_UPPER.get(n.state, n.state.upper())
+        state = _STATE_UPPER.get(n.base_state, n.base_state.upper())
         if state == "DOWN*":
             state = "DOWN+NOT_RESPONDING"
+        if n.reason is not None:
+            state += "+DRAIN"  # node_state_string_complete：基本状态加标志位
         tres = f"cpu={n.cpus_total}"
         if n.memory_mb is not None:
             tres += f",mem={_mem_mb(n.memory_mb)}"
@@ -564,6 +636,11 @@ def format_show_node(nodes: Sequence[NodeView], one_liner: bool = False) -> str:
             "CurrentWatts=0 AveWatts=0",
             "ExtSensorsJoules=n/s ExtSensorsWatts=0 ExtSensorsTemp=n/s",
         ]
+        if n.reason is not None:
+            # Reason=原因 [用户@时刻]（空格不替换，同 Slurm）
+            when = n.reason_time
+            stamp = _time(when, when.tzinfo) if when and when.tzinfo else "Unknown"
+            lines.append(f"Reason={n.reason} [{n.reason_user or 'Unknown'}@{stamp}]")
         out.append(_join(lines, one_liner))
     return "".join(out)
 

@@ -1,10 +1,11 @@
-"""总览：GET /dashboard——作业统计、资源使用（CPU、GPU、通用资源）与节点信息。
+"""总览：GET /dashboard——作业统计、资源使用（CPU、GPU、通用资源）与节点信息（含状态与排空）。
 
 数字来自 PostgreSQL（作业计数、仍占用资源的作业）与存活的 Ray 集群（节点与容量）。
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -13,9 +14,11 @@ from api.deps import PrincipalDep, RuntimeDep
 from api.routes.jobs import job_summary
 from api.schemas import DashboardResponse, GresStats, JobStats, NodeInfo, ResourceStats
 from conductor.db import session_scope
+from conductor.drains import RAY_REASON, RAY_USER, Drain, node_state
 from conductor.resources import CPU, GPU, MEMORY, NONE, Resources
 from conductor.states import JobState
 from conductor.stats import job_figures
+from conductor.store import drains
 from conductor.store import jobs as store
 
 router = APIRouter()
@@ -55,18 +58,25 @@ def dashboard(principal: PrincipalDep, rt: RuntimeDep) -> DashboardResponse:
         else:
             counts = store.account_counts(session, mine)
         held = store.held_by_node(session)
+        drained = drains.all_drains(session)
         recent = {
             state: store.recent(session, state, mine, RECENT)
             for state in (JobState.RUNNING, JobState.PENDING)
         }
     stats = JobStats(total=sum(counts.values()), **{s.lower(): n for s, n in counts.items()})
     nodes = []
+    now = datetime.now(UTC)
     cluster_total, cluster_used = NONE, NONE
     partitions = rt.partitions
     for n in rt.cluster.nodes():
         total, used = n.capacity, held.get(n.node_id, NONE)
         if n.alive:  # 合计只算存活节点
             cluster_total, cluster_used = cluster_total + total, cluster_used + used
+        usage = usage_fields(total, used, n.alive)
+        drain = drained.get(n.node_name)
+        if drain is None and n.draining:  # Ray 自己在排空（缩容、实例回收）
+            drain = Drain(n.node_name, RAY_REASON, RAY_USER, now)
+        busy = any(v > 0 for k, v in used.items() if k != MEMORY)
         nodes.append(
             NodeInfo(
                 node_name=n.node_name,
@@ -74,7 +84,11 @@ def dashboard(principal: PrincipalDep, rt: RuntimeDep) -> DashboardResponse:
                 partition=",".join(sorted(partitions.node_partitions(n.labels, n.resources))),
                 available=n.alive,
                 features=sorted(n.features),
-                **usage_fields(total, used, n.alive),
+                state=node_state(n.alive, drain is not None, busy, usage["available_cpus"] > 0),
+                drain_reason=None if drain is None else drain.reason,
+                drained_by=None if drain is None else drain.by,
+                drain_since=None if drain is None else drain.since,
+                **usage,
             )
         )
     return DashboardResponse(

@@ -76,6 +76,14 @@ function nodeBusy(n) {
   return n.allocated_cpus || n.allocated_gpus || Object.values(n.gres || {}).some((g) => g.allocated);
 }
 
+// 节点状态：排空中的写明原因与操作者（tooltip 里有开始时刻）
+const NODE_STATES = { draining: "排空中（作业跑完即止）", drained: "已排空" };
+function nodeStateText(n) {
+  if (!n.available) return "不可用";
+  if (NODE_STATES[n.state]) return `${NODE_STATES[n.state]}：${n.drain_reason}（${n.drained_by}）`;
+  return nodeBusy(n) ? "使用中" : "空闲";
+}
+
 async function refreshCluster() {
   const dash = await (await api("/dashboard")).json();
   const r = dash.resource_stats;
@@ -101,7 +109,7 @@ async function refreshCluster() {
     const tr = el("tr");
     tr.dataset.node = n.node_name;
     tr.append(el("td", n.node_name), el("td", n.partition),
-      el("td", n.available ? (nodeBusy(n) ? "使用中" : "空闲") : "不可用"),
+      el("td", nodeStateText(n), n.drain_reason ? "drain" : undefined),
       el("td", `${n.allocated_cpus} / ${n.total_cpus}`));
     for (const [, , cell, cls] of cols) tr.append(el("td", cell(n), cls));
     tr.append(el("td", `${(n.utilization_rate * 100).toFixed(0)}%`));

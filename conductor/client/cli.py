@@ -1,4 +1,4 @@
-"""客户端命令行 `conductor`：submit、query、cancel、queue、history、logs、info，
+"""客户端命令行 `conductor`：submit、query、cancel、queue、history、logs、info、drain、resume，
 以及 Slurm 替身命令的转交（`conductor sbatch …` 同 `sbatch …`，见 conductor/client/slurm/）。
 
 每个命令都是“取得客户端，调用一次 SDK，渲染结果”（命令在各自的模块里）。这里只把它们
@@ -15,6 +15,7 @@ import typer
 from conductor.client.info import info
 from conductor.client.jobs import cancel, history, query, queue
 from conductor.client.logs import logs
+from conductor.client.nodes import drain, resume
 from conductor.client.submit import submit
 
 EPILOG = (
@@ -29,7 +30,7 @@ app = typer.Typer(
     epilog=EPILOG,
     no_args_is_help=True,
 )
-for command in (submit, query, cancel, queue, history, logs, info):
+for command in (submit, query, cancel, queue, history, logs, info, drain, resume):
     app.command()(command)
 
 # Slurm 替身命令：参数原样交给同一个 main（不经 Typer 解析，-h、--help 等照 Slurm 的含义）
@@ -39,7 +40,7 @@ SLURM_COMMANDS = {
     "scancel": "取消作业或发信号（同 Slurm 的 scancel）",
     "sacct": "作业与作业步的记账记录（同 Slurm 的 sacct）",
     "sinfo": "分区与节点的概况（同 Slurm 的 sinfo）",
-    "scontrol": "show job/node/partition、hold、release、requeue、update（同 Slurm 的 scontrol）",
+    "scontrol": "show job/node/partition、hold、release、requeue、update（含节点排空，同 Slurm 的 scontrol）",
 }
 
 

@@ -22,9 +22,11 @@ def _busy(node: dict[str, Any]) -> bool:
 
 
 def _node_state(node: dict[str, Any]) -> Any:
-    # 同 sinfo：CPU 全部分配为 alloc，部分为 mix
+    # 同 sinfo：CPU 全部分配为 alloc，部分为 mix；排空中还有作业为 drng，没有了为 drain
     if not node["available"]:
         return lit("down", "red")
+    if node.get("state") in ("draining", "drained"):
+        return lit("drng" if node["state"] == "draining" else "drain", "yellow")
     if not _busy(node):
         return lit("idle")
     if node["available_cpus"] == 0:
@@ -101,5 +103,11 @@ def info(url: UrlOption = DEFAULT_URL, as_json: JsonOption = False) -> None:
     if r.get("gres"):
         out.print(lit(f"通用资源 空闲/总数：{_gres(r['gres'])}"), highlight=False)
     out.print(lit(f"Ray 仪表盘：{dashboard_url or '未启用'}"), highlight=False, soft_wrap=True)
+    for n in nodes:
+        if n.get("drain_reason"):
+            out.print(
+                lit(f"节点 {n['node_name']} 排空中：{n['drain_reason']}（{n.get('drained_by')}）"),
+                highlight=False,
+            )
     if health.get("status") not in (None, "healthy"):
         err.print(lit(f"服务状态：{health.get('detail', health.get('status'))}", "yellow"))

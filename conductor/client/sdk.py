@@ -125,6 +125,14 @@ class ConductorClient:
         """集群总览：作业计数、各节点与分区的 CPU。"""
         return self._call("GET", "/dashboard")
 
+    def drain(self, node_name: str, reason: str) -> dict[str, Any]:
+        """排空节点（仅管理员）：不再接新作业，运行中的照常跑完。"""
+        return self._call("POST", f"/nodes/{node_name}/drain", json={"reason": reason})
+
+    def resume(self, node_name: str) -> dict[str, Any]:
+        """恢复排空的节点（仅管理员）。"""
+        return self._call("POST", f"/nodes/{node_name}/resume")
+
     def health(self) -> dict[str, Any]:
         """健康检查。某个组件不可用时服务答 503，但正文仍有各组件与 Ray 仪表盘地址：照样返回。"""
         try:

@@ -58,6 +58,8 @@ ROUTES = [
     ("get", "/dashboard"),
     ("get", "/jobs/1/logs"),
     ("post", "/jobs/1/hold"),
+    ("post", "/nodes/n1/drain"),
+    ("post", "/nodes/n1/resume"),
     ("post", "/jobs/1/release"),
     ("patch", "/jobs/1"),
 ]
@@ -82,6 +84,21 @@ def test_every_route_needs_a_valid_token(secure: Service, tmp_path: Path) -> Non
     assert job_count(secure) == before
     # /health 不需要令牌
     assert anonymous.get("/health").status_code == 200
+
+
+def test_only_admins_drain_and_resume_nodes(secure: Service) -> None:
+    """排空与恢复节点仅管理员：账户令牌 403 且什么都不写；管理员的请求也先校验原因与节点名。"""
+    head = secure.client.get("/dashboard").json()["node_info"][0]["node_name"]
+    user = account_client(secure, "alice")
+    refused = user.post(f"/nodes/{head}/drain", json={"reason": "x"})
+    assert refused.status_code == 403 and "管理员" in refused.json()["detail"]
+    assert user.post(f"/nodes/{head}/resume").status_code == 403
+    no_reason = secure.client.post(f"/nodes/{head}/drain", json={"reason": " "})
+    assert no_reason.status_code == 422 and "reason" in no_reason.text
+    assert secure.client.post("/nodes/nope/drain", json={"reason": "x"}).status_code == 404
+    with secure.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM node_drains")).scalar_one() == 0
+    assert secure.client.post(f"/nodes/{head}/resume").status_code == 409
 
 
 def test_revoked_token_is_refused_at_once(secure: Service) -> None:

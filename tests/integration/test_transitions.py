@@ -539,6 +539,7 @@ def test_migrations_idempotent(engine: Engine, database_url: str) -> None:
         "job_steps",
         "jobs",
         "login_codes",
+        "node_drains",
         "scheduler_epochs",
     ]
 

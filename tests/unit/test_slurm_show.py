@@ -118,7 +118,7 @@ def test_unknown_format_letters_are_refused() -> None:
     with pytest.raises(ValueError, match="Slurm 没有这个字段字母"):
         format_sinfo(PARTS, NODES, "%P %y")
     with pytest.raises(ValueError, match="尚未支持"):
-        format_sinfo(PARTS, NODES, "%P %H")
+        format_sinfo(PARTS, NODES, "%P %U")
 
 
 def test_dashboard_node_info_converts() -> None:

@@ -1,9 +1,9 @@
 """scontrol：show job/node/partition（Slurm 的 Key=Value 版式，见 conductor/slurm_show.py），
-hold、release、requeue 与 update JobId=… TimeLimit=… Priority=…。
+hold、release、requeue、update JobId=… TimeLimit=… Priority=… 与 update NodeName=… State=DRAIN|RESUME。
 
 命令对应的 REST：show job → GET /jobs/query/{id}（再用 GET /jobs 的列表项补上用户、时限等）；
 show node/partition → GET /dashboard 与 GET /partitions；hold/release → POST /jobs/{id}/hold|release；
-requeue → POST /jobs/{id}/requeue；update → PATCH /jobs/{id}。
+requeue → POST /jobs/{id}/requeue；update → PATCH /jobs/{id}，节点的 → POST /nodes/{name}/drain|resume。
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ HELP = """\
   release 作业号[,作业号...]       放行挂起的作业
   requeue 作业号[,作业号...]       重新排队
   update JobId=作业号 TimeLimit=时限 Priority=N   修改排队中的作业
+  update NodeName=节点[,节点...] State=DRAIN Reason=原因   排空节点（仅管理员）
+  update NodeName=节点[,节点...] State=RESUME               恢复排空的节点（仅管理员）
   -o, --oneliner                   每条记录一行
   -d, --details                    接受（同默认）
   --help                           显示本帮助
@@ -237,7 +239,69 @@ def _job_action(api: Api, action: str, targets: list[str]) -> int:
 _UPDATE_KEYS = {"timelimit": "time_limit", "priority": "priority"}
 
 
+# 节点更新里 Slurm 的出错原文（slurm_errno.c），按 HTTP 状态
+_NODE_ERRORS = {
+    403: "Access/permission denied",
+    404: "Invalid node name specified",
+    409: "Invalid node state specified",
+}
+
+
+def _update_node(api: Api, words: list[str]) -> int:
+    """update NodeName=… State=DRAIN Reason=… | State=RESUME（UNDRAIN 同 RESUME）：逐个节点调用。"""
+    names: list[str] = []
+    state: str | None = None
+    reason: str | None = None
+    for word in words:
+        key, eq, value = word.partition("=")
+        low = key.lower()
+        if not eq:
+            sys.stderr.write(f"Invalid input: {word}\nRequest aborted\n")
+            return 1
+        if low in ("nodename", "node"):
+            try:
+                names = hostlist.expand(value)
+            except ValueError:
+                sys.stderr.write(f"Invalid node name specified: {value}\nRequest aborted\n")
+                return 1
+        elif low == "state":
+            state = value.upper()
+        elif low == "reason":
+            reason = value
+        else:
+            sys.stderr.write(
+                f"Update of this parameter is not supported: {word}\nRequest aborted\n"
+            )
+            return 1
+    if state is None:
+        sys.stderr.write("No changes specified\n")
+        return 1
+    if state in ("DRAIN", "FAIL") and not (reason or "").strip():
+        sys.stderr.write("You must specify a reason when DRAINING a node\nRequest aborted\n")
+        return 1
+    if state not in ("DRAIN", "RESUME", "UNDRAIN"):
+        # DOWN、FAIL、IDLE……：节点的存活由 Ray 判定，Conductor 只能排空与恢复
+        sys.stderr.write(
+            f"scontrol: error: 不支持 State={state}：Conductor 只能排空（DRAIN）与恢复（RESUME、UNDRAIN）节点，"
+            "节点是否存活由 Ray 判定\nRequest aborted\n"
+        )
+        return 1
+    rc = 0
+    for name in names:
+        try:
+            if state == "DRAIN":
+                api.request("POST", f"/nodes/{name}/drain", body={"reason": reason})
+            else:
+                api.request("POST", f"/nodes/{name}/resume")
+        except ApiError as exc:
+            rc = 1
+            sys.stderr.write(f"slurm_update error: {_NODE_ERRORS.get(exc.status, exc.detail)}\n")
+    return rc
+
+
 def _update(api: Api, words: list[str]) -> int:
+    if any(w.lower().startswith(("nodename=", "node=")) for w in words):
+        return _update_node(api, words)
     job: str | None = None
     body: dict[str, Any] = {}
     for word in words:

@@ -23,8 +23,9 @@ HELP = """\
   -l, --long                长格式
   -o, --format=格式         %P %a %l %D %t %T %N %C %c %G %f %F %A %m %L
   -h, --noheader            不输出表头
+  -R, --list-reasons        排空节点的原因、操作者与时刻（%20E %9u %19H %N）
   -p, --partition=分区,…    只列这些分区
-  -t, --states=状态,…       只列这些状态的节点（idle、mix、alloc、down）
+  -t, --states=状态,…       只列这些状态的节点（idle、mix、alloc、down、drain、drained、draining）
   -s, --summarize           接受（同默认视图）
   -a, --all                 接受（Conductor 没有隐藏分区）
       --help                显示本帮助
@@ -37,6 +38,7 @@ def _parser() -> SlurmParser:
     p.add_argument("-l", "--long", action="store_true")
     p.add_argument("-o", "--format")
     p.add_argument("-h", "--noheader", action="store_true")
+    p.add_argument("-R", "--list-reasons", action="store_true")
     p.add_argument("-p", "--partition", action="append", default=[])
     p.add_argument("-t", "--states")
     p.add_argument("-s", "--summarize", action="store_true")
@@ -89,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     out = ""
     if args.long:
         out = datetime.now().strftime("%a %b %e %H:%M:%S %Y") + "\n"
+    if args.list_reasons:
+        chosen = [n for n in nodes if not wanted or set(n.partitions) & set(wanted)]
+        sys.stdout.write(
+            out
+            + slurm_show.format_sinfo_reasons(
+                chosen, long=args.long, header=not args.noheader, fmt=args.format
+            )
+        )
+        return 0
     out += slurm_show.format_sinfo(
         parts,
         nodes,
