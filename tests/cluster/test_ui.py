@@ -239,3 +239,20 @@ def test_docs_render_offline(api: LiveApi, browser: webdriver.Chrome) -> None:
     )
     assert "/jobs/submit" in browser.find_element(By.TAG_NAME, "body").text
     browser.save_screenshot(str(_artifacts() / "docs.png"))
+
+
+def test_nodes_table_shows_a_drained_node_with_its_reason(
+    service: Service, api: LiveApi, browser: webdriver.Chrome
+) -> None:
+    """排空的节点：状态一栏写明“已排空”、原因与操作者；恢复后不再显示。"""
+    alive = [n for n in service.client.get("/dashboard").json()["node_info"] if n["available"]]
+    name = alive[0]["node_name"]
+    row = f'#nodes tbody tr[data-node="{name}"]'
+    resp = service.client.post(f"/nodes/{name}/drain", json={"reason": "网页测试维护"})
+    assert resp.status_code == 200, resp.text
+    try:
+        browser.get(api.url + "/ui")
+        _wait(browser, lambda d: "已排空：网页测试维护（" in _text(d, row), "节点显示已排空与原因")
+    finally:
+        assert service.client.post(f"/nodes/{name}/resume").status_code == 200
+    _wait(browser, lambda d: _text(d, row) and "排空" not in _text(d, row), "恢复后不再显示排空")
