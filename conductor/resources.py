@@ -60,6 +60,14 @@ class Resources(Mapping[str, float]):
         limit = _plain(capacity)
         return all(v <= limit.get(k, 0.0) + EPSILON for k, v in self.amounts.items())
 
+    def fits_with(self, extra: Mapping[str, float], capacity: Mapping[str, float]) -> bool:
+        """(self + extra).fits_in(capacity)，不构造中间的向量（策略对每个作业、每个候选节点都问一次）。"""
+        mine, theirs, limit = self.amounts, _plain(extra), _plain(capacity)
+        return all(
+            mine.get(k, 0.0) + theirs.get(k, 0.0) <= limit.get(k, 0.0) + EPSILON
+            for k in {*mine, *theirs}
+        )
+
     def shortfall(self, capacity: Mapping[str, float]) -> dict[str, float]:
         """超出 capacity 的各项及超出量（空即放得下）：错误消息据此点名缺的资源。"""
         return {
