@@ -55,7 +55,7 @@ class Ledger:
             return False
         if job.exclusive:
             return self.jobs == 0
-        return (self.used + demand_on(job, self.view)).fits_in(self.view.total)
+        return self.used.fits_with(demand_on(job, self.view), self.view.total)
 
     def respects_reservations(self, job: PendingJob, end: float | None) -> bool:
         """放在这里不会推迟任何预留：在预留开始前结束，或只用预留之外的余量。"""
@@ -95,7 +95,7 @@ class Ledger:
             if job.exclusive:
                 if jobs == 0:
                     return Slot(moment, NONE, closed=True)
-            elif (used + need).fits_in(total):
+            elif used.fits_with(need, total):
                 return Slot(moment, total - (used + need))
         return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from conductor.features import satisfies
 from conductor.resources import CPU, GPU, MEMORY, Resources
@@ -64,8 +65,9 @@ class NodeView:
         object.__setattr__(self, "custom", Resources(self.custom))
         object.__setattr__(self, "features", frozenset(f.lower() for f in self.features))
 
-    @property
+    @cached_property
     def total(self) -> Resources:
+        """总容量向量；只算一次（视图不可变，策略每轮对每个作业、每个节点都要读它）。"""
         return Resources(
             {**self.custom, CPU: self.total_cpus, MEMORY: self.total_memory, GPU: self.gpus}
         )
@@ -105,7 +107,7 @@ class RunningJob:
             )
         object.__setattr__(self, "node_ids", ids)
 
-    @property
+    @cached_property
     def used(self) -> Resources:
         """占用的向量（整节点内存的作业在这里内存为 0，按节点计见 demand_on）。"""
         return _vector(self.cpus, self.memory_bytes, self.gpus, self.gres)
@@ -139,7 +141,7 @@ class PendingJob:
         if self.nodes < 1:
             raise ValueError(f"作业 {self.job_id} 的节点数须至少为 1：{self.nodes}")
 
-    @property
+    @cached_property
     def request(self) -> Resources:
         """需求向量（整节点内存的作业在这里内存为 0，按节点计见 demand_on）。"""
         return _vector(self.cpus, self.memory_bytes, self.gpus, self.gres)

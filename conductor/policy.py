@@ -133,6 +133,8 @@ def plan(snap: Snapshot) -> Plan:
                 node.take(demand_on(r, node.view), r.exclusive, r.expected_end)
     result = Plan()
     reserved_partitions: set[str] = set()
+    # 分区的节点（按快照顺序）：每个分区只筛一次，不为每个作业扫一遍全部节点
+    by_partition: dict[str, list[Ledger]] = {}
     for job in snap.pending:
         reason = blocked(
             None if job.runnable else DEPENDENCY,
@@ -148,7 +150,10 @@ def plan(snap: Snapshot) -> Plan:
         if reason is not None:
             result.reasons[job.job_id] = reason
             continue
-        members = [n for n in nodes.values() if job.partition in n.view.partitions]
+        members = by_partition.get(job.partition)
+        if members is None:
+            members = [n for n in nodes.values() if job.partition in n.view.partitions]
+            by_partition[job.partition] = members
         chosen = [n for n in members if selected(job, n.view)]
         if members and (
             len(chosen) < min(job.nodes, len(members))

@@ -43,18 +43,30 @@ class Resources(Mapping[str, float]):
         return hash(frozenset(self.amounts.items()))
 
     def __add__(self, other: Mapping[str, float]) -> Resources:
-        return Resources({k: self[k] + other.get(k, 0.0) for k in {*self, *other}})
+        # 直接读两边的字典：调度策略每轮对每个作业、每个候选节点都要加、比较一次，经 Mapping 的通用方法慢三倍
+        mine, theirs = self.amounts, _plain(other)
+        return Resources({k: mine.get(k, 0.0) + theirs.get(k, 0.0) for k in {*mine, *theirs}})
 
     def __sub__(self, other: Mapping[str, float]) -> Resources:
         """可以得到负值的差（超额时用它找出哪一项不够）；负值不保留，用 shortfall 取。"""
-        return Resources({k: self[k] - other.get(k, 0.0) for k in {*self, *other}})
+        mine, theirs = self.amounts, _plain(other)
+        return Resources({k: mine.get(k, 0.0) - theirs.get(k, 0.0) for k in {*mine, *theirs}})
 
     def scaled(self, factor: float) -> Resources:
         return Resources({k: v * factor for k, v in self.items()})
 
     def fits_in(self, capacity: Mapping[str, float]) -> bool:
         """每一项都不超过 capacity。"""
-        return all(v <= capacity.get(k, 0.0) + EPSILON for k, v in self.items())
+        limit = _plain(capacity)
+        return all(v <= limit.get(k, 0.0) + EPSILON for k, v in self.amounts.items())
+
+    def fits_with(self, extra: Mapping[str, float], capacity: Mapping[str, float]) -> bool:
+        """(self + extra).fits_in(capacity)，不构造中间的向量（策略对每个作业、每个候选节点都问一次）。"""
+        mine, theirs, limit = self.amounts, _plain(extra), _plain(capacity)
+        return all(
+            mine.get(k, 0.0) + theirs.get(k, 0.0) <= limit.get(k, 0.0) + EPSILON
+            for k in {*mine, *theirs}
+        )
 
     def shortfall(self, capacity: Mapping[str, float]) -> dict[str, float]:
         """超出 capacity 的各项及超出量（空即放得下）：错误消息据此点名缺的资源。"""
@@ -78,6 +90,11 @@ class Resources(Mapping[str, float]):
 
 
 NONE = Resources()
+
+
+def _plain(amounts: Mapping[str, float]) -> Mapping[str, float]:
+    """向量背后的字典（别的映射原样返回）：缺省项的 get 与 Resources 相同，都是 0。"""
+    return amounts.amounts if isinstance(amounts, Resources) else amounts
 
 
 def job_request(
