@@ -15,7 +15,7 @@
 4. 恢复：10,000 个运行中作业的 load_held_jobs、decide（代理视图是纯数据）、apply（无变化与丢失 1%），
    再加一轮调度。Ray actor 重启本身的时间见 bench.run --only recovery，这里不启动 Ray。
 
-结果写到 bench/results/scale_sim.json，图写到 docs/benchmarks-scale.png。只打印数字，不做断言。
+结果写到 bench/results/scale_sim.json，图写到 docs/benchmarks-scale.png（--quick 写到 bench/results/scale_sim_quick.png）。只打印数字，不做断言。
 """
 
 from __future__ import annotations
@@ -686,8 +686,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, ensure_ascii=False, indent=2))
     print(f"\n结果：{RESULTS}")
-    plot(report, PLOT)
-    print(f"图：{PLOT}")
+    # 冒烟的图不覆盖文档里完整规模的那张
+    target = RESULTS.with_name("scale_sim_quick.png") if args.quick else PLOT
+    plot(report, target)
+    print(f"图：{target}")
 
 
 def plot(report: dict[str, Any], dst: Path) -> None:
