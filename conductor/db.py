@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlmodel import Session
 
 from conductor.errors import ConductorError, DatabaseUnavailable, TransactionConflict
-from conductor.store.probe import select_one
+from conductor.store.probe import select_one, select_one_raw
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,11 +66,7 @@ def _ping_when_idle(engine: Engine, idle: float) -> None:
         if returned is None or time.monotonic() - returned <= idle:
             return  # 新建的连接，或刚用过的连接
         try:
-            cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-            try:
-                cursor.execute("SELECT 1")
-            finally:
-                cursor.close()
+            select_one_raw(dbapi_conn)
         except Exception as exc:  # noqa: BLE001 - 任何错误都说明这个连接不能用了
             # DisconnectionError：连接池丢弃这个连接并重新取（最多 3 次），调用者无感
             raise DisconnectionError(f"闲置连接已断开：{exc}") from exc
