@@ -22,8 +22,9 @@ from conductor.settings import Settings
 log = logging.getLogger("conductor.client")
 
 NODES_TTL = 1.0
-# 唤醒线程每发出一次唤醒后至少歇这么久：这段时间里到来的提交合并为下一次唤醒
-WAKE_GAP = 0.002
+# 唤醒线程每发出一次唤醒后至少歇这么久（最多每秒 100 次）：这段时间里到来的提交合并为下一次唤醒；
+# 空闲时的第一个提交立即唤醒，不受影响
+WAKE_GAP = 0.01
 
 
 class ClusterClient:
