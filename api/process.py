@@ -32,6 +32,8 @@ log = logging.getLogger("conductor.api")
 
 WATCHDOG_PERIOD = 2.0
 WATCHDOG_TIMEOUT = 15.0
+# 数据库连接在池里闲置超过这么久才在取出时探活（conductor/db.py make_engine 的 ping_idle）
+PING_IDLE = 1.0
 
 
 def _watch_ray() -> None:
@@ -112,7 +114,7 @@ def main() -> None:
         settings = Settings()
         connect_ray(settings)
         ensure_scheduler(settings)
-        engine = make_engine(settings.database_url or "", pool_size=10)
+        engine = make_engine(settings.database_url or "", pool_size=10, ping_idle=PING_IDLE)
         runtime = Runtime(settings, engine, ClusterClient(settings))
         sock = _listen(settings.host, settings.port)
     except Exception as exc:

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run                # 完整规模（约 12 分钟；吞吐项目重复 3 轮取中位数）
     .venv/bin/python -m bench.run --quick        # 小规模冒烟（约 2 分钟）
+    .venv/bin/python -m bench.run --only realistic insert_ceiling memory   # 现实路径（issue 20）
 
 在同一次运行里、同一个 Ray 集群上（conductor serve 启动的本地集群，8 个逻辑 CPU）
 并排测量：Conductor 端到端吞吐与“每个任务跑一个子进程”的裸 Ray 任务（天花板）。
@@ -28,6 +29,7 @@ import psutil
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from bench import realistic
 from bench.session import CPUS, Session, job, pct
 from harness.rows import insert_pending
 from harness.waiting import pid_alive, wait_for
@@ -322,6 +324,10 @@ def main() -> None:
         "cancel": lambda b: b.cancel_latency(5 if q else 20),
         "recovery": lambda b: b.recovery(200 if q else 1000),
         "queue_scale": lambda b: b.queue_scale((1000, 10_000) if q else (10_000, 100_000)),
+        # 现实路径（issue 20）：每个请求新建连接 / 32 个保持连接的客户端，与最小 FastAPI 天花板并排
+        "realistic": lambda b: realistic.realistic(b, 200 if q else 500),
+        "insert_ceiling": lambda b: realistic.insert_ceiling(b, 200 if q else 500),
+        "memory": realistic.memory,
     }
     selected = args.only or list(plan)
     # 吞吐项目轮流重复 --repeat 次（天花板、对照与端到端在同一轮里相邻），报告中位数；

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import threading
 import time
 
 import ray
@@ -21,6 +22,9 @@ from conductor.settings import Settings
 log = logging.getLogger("conductor.client")
 
 NODES_TTL = 1.0
+# 唤醒线程每发出一次唤醒后至少歇这么久（最多每秒 100 次）：这段时间里到来的提交合并为下一次唤醒；
+# 空闲时的第一个提交立即唤醒，不受影响
+WAKE_GAP = 0.01
 
 
 class ClusterClient:
@@ -31,6 +35,9 @@ class ClusterClient:
         self._scheduler: ray.actor.ActorHandle | None = None
         self._nodes: tuple[float, list[RayNode]] = (0.0, [])
         self._dashboard: str | None = None
+        self._wake_wanted = threading.Event()
+        self._waker: threading.Thread | None = None
+        self._waker_lock = threading.Lock()
 
     def scheduler(self) -> ray.actor.ActorHandle:
         if self._scheduler is None:
@@ -41,7 +48,28 @@ class ClusterClient:
         return self._scheduler
 
     def wake(self) -> None:
-        """通知调度器有新作业（不等待）。调度器重启中也不影响：它启动后会读取队列。"""
+        """通知调度器有新作业（不等待，请求线程里不调用 Ray）。
+
+        只置一个标志，由唤醒线程发出 actor 调用；它发送与歇息期间到来的多次唤醒合并为一次
+        （issue 20：每秒数百个提交时，每个请求一次 actor 调用既占 API 进程的 CPU，也让调度器
+        多醒很多次）。调度器重启中也不影响：它启动后会读取队列。"""
+        self._wake_wanted.set()
+        if self._waker is None:
+            with self._waker_lock:
+                if self._waker is None:
+                    self._waker = threading.Thread(
+                        target=self._wake_loop, name="scheduler-waker", daemon=True
+                    )
+                    self._waker.start()
+
+    def _wake_loop(self) -> None:
+        while True:
+            self._wake_wanted.wait()
+            self._wake_wanted.clear()
+            self._send_wake()
+            time.sleep(WAKE_GAP)
+
+    def _send_wake(self) -> None:
         try:
             self.scheduler().wake.remote()
         except Exception as exc:  # noqa: BLE001 - 作业已持久化，唤醒失败不影响正确性

@@ -235,3 +235,19 @@ def test_retry_on_narrows_what_is_retried() -> None:
     remaining[0] = 1
     with pytest.raises(TransactionConflict):
         with_retry(conflict, what="t", retry_on=(DatabaseUnavailable,))
+
+
+def test_ping_idle_replaces_a_dead_idle_connection(database_url: str, engine: Engine) -> None:
+    """ping_idle：池里闲置过的连接在取出时探活，后端已被终止时换新连接，调用者无感。"""
+    eng = make_engine(database_url, pool_size=1, ping_idle=0.05)
+    try:
+        with session_scope(eng) as s:
+            first = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with session_scope(engine) as s:
+            s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first})
+        time.sleep(0.2)  # 超过 ping_idle：下次取出时探活
+        with session_scope(eng) as s:
+            second = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert second != first
+    finally:
+        eng.dispose()
