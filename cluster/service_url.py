@@ -7,11 +7,14 @@ GCS 是 API 进程与各节点上的执行器都能读写的地方。API 每次�
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import ray
 from ray.experimental import internal_kv
 
-from conductor.settings import Settings
+if TYPE_CHECKING:
+    # 只作类型注解：执行器的 worker 也导入本模块，不为它加载 pydantic-settings（约 9 MB）
+    from conductor.settings import Settings
 
 log = logging.getLogger("conductor.client")
 
