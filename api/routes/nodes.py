@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path
 
 from api.deps import PrincipalDep, RuntimeDep
 from api.routes.jobs import service_user
+from api.runtime import Runtime
 from api.schemas import MessageResponse, NodeDrainRequest
 from conductor.auth import Principal
 from conductor.db import retry_conflicts, session_scope
@@ -28,6 +29,12 @@ def _admin(principal: Principal, action: str) -> None:
         raise Forbidden(f"只有管理员能{action}节点（{principal.label} 的令牌不行）")
 
 
+def _known(rt: Runtime, node_name: str) -> None:
+    """节点须是集群里的节点（存活或已失联），否则同 Slurm 报 Invalid node name specified。"""
+    if node_name not in {n.node_name for n in rt.cluster.nodes()}:
+        raise NodeNotFound(f"Invalid node name specified：集群里没有节点 {node_name}")
+
+
 @router.post("/nodes/{node_name}/drain", response_model=MessageResponse)
 def drain(
     node_name: NodeName, req: NodeDrainRequest, principal: PrincipalDep, rt: RuntimeDep
@@ -38,8 +45,7 @@ def drain(
     problem = reason_error(req.reason)
     if problem is not None:
         raise InvalidJobRequest("reason", problem)
-    if node_name not in {n.node_name for n in rt.cluster.nodes()}:
-        raise NodeNotFound(f"Invalid node name specified：集群里没有节点 {node_name}")
+    _known(rt, node_name)
 
     def apply() -> None:
         with session_scope(rt.engine) as session:
@@ -60,8 +66,7 @@ def resume(node_name: NodeName, principal: PrincipalDep, rt: RuntimeDep) -> Mess
             return drains.resume(session, [node_name])
 
     if not retry_conflicts(apply, what=f"恢复节点 {node_name}"):
-        if node_name not in {n.node_name for n in rt.cluster.nodes()}:
-            raise NodeNotFound(f"Invalid node name specified：集群里没有节点 {node_name}")
+        _known(rt, node_name)
         raise NodeNotDrained(f"Invalid node state specified：节点 {node_name} 没有在排空")
     rt.cluster.wake()  # 节点空出来了，马上调度一轮
     return MessageResponse(msg=f"节点 {node_name} 已恢复，重新接作业")

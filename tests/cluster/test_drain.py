@@ -68,6 +68,18 @@ def node_info(service: Service, name: str) -> dict:
     return found[-1]
 
 
+def hold_on(service: Service, node: str, tmp_path: Path) -> tuple[Path, int]:
+    """在 node 上跑一个作业，直到测试创建返回的文件 go；返回 (go, 作业号)，作业开始后才返回。"""
+    go = tmp_path / "go"
+    job = service.submit(
+        f"touch started; while [ ! -e {go} ]; do sleep 0.1; done",
+        current_working_directory=str(tmp_path),
+        required_nodes=[node],
+    )
+    wait_for((tmp_path / "started").exists, 60, what=f"{node} 上的作业开始")
+    return go, job
+
+
 def head_name(service: Service, cluster: Cluster) -> str:
     head = cluster.head_node.node_id  # type: ignore[attr-defined]
     names = [n["node_name"] for n in service.client.get("/dashboard").json()["node_info"]
@@ -83,13 +95,7 @@ def test_drain_lets_the_running_job_finish_sends_new_jobs_elsewhere_and_resume_r
     service: Service, ray_cluster: Cluster, api: LiveApi, nodes: dict, tmp_path: Path
 ) -> None:
     (_, a), (_, b) = nodes["a"], nodes["b"]
-    go = tmp_path / "go"
-    first = service.submit(
-        f"touch started; while [ ! -e {go} ]; do sleep 0.1; done",
-        current_working_directory=str(tmp_path),
-        required_nodes=[a],
-    )
-    wait_for((tmp_path / "started").exists, 60, what="a 上的作业开始")
+    go, first = hold_on(service, a, tmp_path)
 
     drained = slurm(api, "scontrol", "update", f"NodeName={a}", "State=DRAIN", "Reason=换内存")
     assert drained.returncode == 0, drained.stderr
@@ -166,13 +172,7 @@ def test_a_node_ray_is_draining_gets_no_new_jobs(
     service: Service, ray_cluster: Cluster, nodes: dict, tmp_path: Path
 ) -> None:
     (node_a, a), (_, b) = nodes["a"], nodes["b"]
-    go = tmp_path / "go"
-    first = service.submit(
-        f"touch started; while [ ! -e {go} ]; do sleep 0.1; done",
-        current_working_directory=str(tmp_path),
-        required_nodes=[a],
-    )
-    wait_for((tmp_path / "started").exists, 60, what="a 上的作业开始")
+    go, first = hold_on(service, a, tmp_path)
     gcs = ray._raylet.GcsClient(address=ray_cluster.address)
     accepted, why = gcs.drain_node(
         node_a.node_id,  # type: ignore[attr-defined]
